@@ -1,0 +1,202 @@
+"""Command line: `adnlib demo-data | train | evaluate | score` (also `python -m adnlib`).
+
+Bad input ends with one line `error: ...` on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import AdnlibError, OutputExistsError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse would print the usage too)
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="adnlib", description="DifferNet / AttentDifferNet anomaly detection.")
+    parser.add_argument("--version", action="version", version=f"adnlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo-data", help="generate the small offline demo dataset")
+    p.add_argument("--out", type=Path, default=None, help="folder (default: data/demo in the repository)")
+    p.add_argument("--force", action="store_true", help="regenerate even if it exists")
+
+    p = sub.add_parser("train", help="train one variant on one category, evaluate, save checkpoint and metrics")
+    p.add_argument("--data", type=Path, required=True, help="dataset root (MVTec AD layout)")
+    p.add_argument("--category", required=True)
+    p.add_argument("--variant", choices=("differnet", "se", "cbam"), default="differnet")
+    p.add_argument("--preset", default="paper", help="paper (default), demo or smoke")
+    p.add_argument("--img-size", type=_positive)
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--eval-every", type=_positive)
+    p.add_argument("--tta", type=_positive, help="rotations per test image (paper: 64)")
+    p.add_argument("--weights", help="auto | imagenet | none | PATH to AlexNet weights")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--feature-cache", action="store_true",
+                   help="frozen backbones: embed K rotations per image once (an approximation; faster epochs)")
+    p.add_argument("--freeze-attention", action="store_true", help="ablation: do not train the attention blocks")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("evaluate", help="score a category's test split with a checkpoint; print AUROC as JSON")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--tta", type=_positive)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-corrupt", action="store_true")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("grid", help="train categories x variants and print an AUROC table")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--categories", nargs="+", help="default: every category under --data")
+    p.add_argument("--variants", nargs="+", default=["differnet", "se", "cbam"],
+                   choices=("differnet", "se", "cbam"))
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--weights", help="auto | imagenet | none | PATH")
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("score", help="print the anomaly score of each image")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--tta", type=_positive)
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def _config_from_args(args):
+    from .config import preset
+    overrides = {name: value for name, value in {
+        "variant": args.variant, "img_size": args.img_size, "epochs": args.epochs, "eval_every": args.eval_every,
+        "n_test_rotations": args.tta, "weights": args.weights, "seed": args.seed, "device": args.device,
+    }.items() if value is not None}
+    if args.feature_cache:
+        overrides["feature_cache"] = True
+    if args.freeze_attention:
+        overrides["train_attention"] = False
+    return preset(args.preset, **overrides)
+
+
+def _train(args) -> int:
+    from .train import train
+    config = _config_from_args(args)
+    result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress, skip_corrupt=args.skip_corrupt)
+    m = result.metrics
+    print(json.dumps({k: m[k] for k in ("variant", "category", "auroc", "auroc_best", "best_epoch", "epochs",
+                                        "backbone_weights", "train_seconds")}))
+    print(f"results in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .checkpoint import model_from_checkpoint, write_csv, write_json
+    from .datasets import AnomalyDataset
+    from .device import resolve_device
+    from .evaluate import report, score_dataset
+    if args.out is not None and (args.out / "scores.csv").exists() and not args.overwrite:
+        raise OutputExistsError(f"{args.out / 'scores.csv'} exists; pass --overwrite or choose another --out")
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(args.checkpoint, device)
+    dataset = AnomalyDataset(args.data, args.category, "test", model.config.img_size, args.skip_corrupt)
+    scores = score_dataset(model, dataset, n_rotations=args.tta, device=device, seed=model.config.seed,
+                           progress=not args.no_progress)
+    rep = report(scores)
+    line = {"auroc": rep["auroc"], "auroc_per_defect": rep["auroc_per_defect"], "category": args.category,
+            "variant": model.config.variant, "checkpoint": str(args.checkpoint),
+            "n_rotations": args.tta or model.config.n_test_rotations, "backbone_weights": model.backbone_weights}
+    if args.out is not None:
+        write_csv(args.out / "scores.csv", scores)
+        write_json(args.out / "metrics.json", {**line, "roc": rep["roc"]})
+    print(json.dumps(line))
+    return 0
+
+
+def _score(args) -> int:
+    from .checkpoint import model_from_checkpoint
+    from .device import resolve_device
+    from .errors import DatasetError
+    from .evaluate import score_images
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise DatasetError(f"image not found: {', '.join(missing)}")
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(args.checkpoint, device)
+    scores = score_images(model, args.images, n_rotations=args.tta, device=device, seed=model.config.seed,
+                          progress=False)
+    for path, score in zip(scores["path"], scores["score"]):
+        print(f"{path}\t{score:.6f}")
+    return 0
+
+
+def _grid(args) -> int:
+    from .config import preset
+    from .datasets import category_dir, list_categories
+    from .errors import DatasetError
+    from .grid import auroc_table, run_grid
+    categories = args.categories or list_categories(args.data)
+    if not categories:
+        raise DatasetError(f"no categories found under {args.data}")
+    for category in categories:
+        category_dir(args.data, category)  # fail before training anything
+    overrides = {k: v for k, v in {"epochs": args.epochs, "weights": args.weights, "device": args.device}.items()
+                 if v is not None}
+    runs = run_grid(preset(args.preset, **overrides), args.data, categories, args.variants, args.out,
+                    progress=not args.no_progress)
+    print(f"image AUROC (%), last epoch; weights: {', '.join(sorted(set(runs['backbone_weights'])))}")
+    print(auroc_table(runs).to_string())
+    print(f"runs in {args.out}")
+    return 0
+
+
+def _demo_data(args) -> int:
+    from .demo import DEFAULT_DEMO_ROOT, make_demo_dataset
+    root = make_demo_dataset(args.out or DEFAULT_DEMO_ROOT, force=args.force)
+    print(root)
+    return 0
+
+
+def _short_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _short_warning
+    command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
+               "grid": _grid}[args.command]
+    try:
+        return command(args)
+    except AdnlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

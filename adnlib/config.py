@@ -1,0 +1,128 @@
+"""One dataclass with every protocol value, named presets, and explicit overrides.
+
+The defaults are DifferNet's official protocol (see DESIGN §2); AttentDifferNet's open points (DESIGN §3) are
+fields too, so an ablation is a changed field, not an edited module.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+VARIANTS = ("differnet", "se", "cbam")
+
+
+@dataclass(frozen=True)
+class Config:
+    # model
+    variant: str = "differnet"  # differnet | se | cbam
+    img_size: int = 448
+    n_scales: int = 3  # scales img_size / 2**s, s = 0..n_scales-1
+    scale_mode: str = "nearest"  # F.interpolate mode; the official code uses the default (nearest)
+    weights: str = "auto"  # auto | imagenet | none | path to a .pth file
+    se_reduction: int = 16
+    cbam_reduction: int = 16
+    cbam_kernel_size: int = 7
+    block3_before_final_pool: bool = True  # Figure 1: third block after conv5+ReLU, before AlexNet's last max-pool
+    train_attention: bool = True  # False keeps the (random-init) attention blocks frozen: ablation only
+    n_coupling_blocks: int = 8
+    fc_hidden: int = 2048
+    clamp: float = 3.0
+    # optimisation
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.8, 0.8)
+    eps: float = 1e-4
+    weight_decay: float = 1e-5
+    batch_size: int = 24  # images per step; each contributes n_train_rotations tensors
+    n_train_rotations: int = 4
+    rotation_degrees: float = 180.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    epochs: int = 192  # official: 24 meta-epochs x 8 sub-epochs
+    eval_every: int = 8  # evaluate after each meta-epoch
+    # test
+    n_test_rotations: int = 64
+    test_rotations: str = "random"  # random (official) | fixed (evenly spaced angles, deterministic)
+    test_batch_size: int = 4  # images per scoring step (x n_test_rotations tensors)
+    # speed (DESIGN §6); none of these change the maths
+    channels_last: bool = True
+    amp: bool = True  # CUDA only: bfloat16 autocast for the backbone, flow in float32
+    compile: bool = False
+    feature_cache: bool = False  # frozen backbones only: embed K rotations per image once, epochs sample them
+    cache_rotations: int = 16
+    num_workers: int = 0
+    # run
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        smallest = self.img_size // 2 ** (self.n_scales - 1)
+        if self.n_scales < 1 or smallest < 63:
+            raise ConfigError(
+                f"img_size {self.img_size} with {self.n_scales} scales gives a smallest scale of {smallest} px; "
+                "AlexNet needs at least 63 px (use img_size >= 252 for 3 scales, or fewer scales)")
+        if self.test_rotations not in ("random", "fixed"):
+            raise ConfigError(f"test_rotations must be 'random' or 'fixed', not {self.test_rotations!r}")
+        for name in ("epochs", "eval_every", "batch_size", "n_train_rotations", "n_test_rotations",
+                     "test_batch_size", "n_coupling_blocks", "fc_hidden", "cache_rotations"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+    @property
+    def embedding_dim(self) -> int:
+        return 256 * self.n_scales
+
+    @property
+    def has_attention(self) -> bool:
+        return self.variant != "differnet"
+
+    @property
+    def backbone_trains(self) -> bool:
+        return self.has_attention and self.train_attention
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with some fields changed; unknown names raise ConfigError."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Inverse of to_dict; ignores fields a newer version dropped."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in d.items() if k in known}
+        if "betas" in kept:
+            kept["betas"] = tuple(kept["betas"])
+        return cls(**kept)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # DifferNet's official protocol at full size (GPU recommended).
+    "paper": {},
+    # A laptop CPU in a few minutes: full 3-scale structure at 256 px, a smaller flow, few epochs.
+    "demo": dict(img_size=256, fc_hidden=256, batch_size=12, epochs=8, eval_every=4, n_test_rotations=8,
+                 test_batch_size=8, test_rotations="fixed", weights="auto"),
+    # Seconds: for tests and CI.
+    "smoke": dict(img_size=128, n_scales=2, fc_hidden=64, n_coupling_blocks=4, batch_size=8, n_train_rotations=2,
+                  epochs=1, eval_every=1, n_test_rotations=2, test_batch_size=8, test_rotations="fixed",
+                  weights="none"),
+}
+
+
+def preset(name: str = "paper", **overrides: Any) -> Config:
+    """The named preset with `overrides` applied, e.g. ``preset("smoke", variant="se")``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return Config().replace(**{**PRESETS[name], **overrides})

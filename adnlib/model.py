@@ -1,0 +1,90 @@
+"""AttentDifferNet: (attention) AlexNet at several scales -> 768-d embedding -> normalizing flow -> z.
+
+DifferNet is the variant 'differnet' (no attention). An image's anomaly score is the mean of z² over its rotated
+copies and over dimensions.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbone import AttentionAlexNet, MultiScaleEmbedding
+from .config import Config
+from .flow import build_flow, count_trainable
+from .transforms import normalize, rotated_copies, test_angles, to_unit
+from .weights import load_alexnet_features
+
+
+class AttentDifferNet(nn.Module):
+    """The whole model. Inputs are ImageNet-normalised (B,3,S,S); `score` takes [0,1] or uint8 images."""
+
+    def __init__(self, config: Config, features: nn.Sequential | None = None, backbone_weights: str | None = None):
+        super().__init__()
+        self.config = config
+        if features is None:
+            features, backbone_weights = load_alexnet_features(config.weights, config.seed)
+        self.backbone_weights = backbone_weights or "unknown"
+        np_state = np.random.get_state()  # FrEIA's PermuteRandom reseeds numpy's global RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.backbone = AttentionAlexNet(features, config)
+            self.flow = build_flow(config.embedding_dim, config.n_coupling_blocks, config.fc_hidden, config.clamp)
+        np.random.set_state(np_state)
+        self.embedding = MultiScaleEmbedding(self.backbone, config.n_scales, config.scale_mode)
+        if config.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+    # --- pieces -----------------------------------------------------------------------------------------
+    def _autocast(self, x: torch.Tensor):
+        if self.config.amp and x.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """[0,1] or uint8 images (B,3,S,S) -> normalised input in the configured memory format."""
+        x = normalize(to_unit(images))
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B,3,S,S) -> embedding (B, 256·n_scales), float32."""
+        with self._autocast(x):
+            y = self.embedding(x)
+        return y.float()
+
+    def flow_forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embedding (B,D) -> z (B,D), log|det J| (B,)."""
+        return self.flow(y)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images (B,3,S,S) -> z (B,D), log|det J| (B,)."""
+        return self.flow_forward(self.embed(x))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: the flow, plus the attention blocks unless frozen."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameter counts per part (flow, attention) and the frozen backbone size."""
+        return {"flow": count_trainable(self.flow),
+                "attention": sum(p.numel() for p in self.backbone.attention.parameters()),
+                "backbone_frozen": sum(p.numel() for p in self.backbone.features.parameters())}
+
+    # --- scoring ----------------------------------------------------------------------------------------
+    @staticmethod
+    def score_from_z(z: torch.Tensor, n_rotations: int) -> torch.Tensor:
+        """z (B·n, D) grouped per image -> score (B,) = mean of z² over rotations and dimensions."""
+        return (z.reshape(-1, n_rotations, z.shape[-1]) ** 2).mean(dim=(1, 2))
+
+    @torch.inference_mode()
+    def score(self, images: torch.Tensor, n_rotations: int | None = None, mode: str | None = None,
+              generator: torch.Generator | None = None, angles: torch.Tensor | None = None) -> torch.Tensor:
+        """Anomaly scores (B,) of [0,1] or uint8 images (B,3,S,S) from rotated copies (angles (B,n) optional)."""
+        if angles is None:
+            angles = test_angles(images.shape[0], n_rotations or self.config.n_test_rotations,
+                                 mode or self.config.test_rotations, self.config.rotation_degrees, generator)
+        copies = rotated_copies(to_unit(images), angles.to(images.device))
+        z, _ = self(self.prepare(copies))
+        return self.score_from_z(z, angles.shape[1])

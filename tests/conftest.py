@@ -1,0 +1,17 @@
+"""Shared fixtures. Tests never touch the network: ADNLIB_OFFLINE makes 'auto' weights resolve to random."""
+import os
+
+os.environ["ADNLIB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from adnlib.demo import make_demo_dataset  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """The generated demo dataset (made once per test session)."""
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo")

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adnlib.datasets import AnomalyDataset, find_samples, list_categories
+from adnlib.demo import DEFECTS, N_TEST_GOOD, N_TEST_PER_DEFECT, N_TRAIN, make_demo_dataset
+from adnlib.transforms import fixed_angles, rotate_batch, rotated_copies
+
+
+def test_demo_dataset_has_the_mvtec_layout(demo_root):
+    assert list_categories(demo_root) == ["disc", "weave"]
+    for category, defects in DEFECTS.items():
+        train = find_samples(demo_root, category, "train")
+        test = find_samples(demo_root, category, "test")
+        assert len(train) == N_TRAIN and all(s.label == 0 for s in train)
+        assert sum(s.label == 0 for s in test) == N_TEST_GOOD
+        assert sorted({s.defect_type for s in test if s.label}) == sorted(defects)
+        assert sum(s.label for s in test) == N_TEST_PER_DEFECT * len(defects)
+
+
+def test_demo_generation_is_deterministic_and_small(tmp_path, demo_root):
+    again = make_demo_dataset(tmp_path / "demo")
+    a = np.asarray(Image.open(demo_root / "weave" / "test" / "hole" / "002.png"))
+    b = np.asarray(Image.open(again / "weave" / "test" / "hole" / "002.png"))
+    assert np.array_equal(a, b)
+    size = sum(p.stat().st_size for p in again.rglob("*.png"))
+    assert size < 8e6
+
+
+def test_dataset_items(demo_root):
+    ds = AnomalyDataset(demo_root, "disc", "test", img_size=128)
+    image, label, index = ds[len(ds) - 1]
+    assert image.shape == (3, 128, 128) and image.dtype == torch.uint8
+    assert label == 1 and index == len(ds) - 1
+    assert set(ds.defect_types) == {"good", *DEFECTS["disc"]}
+
+
+def test_rotation_by_zero_is_identity_and_by_90_is_a_transpose():
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(rotate_batch(x, torch.zeros(2)), x)
+    rotated = rotate_batch(x, torch.full((2,), 90.0))
+    torch.testing.assert_close(rotated, torch.rot90(x, 1, dims=(2, 3)))
+
+
+def test_rotated_copies_are_grouped_per_image():
+    x = torch.rand(2, 3, 8, 8)
+    copies = rotated_copies(x, fixed_angles(4).expand(2, 4))
+    assert copies.shape == (8, 3, 8, 8)
+    torch.testing.assert_close(copies[4], x[1])
+
+
+def test_mvtec_category_list_is_complete():
+    from adnlib.datasets import INSPLAD_FAULT_CATEGORIES, MVTEC_AD_CATEGORIES
+    assert len(MVTEC_AD_CATEGORIES) == 15 and len(INSPLAD_FAULT_CATEGORIES) == 5
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+def test_unusual_image_modes_load_as_rgb(tmp_path, mode):
+    from adnlib.datasets import load_image
+    arr = (np.arange(32 * 32).reshape(32, 32) % 255).astype(np.uint8)
+    if mode == "I;16":
+        img = Image.fromarray(arr.astype(np.uint16) * 257)
+    elif mode == "RGBA":
+        img = Image.fromarray(np.dstack([arr] * 4))
+    else:
+        img = Image.fromarray(arr).convert(mode)
+    img.save(tmp_path / "x.png")
+    loaded = load_image(tmp_path / "x.png")
+    assert loaded.mode == "RGB" and loaded.size == (32, 32)
