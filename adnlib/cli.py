@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
+    p = sub.add_parser("notebooks", help="run the teaching notebooks headless (papermill) into --out")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--only", nargs="+", help="notebook names (default: all, in order)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="override a notebook parameter (value parsed as JSON when possible)")
+
     p = sub.add_parser("score", help="print the anomaly score of each image")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs="+", type=Path)
@@ -172,6 +178,27 @@ def _grid(args) -> int:
     return 0
 
 
+def _notebooks(args) -> int:
+    from .notebooks import NOTEBOOKS, run_all
+    names = tuple(args.only) if args.only else NOTEBOOKS
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+    params = {}
+    for name, value in args.parameter:
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    runs = run_all(args.out, params, names)
+    failed = [r.name for r in runs if not r.ok]
+    print(f"executed notebooks and their artefacts are in {args.out}")
+    if failed:
+        print(f"error: {len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo_data(args) -> int:
     from .demo import DEFAULT_DEMO_ROOT, make_demo_dataset
     root = make_demo_dataset(args.out or DEFAULT_DEMO_ROOT, force=args.force)
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _short_warning
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
-               "grid": _grid}[args.command]
+               "grid": _grid, "notebooks": _notebooks}[args.command]
     try:
         return command(args)
     except AdnlibError as exc:
