@@ -5,7 +5,9 @@ import json
 import os
 import platform
 import random
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,15 +32,34 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) then rename onto `path`: a kill mid-write leaves the previous file intact."""
+    """Call write(tmp_path) then rename onto `path`: a kill mid-write leaves the previous file intact.
+
+    The temporary file sits beside `path` (same file system, so the rename is atomic) and is synced to disk
+    before the rename, so that a crash of the machine cannot leave a renamed but empty file either.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -80,6 +101,23 @@ def save_checkpoint(path: str | Path, *, model, kind: str, extra: dict[str, Any]
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+REQUIRED_KEYS = ("config", "model_state", "versions")
+
+
+def _why_unloadable(exc: Exception) -> str:
+    """torch.load's many failure texts -> one short reason (never the advice to disable weights_only)."""
+    text = str(exc)
+    unsafe = re.search(r"unsupported (?:global:? )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+    if unsafe:
+        return (f"it holds pickled Python code ({unsafe.group(1)}), which safe loading (weights_only) refuses; "
+                "adnlib checkpoints hold only tensors and plain values, so this file was not written by adnlib")
+    if isinstance(exc, EOFError) or "central directory" in text or "truncated" in text.lower():
+        return "the file is empty or truncated (an interrupted copy or download?)"
+    if isinstance(exc, (KeyError, IndexError)) or "invalid load key" in text:  # pickle choking on foreign bytes
+        return "not a PyTorch checkpoint file (text, an image or another format?)"
+    return f"not a PyTorch checkpoint file ({type(exc).__name__}: {text.splitlines()[0][:120] if text else ''})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True` (refuses pickled code); CheckpointError if not one."""
     path = Path(path)
@@ -88,11 +126,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(f"{path} is not a readable adnlib checkpoint: {why[:300]}") from exc
+        raise CheckpointError(f"cannot load {path}: {_why_unloadable(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an adnlib checkpoint (no '{FORMAT}' header)")
+        raise CheckpointError(f"{path} is not an adnlib checkpoint (a PyTorch file without the '{FORMAT}' header: "
+                              "plain state dicts, e.g. AlexNet weights, go to --weights instead)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer adnlib (checkpoint format "
+                              f"{ckpt['format_version']}, this version reads {FORMAT_VERSION}): upgrade adnlib")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete adnlib checkpoint (missing {', '.join(missing)})")
     return ckpt
 
 
@@ -102,21 +145,50 @@ def config_differences(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> di
     return {k: (da[k], db.get(k)) for k in da if k not in ignore and da[k] != db.get(k)}
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", expect: Config | None = None):
+MODEL_FIELDS = ("variant", "img_size", "n_scales", "scale_mode", "n_coupling_blocks", "fc_hidden", "clamp",
+                "block3_before_final_pool", "se_reduction", "cbam_reduction", "cbam_kernel_size")
+
+
+def check_expected(config: Config, expect: Config | dict[str, Any], source: str | Path = "checkpoint") -> None:
+    """CheckpointError explaining every model-defining field where `config` differs from `expect`.
+
+    expect: a Config (all model fields are compared) or a dict {field: value} (only those fields).
+    """
+    wanted = {k: v for k, v in expect.to_dict().items() if k in MODEL_FIELDS} if isinstance(expect, Config) \
+        else dict(expect)
+    unknown = [k for k in wanted if k not in MODEL_FIELDS]
+    if unknown:
+        raise ValueError(f"not model fields: {', '.join(unknown)}; choose from {', '.join(MODEL_FIELDS)}")
+    have = config.to_dict()
+    diff = {k: (v, have[k]) for k, v in wanted.items() if have[k] != v}
+    if diff:
+        text = "; ".join(f"{k}: requested {x!r}, checkpoint has {y!r}" for k, (x, y) in diff.items())
+        raise CheckpointError(f"{source} was trained with another model ({text})")
+
+
+def _warn_on_version_change(path: Path, saved: dict[str, str]) -> None:
+    now = versions()
+    changed = [f"{k} {saved[k]} -> {now[k]}" for k in ("adnlib", "torch", "torchvision", "FrEIA")
+               if k in saved and saved[k] != now[k]]
+    if changed:
+        warnings.warn(f"{path} was written with other versions ({', '.join(changed)}): scores may differ slightly "
+                      "from those recorded with it", stacklevel=3)
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                          expect: Config | dict[str, Any] | None = None):
     """Rebuild an AttentDifferNet from a checkpoint (no network needed: backbone weights are inside).
 
-    expect: a config the checkpoint must match in model-defining fields; mismatches are explained.
+    expect: a Config, or a dict of some model fields (e.g. {"variant": "se"}), that the checkpoint must match;
+    mismatches raise CheckpointError naming each field. `model.checkpoint_info` holds kind, epoch, category, auroc.
     """
     from .model import AttentDifferNet
+    path = Path(path)
     ckpt = load_checkpoint(path)
     config = Config.from_dict(ckpt["config"])
     if expect is not None:
-        model_fields = ("variant", "img_size", "n_scales", "n_coupling_blocks", "fc_hidden", "clamp",
-                        "block3_before_final_pool", "se_reduction", "cbam_reduction", "cbam_kernel_size")
-        diff = {k: v for k, v in config_differences(expect, config).items() if k in model_fields}
-        if diff:
-            text = "; ".join(f"{k}: requested {x!r}, checkpoint has {y!r}" for k, (x, y) in diff.items())
-            raise CheckpointError(f"{path} was trained with another model ({text})")
+        check_expected(config, expect, path)
+    _warn_on_version_change(path, ckpt.get("versions") or {})
     from .weights import load_alexnet_features
     features, _ = load_alexnet_features("none", config.seed)
     model = AttentDifferNet(config, features=features, backbone_weights=ckpt.get("backbone_weights"))

@@ -19,6 +19,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -52,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-attention", action="store_true", help="ablation: do not train the attention blocks")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",
+                   help="save the resumable checkpoint every N epochs (default: every epoch while cheap; "
+                        "0: only at evaluations)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
@@ -60,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--category", required=True)
+    p.add_argument("--variant", choices=("differnet", "se", "cbam"),
+                   help="refuse a checkpoint of another variant (guards against mixed-up run folders)")
+    p.add_argument("--preset", help="refuse a checkpoint whose model differs from this preset's (size, flow...)")
     p.add_argument("--tta", type=_positive)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-corrupt", action="store_true")
@@ -88,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="print the anomaly score of each image")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--variant", choices=("differnet", "se", "cbam"), help="refuse a checkpoint of another variant")
     p.add_argument("--tta", type=_positive)
     p.add_argument("--device", default="auto")
     return parser
@@ -110,7 +124,8 @@ def _train(args) -> int:
     from .train import train
     config = _config_from_args(args)
     result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress, skip_corrupt=args.skip_corrupt)
+                   progress=not args.no_progress, skip_corrupt=args.skip_corrupt,
+                   checkpoint_every=args.checkpoint_every)
     m = result.metrics
     print(json.dumps({k: m[k] for k in ("variant", "category", "auroc", "auroc_best", "best_epoch", "epochs",
                                         "backbone_weights", "train_seconds")}))
@@ -118,18 +133,40 @@ def _train(args) -> int:
     return 0
 
 
+def _expectation(args):
+    """What the user said the checkpoint must be (--preset, --variant), for model_from_checkpoint(expect=...)."""
+    from .config import preset
+    variant = getattr(args, "variant", None)
+    if getattr(args, "preset", None):
+        return preset(args.preset, **({"variant": variant} if variant else {}))
+    return {"variant": variant} if variant else None
+
+
 def _evaluate(args) -> int:
     from .checkpoint import model_from_checkpoint, write_csv, write_json
     from .datasets import AnomalyDataset
     from .device import resolve_device
+    import numpy as np
+
+    from .errors import CheckpointError
     from .evaluate import report, score_dataset
     if args.out is not None and (args.out / "scores.csv").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out / 'scores.csv'} exists; pass --overwrite or choose another --out")
     device = resolve_device(args.device)
-    model = model_from_checkpoint(args.checkpoint, device)
-    dataset = AnomalyDataset(args.data, args.category, "test", model.config.img_size, args.skip_corrupt)
+    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
+    trained_on = model.checkpoint_info.get("category")
+    if trained_on and trained_on != args.category:
+        warnings.warn(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}: its AUROC "
+                      "here measures transfer to another category", stacklevel=1)
+    config = model.config
+    dataset = AnomalyDataset(args.data, args.category, "test", config.img_size, cache=True,
+                             smallest_scale=config.img_size // 2 ** (config.n_scales - 1)).check(args.skip_corrupt)
     scores = score_dataset(model, dataset, n_rotations=args.tta, device=device, seed=model.config.seed,
                            progress=not args.no_progress)
+    bad = scores[~np.isfinite(scores["score"].to_numpy())]
+    if len(bad):
+        raise CheckpointError(f"{args.checkpoint} gives non-finite scores for {len(bad)} of {len(scores)} images "
+                              f"(e.g. {bad['path'].iloc[0]}): the training that wrote it diverged")
     rep = report(scores)
     line = {"auroc": rep["auroc"], "auroc_per_defect": rep["auroc_per_defect"], "category": args.category,
             "variant": model.config.variant, "checkpoint": str(args.checkpoint),
@@ -150,7 +187,7 @@ def _score(args) -> int:
     if missing:
         raise DatasetError(f"image not found: {', '.join(missing)}")
     device = resolve_device(args.device)
-    model = model_from_checkpoint(args.checkpoint, device)
+    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
     scores = score_images(model, args.images, n_rotations=args.tta, device=device, seed=model.config.seed,
                           progress=False)
     for path, score in zip(scores["path"], scores["score"]):
@@ -210,6 +247,16 @@ def _short_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of an error as one line (a DataLoader worker wraps it in a traceback: keep the last line)."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        name = type(exc).__name__
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(name) and ": " in last else last
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _short_warning
@@ -218,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return command(args)
     except AdnlibError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        hint = ""
+        if args.command == "train" and (args.out / "checkpoint.pt").exists():
+            hint = "; continue from the last checkpoint by running the same command with --resume"
+        print(f"error: interrupted{hint}", file=sys.stderr)
         return 130
 
 

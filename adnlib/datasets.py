@@ -53,7 +53,12 @@ def category_dir(root: str | Path, category: str) -> Path:
     folder = root / category
     if not folder.is_dir():
         found = list_categories(root)
-        hint = f"categories found: {', '.join(found)}" if found else "no category folders with a train/ inside"
+        if found:
+            hint = f"categories found: {', '.join(found)}"
+        elif (root / "train").is_dir():  # --data points at a category folder itself
+            hint = f"{root} looks like a category folder: pass its parent {root.parent} as the dataset root"
+        else:
+            hint = "no category folders with a train/ inside"
         raise DatasetError(f"category {category!r} not found in {root} ({hint})")
     return folder
 
@@ -83,12 +88,17 @@ def find_samples(root: str | Path, category: str, split: str) -> list[Sample]:
         samples += [Sample(p, label, class_dir.name) for p in files]
     if not samples:
         raise DatasetError(f"no test images in {folder}")
+    _require_both_labels(samples, folder)
+    return samples
+
+
+def _require_both_labels(samples: list[Sample], folder: Path, after: str = "") -> None:
     labels = {s.label for s in samples}
     if labels != {0, 1}:
-        missing = "anomalous (defect) folders" if 1 not in labels else "a good/ folder"
-        raise DatasetError(f"{folder} has no {missing}: image AUROC is undefined without both normal and "
-                           "anomalous test images")
-    return samples
+        missing = ("no anomalous test images (no defect folder beside good/)" if 1 not in labels
+                   else "no normal test images (test/good/ is missing or empty)")
+        raise DatasetError(f"{folder} has {missing}{after}: image AUROC is undefined without both normal "
+                           "and anomalous test images")
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -99,14 +109,17 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                # 16-bit files span 0..65535, float files usually 0..1, 32-bit integer ones may hold 8-bit values
+                top = (65535.0 if img.mode.startswith("I;16") or arr.max() > 255
+                       else 1.0 if img.mode == "F" and arr.max() <= 1.0 else 255.0)
                 img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), mode="L")
             elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")  # composite on black, the fill of the rotations
                 img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        why = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip(" :") or type(exc).__name__
+        raise DatasetError(f"cannot read image {path}: {why}") from exc
 
 
 def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
@@ -115,33 +128,75 @@ def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+MIN_IMAGE_PX = 16  # smaller than this is a placeholder or an icon, not an inspection image: refused
+
+
 class AnomalyDataset(Dataset):
     """One split of one category; item i -> (uint8 image (3,S,S), label, i).
 
-    skip_corrupt: drop unreadable images with a warning instead of failing (checked once, up front).
+    skip_corrupt: drop unreadable images with a warning instead of failing (all are read once, up front).
     cache: keep the resized images in memory after the first read (small datasets, many epochs).
+    smallest_scale: pixels of the model's smallest input scale, img_size / 2**(n_scales-1). An image smaller than
+        that is upsampled at every scale: allowed, but warned about, naming the file.
     """
 
     def __init__(self, root: str | Path, category: str, split: str = "train", img_size: int = 448,
-                 skip_corrupt: bool = False, cache: bool = False):
+                 skip_corrupt: bool = False, cache: bool = False, smallest_scale: int | None = None):
         self.root, self.category, self.split, self.img_size = Path(root), category, split, img_size
+        self.smallest_scale = smallest_scale
         self.samples = find_samples(root, category, split)
-        if skip_corrupt:
-            self.samples = self._readable(self.samples)
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        if skip_corrupt:
+            self.check(skip_corrupt=True)
 
-    @staticmethod
-    def _readable(samples: list[Sample]) -> list[Sample]:
-        kept = []
-        for s in samples:
+    def _read(self, i: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Decode and resize image i -> (uint8 (3,S,S), original (w, h)); DatasetError names the file."""
+        path = self.samples[i].path
+        img = load_image(path)
+        if min(img.size) < MIN_IMAGE_PX:
+            raise DatasetError(f"image too small ({img.size[0]}x{img.size[1]} px, the least is {MIN_IMAGE_PX}): "
+                               f"{path}")
+        return image_to_tensor(img, self.img_size), img.size
+
+    def _small_warning(self, small: list[tuple[Path, tuple[int, int]]]) -> str:
+        (path, (w, h)), more = small[0], len(small) - 1
+        return (f"{len(small)} image(s) smaller than the smallest scale ({self.smallest_scale} px) are upsampled at "
+                f"every scale: {path} ({w}x{h} px){f' and {more} more' if more else ''}")
+
+    def check(self, skip_corrupt: bool = False) -> "AnomalyDataset":
+        """Read every image once, up front, filling the cache: a bad file then stops a run before training starts.
+
+        Unreadable files raise one DatasetError listing them or, with skip_corrupt, are dropped with a warning each.
+        Images smaller than `smallest_scale` give one warning naming the first. Returns self.
+        """
+        kept, bad, small = [], [], []
+        for i, sample in enumerate(self.samples):
             try:
-                load_image(s.path)
-                kept.append(s)
+                image, size = self._read(i)
             except DatasetError as exc:
-                warnings.warn(f"skipped: {exc}", stacklevel=3)
-        if not kept:
-            raise DatasetError("every image was unreadable")
-        return kept
+                bad.append(exc)
+                continue
+            kept.append((sample, image if self._cache is not None else None))
+            if self.smallest_scale and min(size) < self.smallest_scale:
+                small.append((sample.path, size))
+        if bad and not skip_corrupt:
+            shown = "; ".join(map(str, bad[:3])) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            count = f"{len(bad)} unreadable images: " if len(bad) > 1 else ""
+            raise DatasetError(f"{count}{shown} (skip unreadable images with --skip-corrupt, or skip_corrupt=True)")
+        for exc in bad:
+            warnings.warn(f"skipped: {exc}", stacklevel=2)
+        if bad:
+            folder = self.root / self.category / self.split
+            if not kept:
+                raise DatasetError(f"every image in {folder} is unreadable")
+            self.samples = [sample for sample, _ in kept]
+            if self.split == "test":
+                _require_both_labels(self.samples, folder, after=f" after skipping {len(bad)} unreadable image(s)")
+        if self._cache is not None:
+            self._cache = {i: image for i, (_, image) in enumerate(kept)}
+        if small:
+            warnings.warn(self._small_warning(small), stacklevel=2)
+        return self
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,10 +205,9 @@ class AnomalyDataset(Dataset):
         if self._cache is not None and i in self._cache:
             image = self._cache[i]
         else:
-            img = load_image(self.samples[i].path)
-            if min(img.size) < 16:
-                raise DatasetError(f"image too small ({img.size[0]}x{img.size[1]} px): {self.samples[i].path}")
-            image = image_to_tensor(img, self.img_size)
+            image, size = self._read(i)
+            if self.smallest_scale and min(size) < self.smallest_scale:
+                warnings.warn(self._small_warning([(self.samples[i].path, size)]), stacklevel=2)
             if self._cache is not None:
                 self._cache[i] = image
         return image, self.samples[i].label, i

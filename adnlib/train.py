@@ -2,7 +2,12 @@
 
 `train(config, root, category, out_dir)` is the one call; it returns a TrainResult and, with an `out_dir`,
 writes checkpoint.pt (last, resumable), best.pt (selected on the test set, as the official code), scores.csv,
-scores_best.csv, history.csv and metrics.json — all written atomically.
+scores_best.csv, history.csv and metrics.json — all written atomically (a kill leaves the previous file intact).
+
+Reliability: every image is read once before the first step (a corrupt file stops the run at once, named); the
+resumable checkpoint is saved every epoch while that is cheap; a NaN/inf loss stops the run naming epoch and step
+and keeps the last good checkpoint; `resume=True` continues from checkpoint.pt (optimizer, epoch, history, RNG and
+data-order states) to the same numbers as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ from .flow import nll_loss
 from .model import AttentDifferNet
 from .transforms import jitter_colors, random_angles, rotated_copies, to_unit
 
-RESULT_FILES = ("checkpoint.pt", "metrics.json", "scores.csv")
+RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
+# Auto checkpoint policy: save the resumable checkpoint after an epoch when the last save cost at most this fraction
+# of the time spent since it (every epoch for small models; every few epochs for the 172M-parameter paper flow).
+CHECKPOINT_OVERHEAD = 0.1
+RESUME_KEYS = ("epoch", "history", "optimizer_state", "rng_state", "loader_generator", "rotation_generator")
 # Fields that may change when a run is resumed (more epochs, another machine).
 RESUMABLE_CHANGES = ("epochs", "eval_every", "device", "num_workers", "compile", "amp", "test_batch_size")
 
@@ -52,6 +61,8 @@ class TrainResult:
 
 def check_output_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to silently overwrite a previous run's results."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"output folder {out_dir} is a file")
     existing = [name for name in RESULT_FILES if (out_dir / name).exists()]
     if existing and not (resume or overwrite):
         raise OutputExistsError(f"{out_dir} already holds a run ({', '.join(existing)}); pass --resume to "
@@ -102,19 +113,52 @@ def _gate_stats(model: AttentDifferNet) -> dict[str, float]:
     return stats
 
 
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+def _seeds(config: Config) -> dict[str, int]:
+    """Every seed a run uses, recorded in metrics.json (all derived from config.seed)."""
+    return {"seed": config.seed, "model_init": config.seed, "data_order": config.seed,
+            "train_rotations": config.seed + 1, "feature_cache": config.seed + 2, "test_rotations": config.seed}
+
+
+def _diverged(what: str, config: Config, out_dir: Path | None, saved_epoch: int | None, history: list) -> None:
+    """Stop with TrainingDivergedError; the last good checkpoint is left as it is, the history so far is saved."""
+    if out_dir is None:
+        kept = ""
+    elif saved_epoch is None:
+        kept = "; no checkpoint had been saved yet"
+    else:
+        kept = f"; the last good checkpoint (epoch {saved_epoch}) is kept in {out_dir / 'checkpoint.pt'}"
+        if history:
+            write_csv(out_dir / "history.csv", pd.DataFrame(history))
+    raise TrainingDivergedError(f"training diverged: {what} (lr {config.lr:g}){kept}. Lower the learning rate "
+                                "(Config.lr) and start again, or check the data")
+
+
 def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True,
-          skip_corrupt: bool = False) -> TrainResult:
-    """Train one variant on one category and evaluate it every `config.eval_every` epochs (and at the end)."""
+          skip_corrupt: bool = False, checkpoint_every: int | None = None) -> TrainResult:
+    """Train one variant on one category and evaluate it every `config.eval_every` epochs (and at the end).
+
+    checkpoint_every: save the resumable checkpoint.pt every N epochs; None (default) saves after each epoch while
+    a save costs under 10% of the training time since the last one; 0 saves only at evaluations. It is always
+    saved at evaluations.
+    """
     out_dir = Path(out_dir) if out_dir is not None else None
     if out_dir is not None:
         check_output_dir(out_dir, resume, overwrite)
     device = resolve_device(config.device)
-    train_set = AnomalyDataset(data_root, category, "train", config.img_size, skip_corrupt, cache=True)
-    test_set = AnomalyDataset(data_root, category, "test", config.img_size, skip_corrupt, cache=True)
+    smallest_scale = config.img_size // 2 ** (config.n_scales - 1)
+    # Read every image before the first step: a corrupt test image must not stop a long run at its first evaluation.
+    train_set = AnomalyDataset(data_root, category, "train", config.img_size, cache=True,
+                               smallest_scale=smallest_scale).check(skip_corrupt)
+    test_set = AnomalyDataset(data_root, category, "test", config.img_size, cache=True,
+                              smallest_scale=smallest_scale).check(skip_corrupt)
 
     start_epoch, history, best, previous_seconds = 0, [], None, 0.0
-    ckpt = None
+    ckpt, best_scores = None, None
     if resume:
         ckpt = load_checkpoint(out_dir / "checkpoint.pt")
         saved = Config.from_dict(ckpt["config"])
@@ -124,7 +168,14 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
             raise CheckpointError(f"cannot resume {out_dir}: the config changed ({text})")
         if ckpt.get("category") != category:
             raise CheckpointError(f"cannot resume {out_dir}: it was trained on category {ckpt.get('category')!r}")
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        if missing:
+            raise CheckpointError(f"cannot resume {out_dir}: its checkpoint.pt lacks {', '.join(missing)} "
+                                  f"(kind {ckpt.get('kind')!r}; only the 'last' checkpoint of a run resumes)")
 
+    if out_dir is not None and overwrite and not resume:  # no stale file of the replaced run may survive
+        for name in RESULT_FILES:
+            (out_dir / name).unlink(missing_ok=True)
     seed_everything(config.seed)
     if ckpt is not None:
         from .weights import load_alexnet_features
@@ -147,6 +198,8 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
         loader_generator.set_state(ckpt["loader_generator"])
         rotation_generator.set_state(ckpt["rotation_generator"])
         set_rng_state(ckpt["rng_state"])
+        if best is not None and (out_dir / "scores_best.csv").exists():
+            best_scores = pd.read_csv(out_dir / "scores_best.csv")
 
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=loader_generator,
                         num_workers=config.num_workers)
@@ -156,7 +209,9 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
                              torch.Generator().manual_seed(config.seed + 2), config.test_batch_size, progress)
 
     train_seconds = previous_seconds
-    last_scores = best_scores = None
+    last_scores = None
+    saved_epoch = start_epoch if ckpt is not None else None
+    save_cost, since_save = 0.0, 0.0
     epochs = tqdm(range(start_epoch + 1, config.epochs + 1), desc=f"{config.variant} on {category}",
                   disable=not progress, initial=start_epoch, total=config.epochs)
     for epoch in epochs:
@@ -176,8 +231,8 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
             z, log_jac_det = model.flow_forward(y)
             loss = nll_loss(z, log_jac_det)
             if not torch.isfinite(loss):
-                kept = f"; last good checkpoint kept at {out_dir / 'checkpoint.pt'}" if out_dir else ""
-                raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}{kept}")
+                _diverged(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}", config, out_dir,
+                          saved_epoch, history)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -185,11 +240,18 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
             norms.append(float(y.detach().norm(dim=1).mean()))
         seconds = time.perf_counter() - started
         train_seconds += seconds
+        if not _all_finite(model):  # can happen on the last step: never save such a model as "good"
+            _diverged(f"parameters became non-finite in the last step of epoch {epoch} (step {step + 1})", config,
+                      out_dir, saved_epoch, history)
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": seconds,
                  "feature_norm": float(np.mean(norms)), **_gate_stats(model)}
         evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
         if evaluate_now:
             last_scores = score_dataset(model, test_set, device=device, seed=config.seed, progress=progress)
+            bad = int((~np.isfinite(last_scores["score"].to_numpy())).sum())
+            if bad:
+                _diverged(f"{bad} of {len(last_scores)} test scores are not finite after epoch {epoch}", config,
+                          out_dir, saved_epoch, history)
             entry["auroc"] = report(last_scores)["auroc"]
             if best is None or entry["auroc"] > best["auroc"]:
                 best = {"auroc": entry["auroc"], "epoch": epoch}
@@ -200,12 +262,20 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
                     write_csv(out_dir / "scores_best.csv", best_scores)
         history.append(entry)
         epochs.set_postfix(loss=f"{entry['loss']:.3f}", **({"auroc": f"{entry['auroc']:.3f}"} if evaluate_now else {}))
-        if out_dir is not None and evaluate_now:
+        since_save += time.perf_counter() - started
+        if checkpoint_every is None:
+            periodic = save_cost <= CHECKPOINT_OVERHEAD * since_save
+        else:
+            periodic = checkpoint_every > 0 and epoch % checkpoint_every == 0
+        if out_dir is not None and (evaluate_now or periodic or epoch == config.epochs):
+            save_started = time.perf_counter()
             save_checkpoint(out_dir / "checkpoint.pt", model=model, kind="last", extra={
                 "epoch": epoch, "category": category, "history": history, "best": best,
-                "auroc": entry["auroc"], "optimizer_state": optimizer.state_dict(), "train_seconds": train_seconds,
-                "rng_state": rng_state(), "loader_generator": loader_generator.get_state(),
+                "auroc": entry.get("auroc"), "optimizer_state": optimizer.state_dict(),
+                "train_seconds": train_seconds, "rng_state": rng_state(),
+                "loader_generator": loader_generator.get_state(),
                 "rotation_generator": rotation_generator.get_state()})
+            save_cost, since_save, saved_epoch = time.perf_counter() - save_started, 0.0, epoch
 
     if last_scores is None:  # resumed a run that had already finished
         last_scores = score_dataset(model, test_set, device=device, seed=config.seed, progress=progress)
@@ -216,7 +286,8 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
         "best_selection": "max AUROC over evaluations on the test set (as the official DifferNet code prints)",
         "auroc_per_defect": final["auroc_per_defect"], "variant": config.variant, "category": category,
         "data_root": str(data_root), "epochs": config.epochs, "backbone_weights": model.backbone_weights,
-        "train_seconds": round(train_seconds, 2), "seed": config.seed, "device": str(device),
+        "train_seconds": round(train_seconds, 2), "seed": config.seed, "seeds": _seeds(config),
+        "device": str(device), "resumed_from_epoch": start_epoch if ckpt is not None else None,
         "n_train": len(train_set), "n_test_normal": final["n_normal"], "n_test_anomalous": final["n_anomalous"],
         "parameters": model.parameter_counts(), "config": config.to_dict(), "versions": versions(),
     }
