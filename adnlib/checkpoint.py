@@ -128,8 +128,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:
         raise CheckpointError(f"cannot load {path}: {_why_unloadable(exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an adnlib checkpoint (a PyTorch file without the '{FORMAT}' header: "
-                              "plain state dicts, e.g. AlexNet weights, go to --weights instead)")
+        raise CheckpointError(f"{path} is not an adnlib checkpoint (a PyTorch file without the '{FORMAT}' header; "
+                              "AlexNet weight files go to --weights instead)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer adnlib (checkpoint format "
                               f"{ckpt['format_version']}, this version reads {FORMAT_VERSION}): upgrade adnlib")

@@ -143,11 +143,11 @@ def _expectation(args):
 
 
 def _evaluate(args) -> int:
+    import numpy as np
+
     from .checkpoint import model_from_checkpoint, write_csv, write_json
     from .datasets import AnomalyDataset
     from .device import resolve_device
-    import numpy as np
-
     from .errors import CheckpointError
     from .evaluate import report, score_dataset
     if args.out is not None and (args.out / "scores.csv").exists() and not args.overwrite:

@@ -176,6 +176,10 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
     if out_dir is not None and overwrite and not resume:  # no stale file of the replaced run may survive
         for name in RESULT_FILES:
             (out_dir / name).unlink(missing_ok=True)
+    if out_dir is not None and out_dir.is_dir():  # side files of writes a kill interrupted (see atomic_write)
+        for name in RESULT_FILES:
+            for leftover in out_dir.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
     seed_everything(config.seed)
     if ckpt is not None:
         from .weights import load_alexnet_features
