@@ -19,7 +19,9 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
             cell = out_dir / category / variant
             if (cell / "metrics.json").exists() and resume:
                 continue
-            train(base.replace(variant=variant), data_root, category, cell, progress=progress, overwrite=True)
+            interrupted = resume and (cell / "checkpoint.pt").exists()
+            train(base.replace(variant=variant), data_root, category, cell, progress=progress,
+                  resume=interrupted, overwrite=not interrupted)
     return collect_grid(out_dir)
 
 
