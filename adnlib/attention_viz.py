@@ -1,0 +1,431 @@
+"""Look inside the attention blocks: what SE and CBAM compute, where they sit, and what they do to feature maps.
+
+The one call is ``collect_attention(model, images)``: it runs the backbone once at one scale and returns, for each
+attention block, what went in, what came out and the gates in between (``BlockRecord``). The plotting helpers turn
+those records into figures; ``attention_viewer`` wraps them in an ipywidgets browser that never blocks a headless run.
+
+Why one scale at a time: the model runs its backbone at n scales, so a block's ``last_gates`` hold only the last
+(smallest) scale. Running the backbone here on one chosen scale makes the records unambiguous.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import CBAM, SEBlock
+from .backbone import attention_positions
+from .config import Config
+from .transforms import to_unit
+
+# Names of torchvision's alexnet.features layers, by index (see adnlib.backbone).
+ALEXNET_LAYERS = ("conv1 11×11/4", "ReLU", "max-pool 3/2", "conv2 5×5", "ReLU", "max-pool 3/2", "conv3 3×3", "ReLU",
+                  "conv4 3×3", "ReLU", "conv5 3×3", "ReLU", "max-pool 3/2")
+
+
+# --- images and overlays ------------------------------------------------------------------------------------------
+def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """An image (3,H,W) or (H,W,3), uint8 or [0,1] -> float array (H,W,3) in [0,1] for imshow."""
+    if isinstance(image, torch.Tensor):
+        image = to_unit(image.detach().cpu()).numpy()
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255
+    if image.ndim == 3 and image.shape[0] == 3 and image.shape[-1] != 3:
+        image = image.transpose(1, 2, 0)
+    return np.clip(image.astype(np.float32), 0, 1)
+
+
+def resize_map(heat: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map (h,w) -> (H,W) by bilinear interpolation (float32 numpy)."""
+    t = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def overlay_heatmap(image, heat, alpha: float = 0.5, cmap: str = "jet", normalize: bool = False) -> np.ndarray:
+    """Blend a heat map (h,w) in [0,1] over an image (see `to_display`) -> (H,W,3) in [0,1].
+
+    The map is resized to the image bilinearly; normalize=True first stretches it to [0,1] (min-max).
+    """
+    import matplotlib
+
+    rgb = to_display(image)
+    heat = resize_map(heat, rgb.shape[:2])
+    if normalize:
+        heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-8)
+    colours = matplotlib.colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
+    return np.clip((1 - alpha) * rgb + alpha * colours, 0, 1)
+
+
+# --- what the blocks compute ----------------------------------------------------------------------------------------
+@dataclass
+class BlockRecord:
+    """One attention block on one batch: block number (1..3), place in alexnet.features, tensors (detached, CPU)."""
+
+    block: int
+    index: int  # the block follows alexnet.features[index]
+    kind: str  # "se" | "cbam"
+    inputs: torch.Tensor  # (B,C,h,w) what the block received
+    outputs: torch.Tensor  # (B,C,h,w) what it passed on
+    channel_gates: torch.Tensor  # (B,C) in (0,1)
+    spatial_map: torch.Tensor | None  # (B,1,h,w) in (0,1) for CBAM, None for SE
+
+    @property
+    def channels(self) -> int:
+        return self.inputs.shape[1]
+
+    @property
+    def energy_before(self) -> torch.Tensor:
+        """(B,C) mean of the squared activations over space, before the block."""
+        return self.inputs.pow(2).mean(dim=(2, 3))
+
+    @property
+    def energy_after(self) -> torch.Tensor:
+        """(B,C) mean of the squared activations over space, after the block."""
+        return self.outputs.pow(2).mean(dim=(2, 3))
+
+    def energy_ratio(self) -> torch.Tensor:
+        """(B,) total feature energy after / before the block: how much the gates let through."""
+        return self.energy_after.sum(1) / self.energy_before.sum(1).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def collect_attention(model, images: torch.Tensor, scale: int = 0) -> list[BlockRecord]:
+    """Run the backbone on `images` (B,3,S,S; uint8 or [0,1]) at one scale -> one BlockRecord per attention block.
+
+    scale: 0 = full size S, 1 = S/2, ... (the inputs of the multi-scale embedding). Empty list for DifferNet.
+    """
+    backbone = model.backbone
+    blocks = list(backbone.attention.items())
+    if not blocks:
+        return []
+    was_training = model.training
+    model.eval()
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(name):
+        def save(module, args, output):
+            seen[name] = (args[0].detach().float().cpu(), output.detach().float().cpu())
+        return save
+
+    handles = [block.register_forward_hook(hook(name)) for name, block in blocks]
+    try:
+        device = next(model.parameters()).device
+        x = model.prepare(images.to(device))
+        backbone(model.embedding.scaled_inputs(x)[scale])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    records = []
+    for number, (name, block) in enumerate(blocks, start=1):
+        inputs, outputs = seen[name]
+        if isinstance(block, CBAM):
+            gates, spatial, kind = block.last_channel_gates, block.last_spatial_map.float().cpu(), "cbam"
+        else:
+            gates, spatial, kind = block.last_gates, None, "se"
+        records.append(BlockRecord(number, int(name), kind, inputs, outputs, gates.float().cpu(), spatial))
+    return records
+
+
+@torch.no_grad()
+def se_steps(block: SEBlock, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SE on features x (B,C,h,w), step by step: squeezed (B,C), gates (B,C), output (B,C,h,w)."""
+    squeezed = x.mean(dim=(2, 3))  # squeeze: one number per channel
+    gates = block.excitation(squeezed)  # excitation: a small MLP, then a sigmoid
+    return {"squeezed": squeezed, "gates": gates, "output": x * gates[:, :, None, None]}
+
+
+@torch.no_grad()
+def cbam_steps(block: CBAM, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """CBAM on features x (B,C,h,w), step by step.
+
+    Returns avg_pooled, max_pooled (B,C); channel_gates (B,C); after_channel (B,C,h,w); mean_map, max_map
+    (B,1,h,w) — the two maps the 7×7 conv sees; spatial_map (B,1,h,w); output (B,C,h,w).
+    """
+    avg, mx = x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+    gates = torch.sigmoid(block.channel.mlp(avg) + block.channel.mlp(mx))
+    after_channel = x * gates[:, :, None, None]
+    mean_map, max_map = after_channel.mean(dim=1, keepdim=True), after_channel.amax(dim=1, keepdim=True)
+    spatial = torch.sigmoid(block.spatial.conv(torch.cat([mean_map, max_map], dim=1)))
+    return {"avg_pooled": avg, "max_pooled": mx, "channel_gates": gates, "after_channel": after_channel,
+            "mean_map": mean_map, "max_map": max_map, "spatial_map": spatial, "output": after_channel * spatial}
+
+
+def parameter_table(config: Config | None = None) -> pd.DataFrame:
+    """Parameters of one SE and one CBAM block at each Figure-1 position, and what they sit beside.
+
+    Columns: block, after (layer), channels, se, cbam_channel, cbam_spatial, cbam, conv_before (the frozen AlexNet
+    convolution feeding the block). The last row sums the three blocks.
+    """
+    config = config or Config()
+    features = nn.Sequential(*_alexnet_shapes())
+    rows = []
+    for number, (index, channels) in enumerate(attention_positions(config.block3_before_final_pool), start=1):
+        se = SEBlock(channels, config.se_reduction)
+        cbam = CBAM(channels, config.cbam_reduction, config.cbam_kernel_size)
+        conv = [m for m in list(features)[:index + 1] if isinstance(m, nn.Conv2d)][-1]
+        rows.append({"block": number, "after": f"{index}: {ALEXNET_LAYERS[index]}", "channels": channels,
+                     "se": _count(se), "cbam_channel": _count(cbam.channel), "cbam_spatial": _count(cbam.spatial),
+                     "cbam": _count(cbam), "conv_before": _count(conv)})
+    table = pd.DataFrame(rows)
+    total = {c: int(table[c].sum()) for c in ("se", "cbam_channel", "cbam_spatial", "cbam", "conv_before")}
+    return pd.concat([table, pd.DataFrame([{"block": "total", "after": "", "channels": "", **total}])],
+                     ignore_index=True)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _alexnet_shapes() -> list[nn.Module]:
+    from torchvision.models import alexnet
+    return list(alexnet(weights=None).features)
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+def backbone_diagram(config: Config | None = None, variant: str | None = None, ax=None):
+    """Draw alexnet.features as a row of boxes with the attention blocks where Figure 1 puts them; returns the Figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    config = config or Config(variant="se")
+    variant = variant or (config.variant if config.has_attention else "se")
+    positions = dict(attention_positions(config.block3_before_final_pool))
+    items = []  # (label, kind)
+    for index, name in enumerate(ALEXNET_LAYERS):
+        items.append((name.replace(" ", "\n", 1), "conv" if name.startswith("conv") else
+                      "pool" if name.startswith("max") else "relu"))
+        if index in positions:
+            items.append((f"{variant.upper()}\nblock {list(positions).index(index) + 1}\n{positions[index]} ch",
+                          "attention"))
+    items.append(("mean over\nH,W → 256", "head"))
+    colours = {"conv": "#9ecae1", "relu": "#e0e0e0", "pool": "#c7e9c0", "attention": "#fdae6b", "head": "#dadaeb"}
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.95 * len(items) + 0.5, 2.6))
+    fig = ax.figure
+    for i, (label, kind) in enumerate(items):
+        ax.add_patch(FancyBboxPatch((i + 0.06, 0.15), 0.88, 0.7, boxstyle="round,pad=0.02", fc=colours[kind],
+                                    ec="#d94801" if kind == "attention" else "#555555",
+                                    lw=2 if kind == "attention" else 1))
+        ax.text(i + 0.5, 0.5, label, ha="center", va="center", fontsize=7.5,
+                fontweight="bold" if kind == "attention" else "normal")
+        if i:
+            ax.annotate("", xy=(i + 0.06, 0.5), xytext=(i - 0.06, 0.5), arrowprops=dict(arrowstyle="->", lw=0.8))
+    ax.set_xlim(0, len(items))
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    ax.set_title(f"AlexNet features with {variant.upper()} blocks (AttentDifferNet, Figure 1); "
+                 "frozen layers in blue/green/grey, trained blocks in orange", fontsize=9)
+    return fig
+
+
+def se_steps_figure(block: SEBlock, x: torch.Tensor, image=None, n_maps: int = 6):
+    """Squeeze, excitation and the gated output for the first item of x (B,C,h,w); returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    steps = se_steps(block, x[:1])
+    squeezed, gates = steps["squeezed"][0].numpy(), steps["gates"][0].numpy()
+    order = np.argsort(-squeezed)[:n_maps]
+    fig = plt.figure(figsize=(12, 6.2), layout="constrained")
+    grid = fig.add_gridspec(3, n_maps)
+    for j, c in enumerate(order):
+        for row, (tensor, what) in enumerate(((x, "before"), (steps["output"], "after"))):
+            ax = fig.add_subplot(grid[row, j])
+            vmax = float(x[0, c].max()) or 1.0  # same colour scale before/after: the gate's dimming is visible
+            ax.imshow(tensor[0, c].numpy(), cmap="viridis", vmin=0, vmax=vmax)
+            ax.set_title(f"ch {c} {what}" + (f"\ngate {gates[c]:.2f}" if row else ""), fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    ax = fig.add_subplot(grid[2, : n_maps // 2])
+    ax.bar(np.arange(len(squeezed)), squeezed, color="#3182bd")
+    ax.set(title="squeeze: mean of each channel over space", xlabel="channel", ylabel="mean activation")
+    ax = fig.add_subplot(grid[2, n_maps // 2:])
+    ax.bar(np.arange(len(gates)), gates, color="#e6550d")
+    ax.set(title="excitation: gate = sigmoid(MLP(squeeze))", xlabel="channel", ylabel="gate", ylim=(0, 1))
+    fig.suptitle("SE block step by step (top: 6 strongest channels before the gate, middle: after)")
+    return fig
+
+
+def cbam_steps_figure(block: CBAM, x: torch.Tensor, image=None):
+    """CBAM's channel gate (avg/max pooled, gates) and spatial map (mean/max maps, map, overlay); returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    s = cbam_steps(block, x[:1])
+    fig, axes = plt.subplots(2, 4, figsize=(13, 6), layout="constrained")
+    c = np.arange(x.shape[1])
+    axes[0, 0].bar(c, s["avg_pooled"][0].numpy(), color="#3182bd")
+    axes[0, 0].set(title="channel step: average-pooled", xlabel="channel", ylabel="activation")
+    axes[0, 1].bar(c, s["max_pooled"][0].numpy(), color="#6baed6")
+    axes[0, 1].set(title="channel step: max-pooled", xlabel="channel", ylabel="activation")
+    axes[0, 2].bar(c, s["channel_gates"][0].numpy(), color="#e6550d")
+    axes[0, 2].set(title="channel gate = σ(MLP(avg) + MLP(max))", xlabel="channel", ylabel="gate", ylim=(0, 1))
+    energy_in, energy_out = x[0].pow(2).mean(0).numpy(), s["output"][0].pow(2).mean(0).numpy()
+    im = axes[0, 3].imshow(energy_out / max(float(energy_in.max()), 1e-12), cmap="magma", vmin=0)
+    axes[0, 3].set(title="feature energy after CBAM\n(relative to the max before)")
+    fig.colorbar(im, ax=axes[0, 3], shrink=0.8)
+    for ax, key, title in ((axes[1, 0], "mean_map", "spatial step: mean over channels"),
+                           (axes[1, 1], "max_map", "spatial step: max over channels")):
+        im = ax.imshow(s[key][0, 0].numpy(), cmap="viridis")
+        ax.set(title=title)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    im = axes[1, 2].imshow(s["spatial_map"][0, 0].numpy(), cmap="jet", vmin=0, vmax=1)
+    axes[1, 2].set(title="spatial map = σ(conv7×7([mean, max]))")
+    fig.colorbar(im, ax=axes[1, 2], shrink=0.8)
+    if image is not None:
+        axes[1, 3].imshow(overlay_heatmap(image, s["spatial_map"][0, 0].numpy(), normalize=True))
+        axes[1, 3].set(title="spatial map over the image\n(stretched to its own min–max)")
+    for ax in (*axes[0, 3:], *axes[1]):
+        ax.set_xlabel("x (feature cells)" if ax is not axes[1, 3] else "x (pixels)")
+        ax.set_ylabel("y")
+    fig.suptitle("CBAM step by step: channel gate, then spatial map")
+    return fig
+
+
+def gate_statistics(records: list[BlockRecord], labels) -> pd.DataFrame:
+    """Per block: mean/std of channel gates and spatial maps and the energy ratio, for normal (0) and defective (1)."""
+    labels = np.asarray(labels)
+    rows = []
+    for r in records:
+        for label, name in ((0, "normal"), (1, "defective")):
+            keep = torch.from_numpy(labels == label)
+            if not keep.any():
+                continue
+            row = {"block": r.block, "channels": r.channels, "images": name, "n": int(keep.sum()),
+                   "gate_mean": float(r.channel_gates[keep].mean()),
+                   "gate_std_over_channels": float(r.channel_gates[keep].mean(0).std()),
+                   "energy_ratio": float(r.energy_ratio()[keep].mean())}
+            if r.spatial_map is not None:
+                row["spatial_mean"] = float(r.spatial_map[keep].mean())
+                row["spatial_std"] = float(r.spatial_map[keep].std())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
+    """Rows = variants, columns = blocks: mean channel gate over normal vs defective images (channels sorted by the
+    normal mean, so a defect that changes the gates shows as a departure from a smooth curve); returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    variants = list(records_by_variant)
+    n_blocks = max(len(r) for r in records_by_variant.values())
+    fig, axes = plt.subplots(len(variants), n_blocks, figsize=(4.2 * n_blocks, 3.0 * len(variants)),
+                             squeeze=False, layout="constrained")
+    for i, variant in enumerate(variants):
+        for r in records_by_variant[variant]:
+            ax = axes[i, r.block - 1]
+            normal = r.channel_gates[torch.from_numpy(labels == 0)].numpy()
+            defect = r.channel_gates[torch.from_numpy(labels == 1)].numpy()
+            order = np.argsort(normal.mean(0))
+            c = np.arange(r.channels)
+            ax.fill_between(c, np.percentile(normal, 10, 0)[order], np.percentile(normal, 90, 0)[order],
+                            color="#3182bd", alpha=0.25, lw=0, label="normal 10–90 %")
+            ax.plot(c, normal.mean(0)[order], color="#08519c", lw=1.5, label=f"normal mean (n={len(normal)})")
+            ax.plot(c, defect.mean(0)[order], ".", color="#e6550d", ms=3, label=f"defective mean (n={len(defect)})")
+            ax.set(title=f"{variant.upper()} block {r.block} ({r.channels} ch)", xlabel="channel (sorted by normal mean)",
+                   ylabel="channel gate", ylim=(0, 1))
+            if r.block == 1:
+                ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Channel gates: normal vs defective test images (full-size scale)")
+    return fig
+
+
+def spatial_maps_figure(images: torch.Tensor, records: list[BlockRecord], titles: list[str] | None = None,
+                        variant: str = "cbam"):
+    """Rows = images, columns = input then the spatial map of each block over the image; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    spatial = [r for r in records if r.spatial_map is not None]
+    n = len(images)
+    fig, axes = plt.subplots(n, 1 + len(spatial), figsize=(2.4 * (1 + len(spatial)), 2.4 * n), squeeze=False,
+                             layout="constrained")
+    for i in range(n):
+        axes[i, 0].imshow(to_display(images[i]))
+        axes[i, 0].set_title(titles[i] if titles else f"image {i}", fontsize=9)
+        for j, r in enumerate(spatial, start=1):
+            m = r.spatial_map[i, 0].numpy()
+            axes[i, j].imshow(overlay_heatmap(images[i], m, normalize=True))
+            axes[i, j].set_title(f"block {r.block}: map {m.min():.2f}–{m.max():.2f}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{variant.upper()} spatial maps over the images (each map stretched to its own min–max; "
+                 "red = kept, blue = damped)", fontsize=10)
+    return fig
+
+
+def energy_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
+    """Bar chart: feature energy after / before each block, normal vs defective images; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    variants = list(records_by_variant)
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.4), squeeze=False, layout="constrained")
+    for ax, variant in zip(axes[0], variants):
+        records = records_by_variant[variant]
+        x = np.arange(len(records))
+        for k, (label, name, colour) in enumerate(((0, "normal", "#3182bd"), (1, "defective", "#e6550d"))):
+            keep = torch.from_numpy(labels == label)
+            ratios = [r.energy_ratio()[keep].numpy() for r in records]
+            ax.bar(x + (k - 0.5) * 0.38, [v.mean() for v in ratios], 0.38, yerr=[v.std() for v in ratios],
+                   color=colour, label=name, capsize=3)
+        ax.set_xticks(x, [f"block {r.block}\n({r.channels} ch)" for r in records])
+        ax.set(title=f"{variant.upper()}: energy after / before the gate", ylabel="Σ mean(x²) after / before")
+        ax.legend(fontsize=8)
+    fig.suptitle("How much feature energy the attention blocks let through")
+    return fig
+
+
+def attention_panel(image, record: BlockRecord, item: int = 0, title: str = ""):
+    """One image through one block: the image, its channel gates (sorted) and a spatial view; returns the Figure.
+
+    The spatial view is CBAM's spatial map, or for SE (no spatial map) the feature energy after the block.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained", width_ratios=(1, 1.6, 1))
+    axes[0].imshow(to_display(image))
+    axes[0].set(title=title or "input", xticks=[], yticks=[])
+    gates = record.channel_gates[item].numpy()
+    axes[1].bar(np.arange(len(gates)), np.sort(gates)[::-1], color="#e6550d", width=1.0)
+    axes[1].set(title=f"block {record.block} channel gates, sorted (mean {gates.mean():.3f})",
+                xlabel="channel rank", ylabel="gate", ylim=(0, 1))
+    if record.spatial_map is not None:
+        m = record.spatial_map[item, 0].numpy()
+        axes[2].imshow(overlay_heatmap(image, m, normalize=True))
+        axes[2].set(title=f"CBAM spatial map ({m.min():.2f}–{m.max():.2f})", xticks=[], yticks=[])
+    else:
+        energy = record.outputs[item].pow(2).mean(0).numpy()
+        axes[2].imshow(overlay_heatmap(image, energy, normalize=True))
+        axes[2].set(title="SE: feature energy after the block", xticks=[], yticks=[])
+    return fig
+
+
+def attention_viewer(records_by_variant: dict[str, list[BlockRecord]], images: torch.Tensor, titles: list[str]):
+    """An ipywidgets browser: pick image, block and variant; shows `attention_panel`. Returns the widget.
+
+    Built from precomputed records, so moving a slider only redraws. Display it with ``display(viewer)``; nothing
+    waits for input, so papermill runs it headless (the first view is drawn once).
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    variants = [v for v, r in records_by_variant.items() if r]
+
+    def show(image: int, block: int, variant: str):
+        record = records_by_variant[variant][block - 1]
+        fig = attention_panel(images[image], record, image, f"{titles[image]} — {variant.upper()}")
+        plt.show()
+        return fig
+
+    n_blocks = max(len(records_by_variant[v]) for v in variants)
+    return widgets.interactive(
+        show,
+        image=widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image"),
+        block=widgets.IntSlider(value=n_blocks, min=1, max=n_blocks, description="block"),
+        variant=widgets.ToggleButtons(options=variants, value=variants[0], description="variant"))
