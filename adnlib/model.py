@@ -14,7 +14,7 @@ from torch import nn
 from .backbone import AttentionAlexNet, MultiScaleEmbedding
 from .config import Config
 from .flow import build_flow, count_trainable
-from .transforms import normalize, rotated_copies, test_angles, to_unit
+from .transforms import normalize, rotate_nearest, test_angles, to_unit
 from .weights import load_alexnet_features
 
 
@@ -43,10 +43,19 @@ class AttentDifferNet(nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """[0,1] or uint8 images (B,3,S,S) -> normalised input in the configured memory format."""
+    def prepare(self, images: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        """[0,1] or uint8 images (B,3,S,S) -> normalised input in the configured memory format.
+
+        With angles (B, n): the n rotated copies of each image, (B·n,3,S,S), equal to
+        ``prepare(rotated_copies(images, angles))`` but normalising B images instead of B·n copies and gathering
+        the copies straight into the backbone's memory format.
+        """
+        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         x = normalize(to_unit(images))
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+        if angles is None:
+            return x.contiguous(memory_format=memory_format)
+        black = normalize(x.new_zeros(1, x.shape[1], 1, 1)).reshape(-1)  # the rotation's zero fill, normalised
+        return rotate_nearest(x, angles.to(x.device), fill=black, memory_format=memory_format)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B,3,S,S) -> embedding (B, 256·n_scales), float32."""
@@ -65,6 +74,22 @@ class AttentDifferNet(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates: the flow, plus the attention blocks unless frozen."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def make_optimizer(self) -> torch.optim.Adam:
+        """DifferNet's Adam (config lr, betas, eps, weight decay) over `trainable_parameters()`.
+
+        Uses the fused kernel where torch has one for the parameters' device (CPU, CUDA): the same update in one
+        pass over the 172M flow parameters instead of a dozen, ~5x faster on CPU (benchmarks/speed.py).
+        """
+        params = self.trainable_parameters()
+        c = self.config
+        kwargs = dict(lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        if params and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params):
+            try:
+                return torch.optim.Adam(params, fused=True, **kwargs)
+            except (RuntimeError, ValueError):  # an older torch or an unsupported device/dtype
+                pass
+        return torch.optim.Adam(params, **kwargs)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameter counts per part (flow, attention) and the frozen backbone size."""
@@ -85,6 +110,5 @@ class AttentDifferNet(nn.Module):
         if angles is None:
             angles = test_angles(images.shape[0], n_rotations or self.config.n_test_rotations,
                                  mode or self.config.test_rotations, self.config.rotation_degrees, generator)
-        copies = rotated_copies(to_unit(images), angles.to(images.device))
-        z, _ = self(self.prepare(copies))
+        z, _ = self(self.prepare(images, angles))
         return self.score_from_z(z, angles.shape[1])
