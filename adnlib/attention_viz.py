@@ -61,6 +61,33 @@ def overlay_heatmap(image, heat, alpha: float = 0.5, cmap: str = "jet", normaliz
     return np.clip((1 - alpha) * rgb + alpha * colours, 0, 1)
 
 
+# --- picking test images --------------------------------------------------------------------------------------------
+def pick_test_images(dataset, n_normal: int, n_defective: int) -> list[int]:
+    """Indices of n_normal normal images (evenly spread) then n_defective defective ones, cycling over the defect
+    types so that each type appears before any repeats. `dataset`: an AnomalyDataset (its .samples)."""
+    normal = [i for i, s in enumerate(dataset.samples) if s.label == 0]
+    by_type: dict[str, list[int]] = {}
+    for i, s in enumerate(dataset.samples):
+        if s.label == 1:
+            by_type.setdefault(s.defect_type, []).append(i)
+    chosen = [normal[int(k)] for k in np.linspace(0, len(normal) - 1, min(n_normal, len(normal)))] if n_normal else []
+    queues = [list(v) for v in by_type.values()]
+    defective = []
+    while len(defective) < n_defective and any(queues):
+        for q in queues:
+            if q and len(defective) < n_defective:
+                defective.append(q.pop(0))
+    return chosen + defective
+
+
+def image_batch(dataset, indices: list[int]) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """The images (B,3,S,S) uint8, labels (B,) and short titles ('good 003', 'stain 001') of dataset[indices]."""
+    images = torch.stack([dataset[i][0] for i in indices])
+    samples = [dataset.samples[i] for i in indices]
+    titles = [f"{s.defect_type} {s.path.stem}" for s in samples]
+    return images, np.array([s.label for s in samples]), titles
+
+
 # --- what the blocks compute ----------------------------------------------------------------------------------------
 @dataclass
 class BlockRecord:
@@ -93,16 +120,30 @@ class BlockRecord:
         return self.energy_after.sum(1) / self.energy_before.sum(1).clamp_min(1e-12)
 
 
-@torch.no_grad()
-def collect_attention(model, images: torch.Tensor, scale: int = 0) -> list[BlockRecord]:
+def collect_attention(model, images: torch.Tensor, scale: int = 0, batch_size: int = 16) -> list[BlockRecord]:
     """Run the backbone on `images` (B,3,S,S; uint8 or [0,1]) at one scale -> one BlockRecord per attention block.
 
-    scale: 0 = full size S, 1 = S/2, ... (the inputs of the multi-scale embedding). Empty list for DifferNet.
+    scale: 0 = full size S, 1 = S/2, ... (the inputs of the multi-scale embedding). Images go through in chunks
+    of batch_size; the records hold the whole batch. Empty list for DifferNet.
     """
+    if not model.backbone.attention:
+        return []
+    chunks = [_collect_chunk(model, chunk, scale) for chunk in torch.split(images, batch_size)]
+    if len(chunks) == 1:
+        return chunks[0]
+
+    def cat(field: str, parts: list[BlockRecord]):
+        return None if getattr(parts[0], field) is None else torch.cat([getattr(p, field) for p in parts])
+
+    return [BlockRecord(parts[0].block, parts[0].index, parts[0].kind,
+                        *(cat(f, parts) for f in ("inputs", "outputs", "channel_gates", "spatial_map")))
+            for parts in zip(*chunks)]
+
+
+@torch.no_grad()
+def _collect_chunk(model, images: torch.Tensor, scale: int) -> list[BlockRecord]:
     backbone = model.backbone
     blocks = list(backbone.attention.items())
-    if not blocks:
-        return []
     was_training = model.training
     model.eval()
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -130,6 +171,37 @@ def collect_attention(model, images: torch.Tensor, scale: int = 0) -> list[Block
             gates, spatial, kind = block.last_gates, None, "se"
         records.append(BlockRecord(number, int(name), kind, inputs, outputs, gates.float().cpu(), spatial))
     return records
+
+
+def with_initial_attention(model):
+    """A copy of `model` whose attention blocks are back at their initialisation (same seed), all else kept.
+
+    Comparing its records with the trained model's shows how far training moved the gates. The initial blocks come
+    from a model built with the same config but random backbone weights and a one-block flow: the attention init
+    depends only on the seed (tests/test_gradcam.py checks this against a full fresh model).
+    """
+    import copy
+
+    from .model import AttentDifferNet
+
+    config = model.config.replace(weights="none", fc_hidden=8, n_coupling_blocks=1)
+    fresh = AttentDifferNet(config)
+    out = copy.deepcopy(model)
+    out.backbone.attention.load_state_dict(fresh.backbone.attention.state_dict())
+    return out
+
+
+def gate_shift(trained: list[BlockRecord], initial: list[BlockRecord]) -> pd.DataFrame:
+    """Per block: mean and max |trained − initial| channel gate (and spatial map for CBAM), on the same images."""
+    rows = []
+    for a, b in zip(trained, initial):
+        delta = (a.channel_gates - b.channel_gates).abs()
+        row = {"block": a.block, "channels": a.channels, "gate_shift_mean": float(delta.mean()),
+               "gate_shift_max": float(delta.max())}
+        if a.spatial_map is not None:
+            row["spatial_shift_mean"] = float((a.spatial_map - b.spatial_map).abs().mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 @torch.no_grad()
@@ -256,25 +328,25 @@ def cbam_steps_figure(block: CBAM, x: torch.Tensor, image=None):
     import matplotlib.pyplot as plt
 
     s = cbam_steps(block, x[:1])
-    fig, axes = plt.subplots(2, 4, figsize=(13, 6), layout="constrained")
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.4), layout="constrained")
     c = np.arange(x.shape[1])
     axes[0, 0].bar(c, s["avg_pooled"][0].numpy(), color="#3182bd")
     axes[0, 0].set(title="channel step: average-pooled", xlabel="channel", ylabel="activation")
     axes[0, 1].bar(c, s["max_pooled"][0].numpy(), color="#6baed6")
     axes[0, 1].set(title="channel step: max-pooled", xlabel="channel", ylabel="activation")
     axes[0, 2].bar(c, s["channel_gates"][0].numpy(), color="#e6550d")
-    axes[0, 2].set(title="channel gate = σ(MLP(avg) + MLP(max))", xlabel="channel", ylabel="gate", ylim=(0, 1))
-    energy_in, energy_out = x[0].pow(2).mean(0).numpy(), s["output"][0].pow(2).mean(0).numpy()
-    im = axes[0, 3].imshow(energy_out / max(float(energy_in.max()), 1e-12), cmap="magma", vmin=0)
-    axes[0, 3].set(title="feature energy after CBAM\n(relative to the max before)")
+    axes[0, 2].set(title="channel gate σ(MLP(avg) + MLP(max))", xlabel="channel", ylabel="gate", ylim=(0, 1))
+    energy_in, energy_out = x[0].pow(2).sum(0), s["output"][0].pow(2).sum(0)
+    im = axes[0, 3].imshow((energy_out / energy_in.clamp_min(1e-12)).numpy(), cmap="magma", vmin=0)
+    axes[0, 3].set(title="share of feature energy kept\n(Σ_c x² after / before)")
     fig.colorbar(im, ax=axes[0, 3], shrink=0.8)
-    for ax, key, title in ((axes[1, 0], "mean_map", "spatial step: mean over channels"),
-                           (axes[1, 1], "max_map", "spatial step: max over channels")):
+    for ax, key, title in ((axes[1, 0], "mean_map", "spatial step: mean over ch."),
+                           (axes[1, 1], "max_map", "spatial step: max over ch.")):
         im = ax.imshow(s[key][0, 0].numpy(), cmap="viridis")
         ax.set(title=title)
         fig.colorbar(im, ax=ax, shrink=0.8)
     im = axes[1, 2].imshow(s["spatial_map"][0, 0].numpy(), cmap="jet", vmin=0, vmax=1)
-    axes[1, 2].set(title="spatial map = σ(conv7×7([mean, max]))")
+    axes[1, 2].set(title="spatial map σ(conv7×7[mean, max])")
     fig.colorbar(im, ax=axes[1, 2], shrink=0.8)
     if image is not None:
         axes[1, 3].imshow(overlay_heatmap(image, s["spatial_map"][0, 0].numpy(), normalize=True))
@@ -331,6 +403,14 @@ def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], label
                    ylabel="channel gate", ylim=(0, 1))
             if r.block == 1:
                 ax.legend(fontsize=7, loc="upper left")
+            # The shift is usually far smaller than the gates themselves: an inset on its own scale shows it.
+            inset = ax.inset_axes((0.5, 0.07, 0.47, 0.3))
+            shift = (defect.mean(0) - normal.mean(0))[order]
+            inset.bar(c, shift, width=1.0, color=np.where(shift > 0, "#e6550d", "#3182bd"))
+            inset.axhline(0, color="black", lw=0.5)
+            inset.set_title("defective − normal", fontsize=7, pad=2)
+            inset.tick_params(labelsize=6)
+            inset.set_xticks([])
     fig.suptitle("Channel gates: normal vs defective test images (full-size scale)")
     return fig
 

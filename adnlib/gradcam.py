@@ -264,6 +264,21 @@ def input_gradient_map(model, images: torch.Tensor, *, sigma: float = 4.0, chann
     return _normalise01(g).numpy().astype(np.float32)
 
 
+def cams_by_scale(model, images: torch.Tensor, method: str = "gradcam", *, rotations=None) -> dict[str, np.ndarray]:
+    """{"scale 0": maps, "scale 1": ..., "mean": maps} for images (B,3,S,S): each scale alone and combined."""
+    out = {f"scale {s}": anomaly_cam(model, images, s, method, rotations=rotations)
+           for s in range(model.config.n_scales)}
+    out["mean"] = _normalise01(torch.from_numpy(np.mean(list(out.values()), axis=0))).numpy()
+    return out
+
+
+def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per image of two stacks of maps (B,H,W) -> (B,): how much two explanations agree."""
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    return (a * b).sum(1) / np.maximum(np.sqrt((a * a).sum(1) * (b * b).sum(1)), 1e-12)
+
+
 # --- figures ----------------------------------------------------------------------------------------------------------
 def cam_grid_figure(images: torch.Tensor, columns: dict[str, np.ndarray], row_titles: Sequence[str] | None = None,
                     *, alpha: float = 0.5, cell_inches: float = 2.2, dpi: int = 100, title: str | None = None):

@@ -1,0 +1,97 @@
+"""Notebooks 01 (attention modules) and 05 (Grad-CAM comparison) run headless with small parameters and write
+their figures and key numbers; the committed notebooks are clean. Each run takes well under a minute on 2 CPU
+cores with the smoke preset.
+"""
+import json
+
+import nbformat
+import pytest
+from PIL import Image
+
+from adnlib.notebooks import NOTEBOOK_DIR, run_notebook
+
+OWN = ("01_attention_modules", "05_gradcam_comparison")
+FAST = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
+
+
+def _run(name, tmp_path, demo_root, **parameters):
+    pytest.importorskip("papermill")
+    pytest.importorskip("pytorch_grad_cam")
+    run = run_notebook(name, tmp_path, {"data_root": str(demo_root), **FAST, **parameters})
+    executed = nbformat.read(run.output, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    return tmp_path / name, executed
+
+
+def _size(path):
+    with Image.open(path) as image:
+        return image.size  # (width, height)
+
+
+def _widget_drew_a_figure(executed) -> bool:
+    """The interactive viewer's Output widget holds a PNG: its first view was drawn without waiting for input."""
+    state = executed.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return any("image/png" in output.get("data", {})
+               for model in state.values() if model.get("model_name") == "OutputModel"
+               for output in model.get("state", {}).get("outputs", []))
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_notebook_is_clean_and_parameterised(name):
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is None and not c.outputs for c in code), "outputs must be cleared"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for parameter in ("data_root", "category", "variants", "preset", "epochs", "checkpoints", "device",
+                      "output_dir"):
+        assert f"{parameter} = " in tagged[0].source
+    assert '"../data/demo"' in tagged[0].source and f'"../runs/{name}"' in tagged[0].source
+    assert nb.cells[0].cell_type == "markdown" and "Goal" in nb.cells[0].source
+    assert "Exercises" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert code[-1].metadata.get("jupyter", {}).get("source_hidden") is True, "solutions in a collapsed cell"
+    source = "".join(c.source for c in code)
+    assert "input(" not in source and "make_demo_dataset(data_root)" in source and "tqdm.auto" in source
+
+
+def test_01_attention_modules(tmp_path, demo_root):
+    out, executed = _run("01_attention_modules", tmp_path, demo_root, n_show=2, max_images=12)
+    summary = json.loads((out / "attention_modules.json").read_text())
+    assert summary["n_images"] == {"normal": 6, "defective": 6}
+    assert [row["channels"] for row in summary["parameters"][:3]] == [64, 192, 256]
+    assert summary["parameters"][0]["se"] == 64 * 4 + 4 + 4 * 64 + 64
+    assert set(summary["variants"]) == {"se", "cbam"}
+    for variant, entry in summary["variants"].items():
+        assert entry["trained_epochs"] == 1 and 0 <= entry["auroc"] <= 1
+        blocks = {(row["block"], row["images"]) for row in entry["blocks"]}
+        assert blocks == {(b, kind) for b in (1, 2, 3) for kind in ("normal", "defective")}
+        assert all(0 < row["gate_mean"] < 1 and 0 < row["energy_ratio"] < 1 for row in entry["blocks"])
+        assert [row["block"] for row in entry["shift_from_init"]] == [1, 2, 3]
+        assert all(row["gate_shift_mean"] > 0 for row in entry["shift_from_init"])  # training moved the gates
+    assert all("spatial_mean" in row for row in summary["variants"]["cbam"]["blocks"])
+    expected = {"attention_placement.png": (1665, 260), "se_steps.png": (1200, 620), "cbam_steps.png": (1400, 640),
+                "channel_gates.png": (1260, 600), "spatial_maps.png": (960, 960), "feature_energy.png": (900, 340)}
+    assert set(summary["figures"]) == set(expected)
+    for name, size in expected.items():
+        assert _size(out / name) == size, name
+    assert _widget_drew_a_figure(executed)
+
+
+def test_05_gradcam_comparison(tmp_path, demo_root):
+    out, executed = _run("05_gradcam_comparison", tmp_path, demo_root, n_normal=1, n_defective=2)
+    summary = json.loads((out / "gradcam.json").read_text())
+    # the quirk is shown, and handled: one activation per scale and call (smoke: 2 scales)
+    for model in ("differnet", "se"):
+        assert summary["hooked_activations"][model] == {"whole_model": 2, "per_scale": [1, 1]}
+        assert summary["models"][model]["trained_epochs"] == 1
+    assert summary["grid"]["columns"] == ["input", "differnet: input gradient", "differnet: gradcam", "se: gradcam"]
+    assert summary["grid"]["rows"] == 3 and len(summary["images"]) == 3
+    assert [row["label"] for row in summary["images"]] == [0, 1, 1]
+    assert all(-1 <= row["corr(differnet: gradcam | se: gradcam)"] <= 1 for row in summary["images"])
+    # 4 columns x 2.2 in x 100 dpi; 3 rows x 2.2 in + a 0.4 in title band
+    assert _size(out / "gradcam_grid.png") == (880, 700) == tuple(summary["grid"]["size_px"])
+    assert _size(out / "gradcam_scales.png") == (880, 480)  # input, 2 scales, mean; one row per model
+    assert _widget_drew_a_figure(executed)
