@@ -191,6 +191,24 @@ def with_initial_attention(model):
     return out
 
 
+@torch.no_grad()
+def excitation_activity(model, records: list[BlockRecord]) -> pd.DataFrame:
+    """Per block: how many hidden ReLU units of the gate's MLP (C/r of them) fire on the recorded images.
+
+    A unit that never fires passes no gradient and cannot learn; if none fires, the block's channel gates are the
+    constant sigmoid(bias) for every image. (CBAM: a unit counts as firing on the average- or max-pooled input.)
+    """
+    rows = []
+    for r, block in zip(records, model.backbone.blocks):
+        mlp = block.excitation if isinstance(block, SEBlock) else block.channel.mlp
+        first = mlp[0]
+        pooled = [r.inputs.mean(dim=(2, 3))] + ([r.inputs.amax(dim=(2, 3))] if isinstance(block, CBAM) else [])
+        active = torch.stack([first(p.to(first.weight.device)) > 0 for p in pooled]).any(0).cpu()  # (B, hidden)
+        rows.append({"block": r.block, "hidden_units": active.shape[1],
+                     "never_active": int((~active.any(0)).sum()), "active_fraction": float(active.float().mean())})
+    return pd.DataFrame(rows)
+
+
 def gate_shift(trained: list[BlockRecord], initial: list[BlockRecord]) -> pd.DataFrame:
     """Per block: mean and max |trained − initial| channel gate (and spatial map for CBAM), on the same images."""
     rows = []
@@ -408,9 +426,9 @@ def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], label
             shift = (defect.mean(0) - normal.mean(0))[order]
             inset.bar(c, shift, width=1.0, color=np.where(shift > 0, "#e6550d", "#3182bd"))
             inset.axhline(0, color="black", lw=0.5)
-            inset.set_title("defective − normal", fontsize=7, pad=2)
-            inset.tick_params(labelsize=6)
+            inset.set_title(f"defective − normal (max |Δ| {np.abs(shift).max():.0e})", fontsize=7, pad=2)
             inset.set_xticks([])
+            inset.set_yticks([])
     fig.suptitle("Channel gates: normal vs defective test images (full-size scale)")
     return fig
 
@@ -482,7 +500,7 @@ def attention_panel(image, record: BlockRecord, item: int = 0, title: str = ""):
     else:
         energy = record.outputs[item].pow(2).mean(0).numpy()
         axes[2].imshow(overlay_heatmap(image, energy, normalize=True))
-        axes[2].set(title="SE: feature energy after the block", xticks=[], yticks=[])
+        axes[2].set(title="SE: feature energy after", xticks=[], yticks=[])
     return fig
 
 

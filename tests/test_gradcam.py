@@ -12,8 +12,8 @@ pytest.importorskip("pytorch_grad_cam")
 
 from adnlib import preset  # noqa: E402
 from adnlib.attention_viz import (attention_panel, attention_viewer, cbam_steps, collect_attention,  # noqa: E402
-                                  gate_shift, gate_statistics, image_batch, overlay_heatmap, parameter_table,
-                                  pick_test_images, se_steps, with_initial_attention)
+                                  excitation_activity, gate_shift, gate_statistics, image_batch, overlay_heatmap,
+                                  parameter_table, pick_test_images, se_steps, with_initial_attention)
 from adnlib.datasets import AnomalyDataset  # noqa: E402
 from adnlib.gradcam import (METHODS, ScaleScore, ScoreTarget, anomaly_cam, cam_grid_figure,  # noqa: E402
                             hooked_activation_shapes, input_gradient_map, scale_embeddings, target_layer)
@@ -250,3 +250,21 @@ def test_pick_test_images(demo_root):
     images, labels, titles = image_batch(data, chosen)
     assert images.shape == (6, 3, 128, 128) and list(labels) == [0, 0, 1, 1, 1, 1] and titles[0].startswith("good")
     assert len(pick_test_images(data, 100, 100)) == len(data)
+
+
+def test_excitation_activity_counts_hidden_units(models, stains):
+    records = collect_attention(models["cbam"], stains[0][:2])
+    activity = excitation_activity(models["cbam"], records)
+    assert list(activity["hidden_units"]) == [4, 12, 16]
+    assert ((activity["never_active"] >= 0) & (activity["never_active"] <= activity["hidden_units"])).all()
+    block = models["se"].backbone.blocks[0]
+    with torch.no_grad():  # silence every hidden unit: the gates become sigmoid(bias), the same for every image
+        saved = block.excitation[0].bias.clone()
+        block.excitation[0].bias.fill_(-1e6)
+    try:
+        records = collect_attention(models["se"], stains[0][:2])
+        assert excitation_activity(models["se"], records)["never_active"][0] == 4
+        torch.testing.assert_close(records[0].channel_gates[0], records[0].channel_gates[1])
+    finally:
+        with torch.no_grad():
+            block.excitation[0].bias.copy_(saved)

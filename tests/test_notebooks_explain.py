@@ -58,9 +58,9 @@ def test_notebook_is_clean_and_parameterised(name):
 
 
 def test_01_attention_modules(tmp_path, demo_root):
-    out, executed = _run("01_attention_modules", tmp_path, demo_root, n_show=2, max_images=12)
+    out, executed = _run("01_attention_modules", tmp_path, demo_root, n_show=1, max_images=8)
     summary = json.loads((out / "attention_modules.json").read_text())
-    assert summary["n_images"] == {"normal": 6, "defective": 6}
+    assert summary["n_images"] == {"normal": 4, "defective": 4}
     assert [row["channels"] for row in summary["parameters"][:3]] == [64, 192, 256]
     assert summary["parameters"][0]["se"] == 64 * 4 + 4 + 4 * 64 + 64
     assert set(summary["variants"]) == {"se", "cbam"}
@@ -71,9 +71,10 @@ def test_01_attention_modules(tmp_path, demo_root):
         assert all(0 < row["gate_mean"] < 1 and 0 < row["energy_ratio"] < 1 for row in entry["blocks"])
         assert [row["block"] for row in entry["shift_from_init"]] == [1, 2, 3]
         assert all(row["gate_shift_mean"] > 0 for row in entry["shift_from_init"])  # training moved the gates
+        assert [row["hidden_units"] for row in entry["excitation_activity"]] == [4, 12, 16]
     assert all("spatial_mean" in row for row in summary["variants"]["cbam"]["blocks"])
     expected = {"attention_placement.png": (1665, 260), "se_steps.png": (1200, 620), "cbam_steps.png": (1400, 640),
-                "channel_gates.png": (1260, 600), "spatial_maps.png": (960, 960), "feature_energy.png": (900, 340)}
+                "channel_gates.png": (1260, 600), "spatial_maps.png": (960, 480), "feature_energy.png": (900, 340)}
     assert set(summary["figures"]) == set(expected)
     for name, size in expected.items():
         assert _size(out / name) == size, name
