@@ -144,7 +144,7 @@ def hooked_activation_shapes(model, images: torch.Tensor, scale: int | None = No
     with _explaining(model):
         x = model.prepare(images.to(device))
         if scale is None:
-            net = _FullScore(model)
+            net = MultiScaleScore(model)
         else:
             net = ScaleScore(model, scale, scale_embeddings(model, x))
         recorder = ActivationsAndGradients(net, [layer], None)
@@ -155,8 +155,12 @@ def hooked_activation_shapes(model, images: torch.Tensor, scale: int | None = No
             recorder.release()
 
 
-class _FullScore(nn.Module):
-    """The plain multi-scale score (all scales through the backbone): what a naive Grad-CAM call would explain."""
+class MultiScaleScore(nn.Module):
+    """Normalised images (B,3,S,S) -> scores (B,) with every scale through the backbone: the naive wrapper.
+
+    Hooking a backbone layer of this module records n activations per call (the pitfall ScaleScore avoids); it is
+    here to show the pitfall, not to compute CAMs.
+    """
 
     def __init__(self, model):
         super().__init__()

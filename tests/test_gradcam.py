@@ -15,8 +15,9 @@ from adnlib.attention_viz import (attention_panel, attention_viewer, cbam_steps,
                                   excitation_activity, gate_shift, gate_statistics, image_batch, overlay_heatmap,
                                   parameter_table, pick_test_images, se_steps, with_initial_attention)
 from adnlib.datasets import AnomalyDataset  # noqa: E402
-from adnlib.gradcam import (METHODS, ScaleScore, ScoreTarget, anomaly_cam, cam_grid_figure,  # noqa: E402
-                            hooked_activation_shapes, input_gradient_map, scale_embeddings, target_layer)
+from adnlib.gradcam import (METHODS, MultiScaleScore, ScaleScore, ScoreTarget, anomaly_cam,  # noqa: E402
+                            cam_grid_figure, hooked_activation_shapes, input_gradient_map, scale_embeddings,
+                            target_layer)
 from adnlib.model import AttentDifferNet  # noqa: E402
 
 
@@ -76,6 +77,22 @@ def test_naive_hook_records_every_scale_but_the_wrapper_one(models, stains):
         assert naive[0][-1] > naive[1][-1]  # full size first, then smaller
         for scale in range(model.config.n_scales):
             assert hooked_activation_shapes(model, images, scale) == [naive[scale]], variant
+
+
+def test_naive_grad_cam_silently_explains_only_the_first_scale(models, stains):
+    """Why ScaleScore exists: plain GradCAM on the multi-scale model hooks n activations and its map is exactly the
+    full-size scale's CAM; the other scales are ignored without a warning."""
+    from pytorch_grad_cam import GradCAM
+
+    model, images = models["differnet"], stains[0][:2]
+    cam = GradCAM(MultiScaleScore(model), [target_layer(model)])
+    try:
+        naive = cam(model.prepare(images), targets=[ScoreTarget()] * 2)
+        assert len(cam.activations_and_grads.activations) == model.config.n_scales
+    finally:
+        cam.activations_and_grads.release()
+    np.testing.assert_allclose(naive, anomaly_cam(model, images, scales=0), atol=1e-5)
+    assert not np.allclose(naive, anomaly_cam(model, images, scales=1), atol=1e-2)
 
 
 def test_scale_score_equals_the_model_score(models, stains):
