@@ -279,7 +279,7 @@ def _alexnet_shapes() -> list[nn.Module]:
 
 # --- figures --------------------------------------------------------------------------------------------------------
 def backbone_diagram(config: Config | None = None, variant: str | None = None, ax=None):
-    """Draw alexnet.features as a row of boxes with the attention blocks where Figure 1 puts them; returns the Figure."""
+    """Draw alexnet.features as a row of boxes, attention blocks where Figure 1 puts them; returns the Figure."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -417,8 +417,8 @@ def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], label
                             color="#3182bd", alpha=0.25, lw=0, label="normal 10–90 %")
             ax.plot(c, normal.mean(0)[order], color="#08519c", lw=1.5, label=f"normal mean (n={len(normal)})")
             ax.plot(c, defect.mean(0)[order], ".", color="#e6550d", ms=3, label=f"defective mean (n={len(defect)})")
-            ax.set(title=f"{variant.upper()} block {r.block} ({r.channels} ch)", xlabel="channel (sorted by normal mean)",
-                   ylabel="channel gate", ylim=(0, 1))
+            ax.set(title=f"{variant.upper()} block {r.block} ({r.channels} ch)", ylabel="channel gate", ylim=(0, 1),
+                   xlabel="channel (sorted by normal mean)")
             if r.block == 1:
                 ax.legend(fontsize=7, loc="upper left")
             # The shift is usually far smaller than the gates themselves: an inset on its own scale shows it.
