@@ -233,6 +233,7 @@ def test_overlay_stats_and_viewer(models, stains):
     assert set(stats["images"]) == {"normal", "defective"} and "spatial_mean" in stats
     fig = attention_panel(images[0], records["cbam"][2], 0, "x")
     plt.close(fig)
+    pytest.importorskip("ipywidgets")
     viewer = attention_viewer(records, images, ["a", "b"])
     assert viewer.result is not None  # drawn once at construction, without waiting for input
     plt.close("all")
