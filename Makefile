@@ -14,9 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[notebooks,test]"
 	touch $@
 
+# Runs every teaching notebook headless (papermill) on the demo data into runs/<timestamp>/: the executed
+# notebooks, plus the figures (PNG) and metrics (JSON/CSV) each writes into its own sub-folder.
 demo: setup
 	$(PY) -m adnlib demo-data
-	$(PY) -m adnlib grid --data data/demo --preset demo --out $(RUN)
+	@echo "running the notebooks into $(RUN) (a failing notebook is reported, the others still run)"
+	$(PY) -m adnlib notebooks --out $(RUN)
+	@echo "done: executed notebooks, figures and metrics are in $(RUN)/"
 
 test: setup
 	ADNLIB_OFFLINE=1 $(PY) -m pytest -q

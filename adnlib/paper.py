@@ -82,6 +82,14 @@ def paper_category(dataset: str, folder: str) -> str | None:
     return None
 
 
+def paper_source(dataset: str, reference: str = "insplad-fault") -> str:
+    """What the paper columns of `comparison_table(ours, dataset, reference=...)` hold, for legends and captions."""
+    key = dataset_key(dataset)
+    if key in HEADLINE_MEANS:
+        return f"paper ({DATASET_TITLES[key]})"
+    return f"paper ({DATASET_TITLES[dataset_key(reference)]} mean, reference only)"
+
+
 def insplad_fault_table() -> pd.DataFrame:
     """The paper's InsPLAD-fault table: methods × (5 categories + 'mean'), AUROC in %."""
     rows = {m: list(per_cat) + [mean] for m, (per_cat, mean) in INSPLAD_FAULT.items()}
@@ -155,5 +163,5 @@ def comparison_table(ours: pd.DataFrame, dataset: str, *, reference: str = "insp
 
 
 __all__ = ["VARIANT_TO_METHOD", "INSPLAD_FAULT_CATEGORIES", "INSPLAD_FAULT", "HEADLINE_MEANS", "AVERAGE_GAIN",
-           "DATASET_TITLES", "dataset_key", "paper_category", "insplad_fault_table", "headline_table",
+           "DATASET_TITLES", "dataset_key", "paper_category", "paper_source", "insplad_fault_table", "headline_table",
            "paper_columns", "comparison_table"]

@@ -1,0 +1,201 @@
+"""Numbers behind the teaching notebooks' figures: per-rotation scores, AUROC vs rotations, thresholds, latents.
+
+Everything here works on a trained model or on score tables from `adnlib.evaluate`; the plots that show these
+numbers are in `adnlib.plots`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .evaluate import image_angles
+from .transforms import rotated_copies, to_unit
+
+
+# --- scores per rotated copy ------------------------------------------------------------------------------
+@torch.inference_mode()
+def copy_scores(model, images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Score of each rotated copy: images (B,3,S,S) uint8 or [0,1], angles (B,n) -> (B,n) mean of z² over dims.
+
+    The image's anomaly score is the mean of its row (what `model.score` returns).
+    """
+    model.eval()
+    copies = rotated_copies(to_unit(images), angles.to(images.device))
+    z, _ = model(model.prepare(copies))
+    return (z.float() ** 2).mean(dim=1).reshape(angles.shape)
+
+
+def rotation_score_matrix(model, dataset, n_rotations: int, *, mode: str | None = None,
+                          device: torch.device | str = "cpu", seed: int = 0, batch_size: int | None = None,
+                          progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Per-copy scores of every test image: (N, n) scores, (N, n) angles in degrees, and the sample table.
+
+    Angles are those `adnlib.evaluate.score_dataset` uses (fixed evenly spaced, or random keyed by file name), so
+    the row mean equals the image's score with `n_rotations` rotations.
+    """
+    mode = mode or model.config.test_rotations
+    paths = [s.path for s in dataset.samples]
+    loader = DataLoader(dataset, batch_size=batch_size or model.config.test_batch_size, shuffle=False)
+    scores, angles_all = [], []
+    for images, _, idx in tqdm(loader, desc=f"scoring {n_rotations} rotations per image", disable=not progress):
+        angles = torch.stack([image_angles(paths[i], n_rotations, mode, model.config.rotation_degrees, seed)
+                              for i in idx.tolist()])
+        scores.append(copy_scores(model, images.to(device), angles).cpu())
+        angles_all.append(angles)
+    frame = pd.DataFrame({"path": [str(s.path) for s in dataset.samples],
+                          "label": [s.label for s in dataset.samples],
+                          "defect_type": [s.defect_type for s in dataset.samples]})
+    return torch.cat(scores).double().numpy(), torch.cat(angles_all).numpy(), frame
+
+
+def rotation_subset(n_total: int, n: int, mode: str = "fixed") -> np.ndarray:
+    """Columns of a rotation score matrix that form an n-rotation test.
+
+    fixed: every (n_total/n)-th column — exactly the evenly spaced angles of an n-rotation test when n divides
+    n_total; random: the first n columns (random angles are exchangeable).
+    """
+    if not 1 <= n <= n_total:
+        raise ValueError(f"n must be between 1 and {n_total}, not {n}")
+    if mode == "fixed":
+        if n_total % n:
+            raise ValueError(f"with fixed angles, n ({n}) must divide the number of computed rotations ({n_total})")
+        return np.arange(0, n_total, n_total // n)
+    return np.arange(n)
+
+
+def scores_from_matrix(matrix: np.ndarray, samples: pd.DataFrame, n: int, mode: str = "fixed") -> pd.DataFrame:
+    """Score table [path, label, defect_type, score] using n of the computed rotations per image."""
+    frame = samples.copy()
+    frame["score"] = matrix[:, rotation_subset(matrix.shape[1], n, mode)].mean(axis=1)
+    return frame
+
+
+def rotation_counts(n_max: int, mode: str = "fixed") -> list[int]:
+    """1, 2, 4, ... up to n_max, and n_max itself; with fixed angles only counts that divide n_max."""
+    counts, c = [], 1
+    while c <= n_max:
+        if mode != "fixed" or n_max % c == 0:
+            counts.append(c)
+        c *= 2
+    return counts if counts[-1] == n_max else counts + [n_max]
+
+
+def auroc_vs_rotations(matrix: np.ndarray, labels, counts: list[int] | None = None, mode: str = "fixed",
+                       repeats: int = 20, seed: int = 0) -> pd.DataFrame:
+    """AUROC with 1, 2, 4, ... test rotations: the test as scored (`auroc`) and the spread over random subsets.
+
+    Returns one row per count: n_rotations, auroc, auroc_subset_mean, auroc_subset_std (`repeats` random choices
+    of n of the computed rotations per image; shows how much luck a small test has).
+    """
+    labels = np.asarray(labels)
+    n_total = matrix.shape[1]
+    counts = counts or rotation_counts(n_total, mode)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in counts:
+        scored = matrix[:, rotation_subset(n_total, n, mode)].mean(axis=1)
+        subsets = [roc_auc_score(labels, matrix[:, rng.choice(n_total, n, replace=False)].mean(axis=1))
+                   for _ in range(repeats if n < n_total else 1)]
+        rows.append({"n_rotations": n, "auroc": roc_auc_score(labels, scored),
+                     "auroc_subset_mean": float(np.mean(subsets)), "auroc_subset_std": float(np.std(subsets))})
+    return pd.DataFrame(rows)
+
+
+# --- thresholds -----------------------------------------------------------------------------------------------
+def f1_threshold(frame: pd.DataFrame) -> dict[str, float]:
+    """The score threshold with the best F1 (anomalous = score >= threshold), with its precision and recall.
+
+    Chosen on the same images it is evaluated on: an optimistic, teaching-only number.
+    """
+    precision, recall, thresholds = precision_recall_curve(frame["label"], frame["score"])
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    best = int(np.argmax(f1))
+    return {"threshold": float(thresholds[best]), "f1": float(f1[best]), "precision": float(precision[best]),
+            "recall": float(recall[best])}
+
+
+def confusion(frame: pd.DataFrame, threshold: float) -> np.ndarray:
+    """2×2 confusion matrix [[TN, FP], [FN, TP]] of 'anomalous if score >= threshold'."""
+    return confusion_matrix(frame["label"], (frame["score"] >= threshold).astype(int), labels=[0, 1])
+
+
+def threshold_summary(frame: pd.DataFrame, threshold: float) -> dict[str, float]:
+    """Counts and rates at one threshold: tp, fp, tn, fn, precision, recall (TPR), fpr, f1."""
+    (tn, fp), (fn, tp) = confusion(frame, threshold)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {"threshold": float(threshold), "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
+            "precision": precision, "recall": recall, "fpr": fp / (fp + tn) if fp + tn else 0.0,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+
+
+# --- latent codes ----------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def latent_codes(model, dataset, *, device: torch.device | str = "cpu", batch_size: int = 8,
+                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """z (N, D) of the unrotated images of a dataset and their labels (N,): is the latent standard normal?"""
+    model.eval()
+    zs, labels = [], []
+    for images, label, _ in tqdm(DataLoader(dataset, batch_size=batch_size), desc="latent codes",
+                                 disable=not progress):
+        z, _ = model(model.prepare(images.to(device)))
+        zs.append(z.float().cpu())
+        labels.append(label)
+    return torch.cat(zs).numpy(), torch.cat(labels).numpy()
+
+
+# --- training runs ---------------------------------------------------------------------------------------------
+def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoint.pt") -> Path | None:
+    """The first folders[i]/<category>/<variant>/<name> that exists (runs laid out as `adnlib.grid`), else None."""
+    for folder in folders:
+        if folder:
+            path = Path(folder) / category / variant / name
+            if path.is_file():
+                return path
+    return None
+
+
+def load_run(folder: str | Path) -> tuple[dict, pd.DataFrame]:
+    """metrics.json and history.csv of a training run folder (as written by `adnlib.train.train`)."""
+    folder = Path(folder)
+    return json.loads((folder / "metrics.json").read_text()), pd.read_csv(folder / "history.csv")
+
+
+def last_vs_best(metrics: dict[str, dict]) -> pd.DataFrame:
+    """One row per variant: AUROC of the last epoch, the best evaluation (selected on the test set) and the gap."""
+    rows = []
+    for variant, m in metrics.items():
+        rows.append({"variant": variant, "auroc_last_%": 100 * m["auroc"], "auroc_best_%": 100 * m["auroc_best"],
+                     "best_epoch": m["best_epoch"], "epochs": m["epochs"],
+                     "optimism_of_best_%": 100 * (m["auroc_best"] - m["auroc"]),
+                     "backbone_weights": m["backbone_weights"], "train_seconds": m["train_seconds"]})
+    return pd.DataFrame(rows).set_index("variant").round(2)
+
+
+def shrinkage_summary(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per variant: embedding norm and gate means at the first and last epoch, and their ratio last/first.
+
+    A ratio well below 1 for an attention variant means its gates shrink the features while DifferNet's
+    (frozen) embedding keeps its size: the likelihood can be raised by scaling the input down.
+    """
+    rows = []
+    for variant, h in histories.items():
+        columns = ["feature_norm"] + [c for c in h.columns if c.startswith(("gate_mean_", "spatial_mean_"))]
+        for column in columns:
+            if h[column].notna().any():
+                first, last = float(h[column].iloc[0]), float(h[column].iloc[-1])
+                rows.append({"variant": variant, "quantity": column, "first_epoch": first, "last_epoch": last,
+                             "last/first": last / first if first else np.nan})
+    return pd.DataFrame(rows).round(4)
+
+
+__all__ = ["copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
+           "auroc_vs_rotations", "f1_threshold", "confusion", "threshold_summary", "latent_codes",
+           "find_checkpoint", "load_run", "last_vs_best", "shrinkage_summary"]

@@ -1,0 +1,175 @@
+"""The teaching notebooks 00, 02, 03, 04 and 06 run headless (papermill) with small parameters and write their
+artefacts; plus quick checks of the helpers they rely on (paper numbers, toy flow, rotation subsets).
+
+Each notebook run takes well under a minute on 2 CPU cores with the smoke preset.
+"""
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from adnlib import paper
+from adnlib.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
+from adnlib.notebooks import NOTEBOOK_DIR, run_notebook
+
+OWN = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet", "04_auroc_evaluation",
+       "06_benchmark_report")
+FAST = {"preset": "smoke", "weights": "none", "device": "cpu"}
+
+
+def _run(name, tmp_path, demo_root, **parameters):
+    pytest.importorskip("papermill")
+    run = run_notebook(name, tmp_path, {"data_root": str(demo_root), **FAST, **parameters})
+    executed = nbformat.read(run.output, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    return tmp_path / name
+
+
+def _pngs(folder):
+    return sorted(p.name for p in folder.glob("*.png") if p.stat().st_size > 1000)
+
+
+# --- the committed notebooks are clean and follow the course rules --------------------------------------------
+@pytest.mark.parametrize("name", OWN)
+def test_notebook_is_clean_and_parameterised(name):
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is None and not c.outputs for c in code), "outputs must be cleared"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for parameter in ("data_root", "preset", "device", "output_dir"):
+        assert f"{parameter} = " in tagged[0].source
+    assert '"../data/demo"' in tagged[0].source and f'"../runs/{name}"' in tagged[0].source
+    assert nb.cells[0].cell_type == "markdown" and "Goal" in nb.cells[0].source
+    assert "Exercises" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert code[-1].metadata.get("jupyter", {}).get("source_hidden") is True, "solutions in a collapsed cell"
+    assert "input(" not in "".join(c.source for c in code)
+
+
+# --- headless runs ----------------------------------------------------------------------------------------------
+def test_00_quickstart(tmp_path, demo_root):
+    out = _run("00_quickstart", tmp_path, demo_root, variant="se", n_show=4)
+    env = json.loads((out / "environment.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+    summary = json.loads((out / "quickstart.json").read_text())
+    assert 0 <= summary["auroc_last"] <= 1 and summary["backbone_weights"] == "random"
+    assert len(pd.read_csv(out / "scored_images.csv")) == 4
+    assert (out / "run" / "checkpoint.pt").is_file()
+    assert {"dataset_grid.png", "scored_images.png"} <= set(_pngs(out))
+
+
+def test_02_flows(tmp_path, demo_root):
+    out = _run("02_normalizing_flows_differnet", tmp_path, demo_root, toy_steps=30, toy_blocks=2, toy_hidden=16)
+    assert json.loads((out / "logdet_check.json").read_text())["max_abs_difference"] < 1e-8
+    stats = json.loads((out / "latent_stats.json").read_text())
+    assert set(stats) == {"train (normal)", "test normal", "test anomalous"}
+    assert {"toy_loss.png", "toy_flow.png", "soft_clamp.png", "scaled_inputs.png", "embedding.png",
+            "differnet_training.png", "latent_normality.png"} <= set(_pngs(out))
+
+
+def test_03_training(tmp_path, demo_root):
+    variants = ["differnet", "se", "cbam"]
+    out = _run("03_training_attentdiffernet", tmp_path, demo_root, variants=variants, epochs=1, eval_every=1)
+    for variant in variants:
+        m = json.loads((out / f"metrics_{variant}.json").read_text())
+        assert m["variant"] == variant and m["epochs"] == 1 and 0 <= m["auroc"] <= m["auroc_best"] <= 1
+        assert (out / "runs" / "disc" / variant / "checkpoint.pt").is_file()
+    table = pd.read_csv(out / "last_vs_best.csv", index_col="variant")
+    assert list(table.index) == variants and (table["auroc_best_%"] >= table["auroc_last_%"]).all()
+    assert "feature_norm" in set(pd.read_csv(out / "shrinkage.csv")["quantity"])
+    assert {"training_curves.png", "feature_shrinkage.png"} <= set(_pngs(out))
+
+
+def test_04_evaluation(tmp_path, demo_root):
+    out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet", "se"], checkpoints="",
+               n_rotations=2, max_rotations=4)
+    roc = json.loads((out / "roc.json").read_text())
+    assert set(roc["variants"]) == {"differnet", "se"}
+    for curve in roc["variants"].values():
+        assert curve["fpr"][0] == 0 and curve["tpr"][-1] == 1 and 0 <= curve["auroc"] <= 1
+    rotations = pd.read_csv(out / "auroc_vs_rotations.csv")
+    assert sorted(set(rotations["n_rotations"])) == [1, 2, 4] and set(rotations["variant"]) == {"differnet", "se"}
+    threshold = json.loads((out / "threshold.json").read_text())
+    assert np.array(threshold["confusion [[TN, FP], [FN, TP]]"]).sum() == 25
+    assert {"rotations.png", "score_distributions.png", "roc_curves.png", "auroc_per_defect.png",
+            "confusion_matrix.png", "auroc_vs_rotations.png"} <= set(_pngs(out))
+
+
+def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
+    # A finished run laid out as notebook 03 writes it: 04 must load it instead of training.
+    from adnlib.config import preset
+    from adnlib.train import train
+    runs = tmp_path / "03_training_attentdiffernet" / "runs"
+    train(preset("smoke"), demo_root, "disc", runs / "disc" / "differnet", progress=False)
+    out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet"], n_rotations=2, max_rotations=2)
+    assert not (out / "runs").exists(), "04 trained although 03's checkpoint was there"
+    assert set(json.loads((out / "roc.json").read_text())["variants"]) == {"differnet"}
+
+
+def test_06_benchmark_report(tmp_path, demo_root):
+    out = _run("06_benchmark_report", tmp_path, demo_root, categories=["disc"], variants=["differnet", "se"])
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["category"]) == ["disc", "mean"]
+    assert {"ours_differnet", "ours_se", "paper_DifferNet", "paper_AttentDifferNet", "delta_differnet",
+            "comparable", "note"} <= set(table.columns)
+    mean = table.set_index("category").loc["mean"]
+    assert mean["paper_DifferNet"] == 92.46 and mean["paper_AttentDifferNet"] == 94.34
+    assert not table["comparable"].any() and "not a paper dataset" in mean["note"]
+    assert {"comparison_bars.png", "paper_means.png"} <= set(_pngs(out))
+
+
+# --- helpers the notebooks rely on ---------------------------------------------------------------------------
+def test_paper_numbers_match_the_design():
+    table = paper.insplad_fault_table()
+    assert table.loc["AttentDifferNet", "Glass Insulator"] == 86.57
+    assert table.loc["FastFlow", "Yoke Susp."] == 71.48
+    # The published means are the means of the published per-category numbers (up to rounding).
+    per_category = table.drop(columns="mean").mean(axis=1)
+    assert (per_category - table["mean"]).abs().max() < 0.02
+    assert paper.HEADLINE_MEANS["mvtec-ad"] == {"DifferNet": 94.69, "AttentDifferNet": 96.67,
+                                                "DifferNet (own paper)": 94.9}
+    gains = [m["AttentDifferNet"] - m["DifferNet"] for m in paper.HEADLINE_MEANS.values()]
+    assert abs(np.mean(gains) - paper.AVERAGE_GAIN[0]) < 0.01
+
+
+def test_paper_comparison_maps_insplad_folders():
+    ours = pd.DataFrame({"differnet": [80.0, 99.0], "se": [90.0, 99.5]},
+                        index=["glass-insulator", "lightning_rod_suspension"])
+    ours.loc["mean"] = ours.mean()
+    table = paper.comparison_table(ours, "InsPLAD-fault", backbone_weights="imagenet", protocol="paper")
+    rows = table.set_index("category")
+    assert rows.loc["glass-insulator", "paper_category"] == "Glass Insulator"
+    assert rows.loc["lightning_rod_suspension", "paper_DifferNet"] == 99.08
+    assert rows.loc["glass-insulator", "delta_se"] == pytest.approx(90.0 - 86.57, abs=0.01)
+    assert rows.loc["mean", "paper_RD++"] == 90.75
+    assert table["comparable"].all()
+    random = paper.comparison_table(ours, "insplad", backbone_weights="random")
+    assert not random["comparable"].any() and "random" in random["note"][0]
+    mvtec = paper.comparison_table(ours.rename(index={"glass-insulator": "bottle"}), "MVTec AD")
+    assert mvtec.set_index("category").loc["mean", "paper_DifferNet (own paper)"] == 94.9
+
+
+def test_rotation_subsets():
+    assert rotation_counts(16) == [1, 2, 4, 8, 16]
+    assert rotation_counts(12, "fixed") == [1, 2, 4, 12] and rotation_counts(12, "random") == [1, 2, 4, 8, 12]
+    # Every 4th of 16 evenly spaced angles = the 4 evenly spaced angles of a 4-rotation test.
+    from adnlib.transforms import fixed_angles
+    assert np.allclose(fixed_angles(16)[rotation_subset(16, 4, "fixed")], fixed_angles(4))
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(10), np.ones(10)]
+    matrix = rng.normal(size=(20, 8)) + labels[:, None]
+    curve = auroc_vs_rotations(matrix, labels, mode="random")
+    assert list(curve["n_rotations"]) == [1, 2, 4, 8] and curve["auroc"].between(0, 1).all()
+
+
+def test_toy_flow_logdet_matches_autograd():
+    import torch
+
+    from adnlib import toy
+    check = toy.logdet_check(toy.toy_flow(n_coupling_blocks=2, hidden=8), torch.randn(3, 2))
+    assert check["max_abs_difference"] < 1e-8
