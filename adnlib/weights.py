@@ -5,6 +5,7 @@ Offline must never hang: before any download we probe the host with a short time
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import warnings
@@ -28,7 +29,12 @@ def imagenet_cache_path() -> Path:
 def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     if os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0"):
         return False
-    host = urlparse(url).hostname
+    return _probe(urlparse(url).hostname, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(host: str, timeout: float) -> bool:
+    """One connection attempt per host and process: a notebook building many models waits once, not each time."""
     try:
         with socket.create_connection((host, 443), timeout=timeout):
             return True
