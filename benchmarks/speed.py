@@ -1,10 +1,12 @@
 """Side-by-side speed benchmark: adnlib's training and scoring paths against the official DifferNet code's way.
 
-    ADNLIB_OFFLINE=1 python benchmarks/speed.py            # full run, paper config at 448 px (~10-15 min, 2 cores)
+    ADNLIB_OFFLINE=1 python benchmarks/speed.py            # full run, paper config at 448 px (~8-12 min)
     ADNLIB_OFFLINE=1 python benchmarks/speed.py --quick    # ~2 minutes, for development
+    ADNLIB_OFFLINE=1 python benchmarks/speed.py --sections auroc   # cache vs no cache AUROC, demo preset (~15 min)
 
 Every figure that matters is a RATIO of runs made in this one process, interleaved (A B C ... then reversed, per
 repetition), so that the noise of a shared machine cancels; absolute images/s are printed for orientation only.
+All paths run with the same number of torch threads (--threads, default 1; see its help).
 
 Paths
 - reference: the official code's way, kept here only. Per-image PIL ``RandomRotation(180)`` on the resized PIL
@@ -133,6 +135,16 @@ def cached_train_step(model: AttentDifferNet, optimizer, cache, indices: torch.T
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that over from the forking
+    parent across exec, so a child of a 5 GB benchmark process would report at least 5 GB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class PeakRSS:
@@ -406,7 +418,8 @@ def memory_child(args) -> None:
         after.append(rss_bytes())
     print(json.dumps({"variant": args.memory_variant, "rss_start": rss_start, "rss_model": rss_model,
                       "rss_after_steps": after, "seconds": seconds,
-                      "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                      "peak_rss": peak_rss_bytes(),
+                      "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 
 
 def section_memory(args, root, out: dict) -> None:
@@ -419,7 +432,7 @@ def section_memory(args, root, out: dict) -> None:
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     print(f"\n### Memory: fresh process per variant, {args.memory_steps} training steps of "
           f"{args.memory_images} images x {args.rotations_memory} rotations at {args.img_size} px\n")
-    print("| variant | RSS after imports + data GB | + model & optimizer GB | peak RSS (ru_maxrss) GB | "
+    print("| variant | RSS after imports + data GB | + model & optimizer GB | peak RSS (VmHWM) GB | "
           "RSS after each step GB | growth after step 2 MB | s per step |")
     print("|---|---:|---:|---:|---|---:|---:|")
     gb = 2 ** 30
@@ -427,44 +440,78 @@ def section_memory(args, root, out: dict) -> None:
         after = r["rss_after_steps"]
         growth = (after[-1] - after[min(1, len(after) - 1)]) / 2 ** 20
         r["growth_mb"] = growth
-        print(f"| {r['variant']} | {r['rss_start'] / gb:.2f} | {r['rss_model'] / gb:.2f} | {r['maxrss'] / gb:.2f} | "
+        print(f"| {r['variant']} | {r['rss_start'] / gb:.2f} | {r['rss_model'] / gb:.2f} | {r['peak_rss'] / gb:.2f} | "
               f"{' '.join(f'{a / gb:.2f}' for a in after)} | {growth:+.0f} | "
               f"{statistics.median(r['seconds']):.1f} |")
     out["memory"] = rows
 
 
+def section_auroc(args, root, out: dict) -> None:
+    """Feature cache vs fresh rotations: AUROC of full demo-preset runs (opt-in: ~1 min per run on 1 core)."""
+    from adnlib.train import train
+
+    rows = []
+    for category in args.auroc_categories.split(","):
+        for seed in [int(s) for s in args.auroc_seeds.split(",")]:
+            row = {"category": category, "seed": seed}
+            for cached in (False, True):
+                config = preset(args.auroc_preset, weights="none", device="cpu", seed=seed, feature_cache=cached)
+                start = time.perf_counter()
+                result = train(config, root, category, progress=False)
+                key = "cached" if cached else "plain"
+                row[key], row[f"{key}_s"] = result.metrics["auroc"], time.perf_counter() - start
+            rows.append(row)
+            print(f"  {category} seed {seed}: AUROC uncached {row['plain']:.4f}, cached {row['cached']:.4f} "
+                  f"({row['plain_s']:.0f} s / {row['cached_s']:.0f} s)", flush=True)
+    print(f"\n### Feature cache vs fresh rotations: AUROC, preset '{args.auroc_preset}', random backbone weights\n")
+    print("| category | seed | AUROC, fresh rotations | AUROC, feature cache | difference | run s (fresh / cache) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['category']} | {r['seed']} | {r['plain']:.4f} | {r['cached']:.4f} | "
+              f"{r['cached'] - r['plain']:+.4f} | {r['plain_s']:.0f} / {r['cached_s']:.0f} |")
+    for category in args.auroc_categories.split(","):
+        plain = [r["plain"] for r in rows if r["category"] == category]
+        if len(plain) > 1:
+            print(f"\n{category}: seed-to-seed std of the uncached AUROC {statistics.stdev(plain):.4f}")
+    out["auroc"] = rows
+
+
 def check_targets(out: dict) -> None:
     print("\n### Targets (issue 4)\n")
-    checks = []
+    checks = []  # (text, measured, passed)
     if "train" in out:
         rows = {r["path"]: r for r in out["train"]}
-        checks.append(("DifferNet training >= 3.0x reference", rows["adnlib DifferNet"]["ratio"], 3.0))
+        r = rows["adnlib DifferNet"]
+        checks.append(("DifferNet training >= 3.0x reference", f"{r['ratio']:.2f}x", r["ratio"] >= 3.0))
         for name, r in rows.items():
             if "AttentDifferNet" in name:
-                checks.append((f"{name.split()[-1]} training >= 1.3x reference", r["ratio"], 1.3))
+                checks.append((f"{name.split()[-1]} training >= 1.3x reference", f"{r['ratio']:.2f}x",
+                               r["ratio"] >= 1.3))
     if "score" in out:
         r = out["score"]["rows"][1]
-        checks.append(("scoring >= 1.25x reference", r["ratio"], 1.25))
-        checks.append(("scoring >= 85% of the compute limit", r["of_limit"], 0.85))
+        checks.append(("scoring >= 1.25x reference", f"{r['ratio']:.2f}x", r["ratio"] >= 1.25))
+        checks.append(("scoring >= 85% of the compute limit", f"{r['of_limit']:.0%}", r["of_limit"] >= 0.85))
     if "cache" in out:
         r = next(r for r in out["cache"] if r["path"] == "adnlib epoch from the feature cache")
-        checks.append(("cached epoch >= 15x reference epoch", r["ratio"], 15.0))
+        checks.append(("cached epoch >= 15x reference epoch", f"{r['ratio']:.1f}x", r["ratio"] >= 15.0))
     if "memory" in out:
         for r in out["memory"]:
-            checks.append((f"{r['variant']}: RSS growth over steps < 50 MB", 50 - abs(r["growth_mb"]), 0.0))
-    for text, value, target in checks:
-        print(f"- {'PASS' if value >= target else 'FAIL'}: {text} (measured {value:.2f})")
+            checks.append((f"{r['variant']}: no RSS growth over training steps (< 50 MB)", f"{r['growth_mb']:+.0f} MB",
+                           abs(r["growth_mb"]) < 50))
+    for text, measured, passed in checks:
+        print(f"- {'PASS' if passed else 'FAIL'}: {text}: measured {measured}")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes for development (~2 minutes)")
-    p.add_argument("--sections", default="train,score,cache,memory", help="comma-separated subset to run")
+    p.add_argument("--sections", default="train,score,cache,memory",
+                   help="comma-separated subset of train,score,cache,memory,auroc (auroc: opt-in, ~15 min)")
     p.add_argument("--img-size", type=int, default=448)
     p.add_argument("--images", type=int, default=4, help="images per training step (paper: 24)")
     p.add_argument("--rotations", type=int, default=4, help="rotations per image per training step (paper: 4)")
     p.add_argument("--variants", default="se,cbam", help="attention variants to time besides DifferNet")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per section")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions in 'train' and 'score'")
     p.add_argument("--score-images", type=int, default=2)
     p.add_argument("--score-batch", type=int, default=1, help="images per scoring batch (the official code: 1)")
     p.add_argument("--score-rotations", type=int, default=64)
@@ -475,9 +522,14 @@ def parse_args(argv=None):
     p.add_argument("--skip-uncached-epoch", action="store_true", help="'cache' times only reference and cached")
     p.add_argument("--memory-images", type=int, default=24)
     p.add_argument("--rotations-memory", type=int, default=4)
-    p.add_argument("--memory-steps", type=int, default=4)
+    p.add_argument("--memory-steps", type=int, default=5)
     p.add_argument("--memory-variants", default="se", help="variants measured besides DifferNet in 'memory'")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--auroc-preset", default="demo", help="'auroc' section (opt-in): preset to train")
+    p.add_argument("--auroc-seeds", default="0,1,2")
+    p.add_argument("--auroc-categories", default="disc,weave")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every path (default 1: on a shared machine, a second thread waiting on a "
+                        "busy core makes runs 2-4x slower and the ratios noise; use the core count on an idle one)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -506,7 +558,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = make_demo_dataset(Path(tmp) / "demo")
         sections = {"train": section_train, "score": section_score, "cache": section_cache,
-                    "memory": section_memory}
+                    "memory": section_memory, "auroc": section_auroc}
         for name in args.sections.split(","):
             t0 = time.perf_counter()
             sections[name](args, root, out)
