@@ -74,15 +74,19 @@ def test_tensor_rotation_equals_pil_for_any_angle():
             assert torch.equal(copies[b * 12 + k], pil_rotation(image[b], angle)), angle
 
 
-def test_rotation_keeps_gradients_and_both_backends_agree():
-    x = torch.rand(1, 3, 32, 32, requires_grad=True)
-    angles = torch.tensor([[30.0, -100.0]])
-    out = rotate_nearest(x, angles)  # torch gather (input requires grad)
+def test_rotation_keeps_gradients_and_both_backends_agree(monkeypatch):
+    """The torch gather (GPU, or an input that requires grad) equals the numpy gather (CPU), in chunks too."""
+    import adnlib.transforms as transforms
+
+    monkeypatch.setattr(transforms, "_COPIES_PER_GATHER", 3)  # chunks that straddle images
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    angles = torch.tensor([[30.0, -100.0, 7.5, 180.0], [0.0, 45.0, -45.0, 271.0]])
+    out = rotate_nearest(x, angles)
     out.sum().backward()
     assert x.grad is not None and x.grad.sum() > 0
     with torch.no_grad():
-        assert torch.equal(out, rotate_nearest(x.detach(), angles))  # numpy gather
-    assert torch.equal(rotate_batch(x.detach().expand(2, -1, -1, -1), angles[0]), out.detach())
+        assert torch.equal(out, rotate_nearest(x.detach(), angles))
+    assert torch.equal(rotate_batch(x.detach(), angles[:, 1]), out.detach()[1::4])
 
 
 def test_prepare_with_angles_equals_the_official_transform(images):
