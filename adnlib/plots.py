@@ -451,8 +451,8 @@ def threshold_explorer(frame: pd.DataFrame, start: float | None = None):
     low, high = float(np.log10(frame["score"].min())), float(np.log10(frame["score"].max()))
     start = float(np.log10(start)) if start else (low + high) / 2
     slider = widgets.FloatSlider(value=start, min=low, max=high, step=(high - low) / 200 or 0.01,
-                                 description="log10 thr.", continuous_update=True, readout_format=".2f",
-                                 layout=widgets.Layout(width="60%"))
+                                 description="log10(threshold)", continuous_update=True, readout_format=".2f",
+                                 style={"description_width": "initial"}, layout=widgets.Layout(width="60%"))
     text = widgets.HTML()
 
     def update(change=None):
@@ -479,7 +479,7 @@ def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category"
     columns = ours + paper
     categories = table["category"].tolist()
     width = 0.8 / len(columns)
-    fig, ax = plt.subplots(figsize=(min(18, max(6, 1.6 * len(categories) * len(columns) / 3)), 4.3))
+    fig, ax = plt.subplots(figsize=(min(18, max(9, 1.6 * len(categories) * len(columns) / 3)), 4.3))
     x = np.arange(len(categories))
     for i, column in enumerate(columns):
         name = column.split("_", 1)[1]
@@ -511,7 +511,7 @@ def paper_means_bars():
     """The papers' headline mean AUROC per dataset: DifferNet vs AttentDifferNet (and DifferNet's own 94.9)."""
     from .paper import headline_table
     table = headline_table()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(table))
     width = 0.27
     for i, (column, color) in enumerate(zip(table.columns, ("#4c72b0", "#dd8452", "#8172b3"))):
@@ -523,9 +523,9 @@ def paper_means_bars():
     ax.set_xticks(x, table.index)
     ax.set_ylim(80, 100)
     ax.set_xlabel("dataset")
-    ax.set_ylabel("mean image AUROC (%)")
+    ax.set_ylabel("mean image AUROC (%), axis from 80%")
     ax.set_title("Reported in the papers (AttentDifferNet = SE variant)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
