@@ -15,7 +15,7 @@ from .flow import build_flow, nll_loss
 
 
 def toy_data(kind: str = "moons", n: int = 2000, noise: float = 0.06, seed: int = 0) -> torch.Tensor:
-    """Samples (n, 2) of a toy density: 'moons' (two interleaved half circles) or 'ring', roughly centred, unit scale."""
+    """Samples (n, 2) of a toy density: "moons" (two interleaved half circles) or "ring"; centred, unit scale."""
     rng = np.random.default_rng(seed)
     if kind == "moons":
         half = n // 2
