@@ -31,7 +31,7 @@ from .errors import CheckpointError, ConfigError, OutputExistsError, TrainingDiv
 from .evaluate import report, score_dataset
 from .flow import nll_loss
 from .model import AttentDifferNet
-from .transforms import jitter_colors, random_angles, rotated_copies, to_unit
+from .transforms import jitter_colors, random_angles, to_unit
 
 RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
 # Auto checkpoint policy: save the resumable checkpoint after an epoch when the last save cost at most this fraction
@@ -88,7 +88,7 @@ class FeatureCache:
         with torch.inference_mode():
             for images, _, _ in tqdm(loader, desc=f"caching {k} rotations/image", leave=False, disable=not progress):
                 angles = random_angles(len(images) * k, model.config.rotation_degrees, generator)
-                x = model.prepare(rotated_copies(to_unit(images.to(device)), angles.reshape(len(images), k)))
+                x = model.prepare(images.to(device), angles.reshape(len(images), k))
                 chunks.append(model.embed(x).reshape(len(images), k, -1))
         self.features = torch.cat(chunks)
 
@@ -191,8 +191,7 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
     model.to(device)
     if config.compile:
         model.embedding = torch.compile(model.embedding)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
-                                 weight_decay=config.weight_decay)
+    optimizer = model.make_optimizer()
     loader_generator = torch.Generator().manual_seed(config.seed)
     rotation_generator = torch.Generator().manual_seed(config.seed + 1)
     if ckpt is not None:
@@ -231,7 +230,7 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
                                   config.saturation, rotation_generator)
                 angles = random_angles(len(images) * config.n_train_rotations, config.rotation_degrees,
                                        rotation_generator).reshape(len(images), config.n_train_rotations)
-                y = model.embed(model.prepare(rotated_copies(x, angles)))
+                y = model.embed(model.prepare(x, angles))
             z, log_jac_det = model.flow_forward(y)
             loss = nll_loss(z, log_jac_det)
             if not torch.isfinite(loss):
