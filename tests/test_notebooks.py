@@ -12,7 +12,7 @@ import pytest
 
 from adnlib import paper
 from adnlib.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
-from adnlib.notebooks import NOTEBOOK_DIR, run_notebook
+from adnlib.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
 
 OWN = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet", "04_auroc_evaluation",
        "06_benchmark_report")
@@ -34,8 +34,9 @@ def _pngs(folder):
 
 
 # --- the committed notebooks are clean and follow the course rules --------------------------------------------
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_is_clean_and_parameterised(name):
+    """Every committed notebook (all seven) follows the course rules."""
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]

@@ -39,22 +39,14 @@ def _widget_drew_a_figure(executed) -> bool:
 
 
 @pytest.mark.parametrize("name", OWN)
-def test_notebook_is_clean_and_parameterised(name):
+def test_notebook_has_its_own_parameters(name):
+    # The course rules shared by all notebooks are checked in test_notebooks.py.
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-    nbformat.validate(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count is None and not c.outputs for c in code), "outputs must be cleared"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1
-    for parameter in ("data_root", "category", "variants", "preset", "epochs", "checkpoints", "device",
-                      "output_dir"):
+    for parameter in ("category", "variants", "epochs", "checkpoints"):
         assert f"{parameter} = " in tagged[0].source
-    assert '"../data/demo"' in tagged[0].source and f'"../runs/{name}"' in tagged[0].source
-    assert nb.cells[0].cell_type == "markdown" and "Goal" in nb.cells[0].source
-    assert "Exercises" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert code[-1].metadata.get("jupyter", {}).get("source_hidden") is True, "solutions in a collapsed cell"
-    source = "".join(c.source for c in code)
-    assert "input(" not in source and "make_demo_dataset(data_root)" in source and "tqdm.auto" in source
+    source = "".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "make_demo_dataset(data_root)" in source and "tqdm.auto" in source
 
 
 def test_01_attention_modules(tmp_path, demo_root):
