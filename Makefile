@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN := runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test lab clean
+.PHONY: setup demo test test-fast lab clean
 
 setup: $(VENV)/.installed
 
@@ -22,8 +22,13 @@ demo: setup
 	$(PY) -m adnlib notebooks --out $(RUN)
 	@echo "done: executed notebooks, figures and metrics are in $(RUN)/"
 
+# Everything, notebooks and subprocess checks included (CI runs this).
 test: setup
-	ADNLIB_OFFLINE=1 $(PY) -m pytest -q
+	ADNLIB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+
+# The quick loop while developing: everything not marked slow (no notebook runs, no CLI subprocesses).
+test-fast: setup
+	ADNLIB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -29,24 +29,63 @@ class NotebookRun:
         return self.error is None
 
 
-# Per-cell limit (seconds; env ADNLIB_CELL_TIMEOUT overrides): a headless run must end even if a kernel stops
-# answering (seen with ipykernel 7).
-CELL_TIMEOUT_S = 3600
+# Per-cell limits (seconds), set from measured cell times (benchmarks/README.md, "notebook cell times") with a wide
+# margin, so that a stalled cell fails within a couple of minutes instead of sitting for an hour. Cells tagged
+# `long` (training, grids) get LONG_CELL_TIMEOUT_S; the `paper` preset lifts that limit, since its trainings run for
+# hours on a CPU. Environment overrides: ADNLIB_CELL_TIMEOUT, ADNLIB_LONG_CELL_TIMEOUT (0 = no limit).
+CELL_TIMEOUT_S = 120
+LONG_CELL_TIMEOUT_S = 1800
+LONG_TAG = "long"
+
+
+@dataclass(frozen=True)
+class CellLimits:
+    """Time limits for one headless run: `short` for ordinary cells, `long` for cells tagged `long` (None: none)."""
+    short: int | None = CELL_TIMEOUT_S
+    long: int | None = LONG_CELL_TIMEOUT_S
+
+    @classmethod
+    def for_run(cls, parameters: dict | None = None) -> "CellLimits":
+        """Defaults, the paper preset's unlimited long cells, then the environment's overrides."""
+        long = None if (parameters or {}).get("preset") == "paper" else LONG_CELL_TIMEOUT_S
+        short = _env_seconds("ADNLIB_CELL_TIMEOUT", CELL_TIMEOUT_S)
+        return cls(short, _env_seconds("ADNLIB_LONG_CELL_TIMEOUT", long))
+
+    def __call__(self, cell) -> int | None:
+        """nbclient's `timeout_func`: the limit of one cell."""
+        return self.long if LONG_TAG in cell.metadata.get("tags", []) else self.short
+
+
+def _env_seconds(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise NotebookError(f"{name} must be a whole number of seconds, got {value!r}") from None
+    return seconds if seconds > 0 else None
 
 
 def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *, kernel: str = "python3",
-                 progress: bool = False, cell_timeout: int | None = None) -> NotebookRun:
-    """Execute notebooks/<name>.ipynb into out_dir/<name>.ipynb with `parameters` injected.
+                 progress: bool = False, limits: CellLimits | None = None, source: Path | None = None
+                 ) -> NotebookRun:
+    """Execute notebooks/<name>.ipynb (or `source`) into out_dir/<name>.ipynb with `parameters` injected.
 
     The notebook runs with notebooks/ as working directory (as in JupyterLab); its artefacts go to the folder given by
-    its `output_dir` parameter (out_dir/<name> unless set). Raises NotebookError naming the failing cell.
+    its `output_dir` parameter (out_dir/<name> unless set). It runs on the `adnlib` papermill engine
+    (`adnlib.nbengine`: no widget stall, per-cell limits). Raises NotebookError naming the failing or stalled cell.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    cell_timeout = cell_timeout or int(os.environ.get("ADNLIB_CELL_TIMEOUT", CELL_TIMEOUT_S))
-    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    from .nbengine import HeadlessEngine
+
+    papermill_engines.register("adnlib", HeadlessEngine)
+    limits = limits or CellLimits.for_run(parameters)
+    source = Path(source) if source else NOTEBOOK_DIR / f"{name}.ipynb"
     if not source.is_file():
         raise NotebookError(f"notebook not found: {source}")
     out_dir = Path(out_dir).resolve()
@@ -56,12 +95,14 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     started = time.perf_counter()
     try:
         pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
-                            progress_bar=progress, execution_timeout=cell_timeout)
+                            progress_bar=progress, engine_name="adnlib", timeout_func=limits)
     except PapermillExecutionError as exc:
         first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
         raise NotebookError(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "
                             f"with {exc.ename}: {exc.evalue} — see {output}") from exc
-    except (CellTimeoutError, DeadKernelError, TimeoutError) as exc:
+    except CellTimeoutError as exc:
+        raise NotebookError(f"{name}: {exc} — see {output}") from exc
+    except (DeadKernelError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NotebookError(f"{name}: {type(exc).__name__}: {first} — see {output}") from exc
     return NotebookRun(name, output, time.perf_counter() - started)

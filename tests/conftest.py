@@ -2,7 +2,6 @@
 import os
 
 os.environ["ADNLIB_OFFLINE"] = "1"
-os.environ.setdefault("ADNLIB_CELL_TIMEOUT", "600")  # a hung notebook kernel fails its test instead of CI
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
