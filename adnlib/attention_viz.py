@@ -174,20 +174,42 @@ def _collect_chunk(model, images: torch.Tensor, scale: int) -> list[BlockRecord]
 
 
 def with_initial_attention(model):
-    """A copy of `model` whose attention blocks are back at their initialisation (same seed), all else kept.
+    """A model like `model` whose attention blocks are back at their initialisation (same seed), all else shared.
 
-    Comparing its records with the trained model's shows how far training moved the gates. The initial blocks come
-    from a model built with the same config but random backbone weights and a one-block flow: the attention init
-    depends only on the seed (tests/test_gradcam.py checks this against a full fresh model).
+    Comparing its records with the trained model's shows how far training moved the gates. Only the three small
+    attention blocks are new; the backbone's frozen convolutions and the flow (172M parameters in the paper
+    config) are `model`'s own tensors, not copies, so this costs no memory to speak of and leaves `model`
+    untouched. Since they are shared, do not train or move (`.to`) the returned model: use it to look, in eval
+    mode. The initial blocks come from a model built with the same config but random backbone weights and a
+    one-block flow: the attention init depends only on the seed (tests/test_gradcam.py checks this against a
+    full fresh model).
     """
     import copy
 
+    from .backbone import MultiScaleEmbedding
     from .model import AttentDifferNet
 
-    config = model.config.replace(weights="none", fc_hidden=8, n_coupling_blocks=1)
-    fresh = AttentDifferNet(config)
-    out = copy.deepcopy(model)
-    out.backbone.attention.load_state_dict(fresh.backbone.attention.state_dict())
+    def _shallow_module_copy(module: nn.Module) -> nn.Module:
+        """A new module object sharing `module`'s submodules, parameters and buffers, with registries of its own
+        (assigning a submodule of the copy leaves `module` as it is); no tensor is copied."""
+        new = module.__class__.__new__(module.__class__)
+        new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v for k, v in module.__dict__.items()})
+        return new
+
+    fresh = AttentDifferNet(model.config.replace(weights="none", fc_hidden=8, n_coupling_blocks=1))
+    attention = copy.deepcopy(model.backbone.attention)  # three small blocks: keeps device, dtype, requires_grad
+    with torch.no_grad():
+        attention.load_state_dict(fresh.backbone.attention.state_dict())
+    backbone = _shallow_module_copy(model.backbone)
+    backbone.attention = attention
+    out = _shallow_module_copy(model)
+    out.backbone = backbone
+    if isinstance(model.embedding, MultiScaleEmbedding):
+        embedding = _shallow_module_copy(model.embedding)
+        embedding.backbone = backbone
+    else:  # a torch.compile'd embedding: rebuild it (uncompiled) around the new backbone
+        embedding = MultiScaleEmbedding(backbone, model.config.n_scales, model.config.scale_mode)
+    out.embedding = embedding
     return out
 
 
@@ -507,23 +529,21 @@ def attention_panel(image, record: BlockRecord, item: int = 0, title: str = ""):
 def attention_viewer(records_by_variant: dict[str, list[BlockRecord]], images: torch.Tensor, titles: list[str]):
     """An ipywidgets browser: pick image, block and variant; shows `attention_panel`. Returns the widget.
 
-    Built from precomputed records, so moving a slider only redraws. Display it with ``display(viewer)``; nothing
-    waits for input, so papermill runs it headless (the first view is drawn once).
+    Built from precomputed records, so moving a control only redraws. Display it with ``display(viewer)``; the
+    figure is an Image widget (`adnlib.viewer.figure_viewer`), so a headless run draws the first view and goes on.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+
+    from .viewer import figure_viewer
 
     variants = [v for v, r in records_by_variant.items() if r]
 
-    def show(image: int, block: int, variant: str):
+    def render(image: int, block: int, variant: str):
         record = records_by_variant[variant][block - 1]
-        fig = attention_panel(images[image], record, image, f"{titles[image]} — {variant.upper()}")
-        plt.show()
-        return fig
+        return attention_panel(images[image], record, image, f"{titles[image]} — {variant.upper()}")
 
     n_blocks = max(len(records_by_variant[v]) for v in variants)
-    return widgets.interactive(
-        show,
-        image=widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image"),
-        block=widgets.IntSlider(value=n_blocks, min=1, max=n_blocks, description="block"),
-        variant=widgets.ToggleButtons(options=variants, value=variants[0], description="variant"))
+    return figure_viewer(render, {
+        "image": widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image"),
+        "block": widgets.IntSlider(value=n_blocks, min=1, max=n_blocks, description="block"),
+        "variant": widgets.ToggleButtons(options=variants, value=variants[0], description="variant")})

@@ -5,6 +5,7 @@ Bad input ends with one line `error: ...` on stderr and exit status 2, never a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -13,23 +14,41 @@ from pathlib import Path
 from . import __version__
 from .errors import AdnlibError, OutputExistsError
 
+# The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
+# what they need.
+MAX_SEED = 2 ** 32 - 1  # as adnlib.config.MAX_SEED (numpy's global RNG takes seeds in [0, 2**32 - 1])
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse would print the usage too)
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+
+
 def _non_negative(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED} (2**32 - 1), not {value}")
     return value
 
 
@@ -52,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive)
     p.add_argument("--tta", type=_positive, help="rotations per test image (paper: 64)")
     p.add_argument("--weights", help="auto | imagenet | none | PATH to AlexNet weights")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--seed", type=_seed, help=f"0 to {MAX_SEED} (default 0)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--feature-cache", action="store_true",
                    help="frozen backbones: embed K rotations per image once (an approximation; faster epochs)")
     p.add_argument("--freeze-attention", action="store_true", help="ablation: do not train the attention blocks")
@@ -74,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a checkpoint of another variant (guards against mixed-up run folders)")
     p.add_argument("--preset", help="refuse a checkpoint whose model differs from this preset's (size, flow...)")
     p.add_argument("--tta", type=_positive)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--skip-corrupt", action="store_true")
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")
@@ -88,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="paper")
     p.add_argument("--epochs", type=_positive)
     p.add_argument("--weights", help="auto | imagenet | none | PATH")
-    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--rerun", action="store_true",
+                   help="retrain the cells of --out saved with another config (default: refuse them)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
@@ -96,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--only", nargs="+", help="notebook names (default: all, in order)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="override a notebook parameter (value parsed as JSON when possible)")
+                   help="override a notebook parameter; VALUE is JSON (3, 0.5, true, null, '[\"se\"]', "
+                        "'\"text\"'); NAME:str takes VALUE as a plain string (-p category:str bottle)")
 
     p = sub.add_parser("score", help="print the anomaly score of each image")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--variant", choices=("differnet", "se", "cbam"), help="refuse a checkpoint of another variant")
     p.add_argument("--tta", type=_positive)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return parser
 
 
@@ -120,9 +142,18 @@ def _config_from_args(args):
     return preset(args.preset, **overrides)
 
 
+def _out_folder(path: Path | None) -> None:
+    """An --out naming an existing file: one error line now, not a traceback when the first result is written."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise OutputExistsError(f"--out {path} is a file, not a folder; choose another --out")
+
+
 def _train(args) -> int:
+    from .device import resolve_device
     from .train import train
+    _out_folder(args.out)
     config = _config_from_args(args)
+    resolve_device(config.device)  # a bad or absent device: one error line before any data is read
     result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, skip_corrupt=args.skip_corrupt,
                    checkpoint_every=args.checkpoint_every)
@@ -150,6 +181,7 @@ def _evaluate(args) -> int:
     from .device import resolve_device
     from .errors import CheckpointError
     from .evaluate import report, score_dataset
+    _out_folder(args.out)
     if args.out is not None and (args.out / "scores.csv").exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out / 'scores.csv'} exists; pass --overwrite or choose another --out")
     device = resolve_device(args.device)
@@ -198,8 +230,10 @@ def _score(args) -> int:
 def _grid(args) -> int:
     from .config import preset
     from .datasets import category_dir, list_categories
+    from .device import resolve_device
     from .errors import DatasetError
     from .grid import auroc_table, run_grid
+    _out_folder(args.out)
     categories = args.categories or list_categories(args.data)
     if not categories:
         raise DatasetError(f"no categories found under {args.data}")
@@ -207,8 +241,10 @@ def _grid(args) -> int:
         category_dir(args.data, category)  # fail before training anything
     overrides = {k: v for k, v in {"epochs": args.epochs, "weights": args.weights, "device": args.device}.items()
                  if v is not None}
-    runs = run_grid(preset(args.preset, **overrides), args.data, categories, args.variants, args.out,
-                    progress=not args.no_progress)
+    base = preset(args.preset, **overrides)
+    resolve_device(base.device)
+    runs = run_grid(base, args.data, categories, args.variants, args.out, progress=not args.no_progress,
+                    rerun=args.rerun)
     print(f"image AUROC (%), last epoch; weights: {', '.join(sorted(set(runs['backbone_weights'])))}")
     print(auroc_table(runs).to_string())
     print(f"runs in {args.out}")
@@ -221,12 +257,8 @@ def _notebooks(args) -> int:
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
-    params = {}
-    for name, value in args.parameter:
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
+    _out_folder(args.out)
+    params = _notebook_parameters(args.parameter)
     runs = run_all(args.out, params, names)
     failed = [r.name for r in runs if not r.ok]
     print(f"executed notebooks and their artefacts are in {args.out}")
@@ -236,15 +268,52 @@ def _notebooks(args) -> int:
     return 0
 
 
+def _notebook_parameters(pairs: list[list[str]]) -> dict:
+    """-p NAME VALUE (VALUE parsed as JSON) and -p NAME:str VALUE (VALUE as it is) -> {NAME: value}."""
+    params = {}
+    for name, value in pairs:
+        base, sep, kind = name.partition(":")
+        if sep and kind != "str":
+            raise AdnlibError(f"-p {name}: unknown type {kind!r}; write -p {base}:str VALUE for a string, or "
+                              f"-p {base} VALUE for a JSON value")
+        if not base:
+            raise AdnlibError(f"-p {name!r}: the parameter name is empty")
+        if kind == "str":
+            params[base] = value
+            continue
+        try:
+            params[base] = json.loads(value)
+        except json.JSONDecodeError:
+            raise AdnlibError(f"-p {base}: {value!r} is not JSON; for a string write -p {base}:str {value} "
+                              f"(or quote it as JSON: '\"{value}\"')") from None
+    return params
+
+
 def _demo_data(args) -> int:
     from .demo import DEFAULT_DEMO_ROOT, make_demo_dataset
+    _out_folder(args.out)
     root = make_demo_dataset(args.out or DEFAULT_DEMO_ROOT, force=args.force)
     print(root)
     return 0
 
 
 def _short_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
+    """warnings.formatwarning while a command runs: `warning: <message>` on one line."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+@contextlib.contextmanager
+def _brief_warnings():
+    """Warnings shown while a command runs read `warning: ...`; on exit the process's warnings.formatwarning,
+    showwarning and filters are as they were. Only the formatting changes, so a program that records or shows
+    warnings its own way (a custom showwarning, pytest.warns) still gets them."""
+    saved = warnings.formatwarning
+    with warnings.catch_warnings():
+        warnings.formatwarning = _short_warning
+        try:
+            yield
+        finally:
+            warnings.formatwarning = saved
 
 
 def one_line(exc: BaseException) -> str:
@@ -258,21 +327,29 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    warnings.formatwarning = _short_warning
+    """Run one command; returns the exit status (0, 1: a notebook failed, 2: bad input, 130: interrupted).
+
+    Warnings print as one `warning: ...` line while the command runs; the process's warning machinery
+    (warnings.formatwarning, showwarning, filters) is restored on return, so an embedding program keeps its own.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # bad arguments (already reported in one line), --help, --version
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
                "grid": _grid, "notebooks": _notebooks}[args.command]
-    try:
-        return command(args)
-    except AdnlibError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "train" and (args.out / "checkpoint.pt").exists():
-            hint = "; continue from the last checkpoint by running the same command with --resume"
-        print(f"error: interrupted{hint}", file=sys.stderr)
-        return 130
+    with _brief_warnings():
+        try:
+            return command(args)
+        except AdnlibError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            hint = ""
+            if args.command == "train" and (args.out / "checkpoint.pt").exists():
+                hint = "; continue from the last checkpoint by running the same command with --resume"
+            print(f"error: interrupted{hint}", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

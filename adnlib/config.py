@@ -6,12 +6,18 @@ fields too, so an ablation is a changed field, not an edited module.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+import numbers
+import warnings
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
 
 VARIANTS = ("differnet", "se", "cbam")
+MAX_SEED = 2 ** 32 - 1  # numpy's global RNG (seeded with config.seed) takes seeds in [0, 2**32 - 1]
+FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
+                              "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
+                              "trains would be stale after the first step")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ class Config:
                      "test_batch_size", "n_coupling_blocks", "fc_hidden", "cache_rotations"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), not {self.seed!r}")
+        if self.feature_cache and self.backbone_trains:
+            raise ConfigError(FEATURE_CACHE_NEEDS_FROZEN)
 
     @property
     def embedding_dim(self) -> int:
@@ -100,8 +111,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        """Inverse of to_dict; ignores fields a newer version dropped."""
+        """Inverse of to_dict. Fields this version does not know (a config saved by a newer adnlib) are dropped with
+        a warning naming them; fields missing from `d` take their defaults."""
         known = {f.name for f in fields(cls)}
+        unknown = sorted(k for k in d if k not in known)
+        if unknown:
+            warnings.warn(f"ignoring config field(s) this adnlib version does not know: {', '.join(unknown)} "
+                          "(saved by a newer version?)", stacklevel=2)
         kept = {k: v for k, v in d.items() if k in known}
         if "betas" in kept:
             kept["betas"] = tuple(kept["betas"])

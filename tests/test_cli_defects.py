@@ -1,0 +1,261 @@
+"""Command line and API defects of issue 9 (parts of 3 and 4): each test failed before its fix.
+
+CLI tests run `adnlib.cli.main` in-process (fast); only the import check needs a fresh interpreter.
+"""
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from adnlib import cli
+from adnlib.config import Config, preset
+from adnlib.errors import ConfigError
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- 1. warnings ----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def warning_demo(monkeypatch):
+    """`adnlib demo-data` whose dataset maker only warns (no files written)."""
+    import adnlib.demo
+
+    def make(root, force=False):
+        warnings.warn("a demo warning\nover two lines", UserWarning, stacklevel=1)
+        return root
+
+    monkeypatch.setattr(adnlib.demo, "make_demo_dataset", make)
+
+
+def test_cli_restores_the_warning_machinery(tmp_path, monkeypatch, warning_demo):
+    # restore whatever main() might leave behind, so that a failure here does not leak into other tests
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    before = (warnings.formatwarning, warnings.showwarning, list(warnings.filters))
+    with pytest.warns(UserWarning, match="a demo warning"):  # an embedding program still gets the warnings
+        assert cli.main(["demo-data", "--out", str(tmp_path / "d")]) == 0
+    assert warnings.formatwarning is before[0]
+    assert warnings.showwarning is before[1]
+    assert warnings.filters == before[2]
+    assert cli.main(["demo-data", "--out", str(tmp_path / "d"), "--bogus"]) == 2  # a parse error too
+    assert (warnings.formatwarning, warnings.showwarning) == before[:2]
+
+
+def test_cli_prints_warnings_in_one_line(tmp_path):
+    code = ("import warnings, sys, adnlib.cli, adnlib.demo\n"
+            "def make(root, force=False):\n"
+            "    warnings.warn('a demo warning\\nover two lines', UserWarning)\n"
+            "    return root\n"
+            "adnlib.demo.make_demo_dataset = make\n"
+            "rc = adnlib.cli.main(['demo-data', '--out', sys.argv[1]])\n"
+            "warnings.warn('after main', UserWarning)\n"
+            "sys.exit(rc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "warning: a demo warning over two lines"
+    assert "UserWarning: after main" in proc.stderr  # the default format is back once main() returns
+
+
+# --- 2. a light parser ----------------------------------------------------------------------------------------------
+def test_parser_and_help_do_not_import_torch():
+    code = ("import sys, adnlib.cli; adnlib.cli.build_parser(); "
+            "print('torch' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_package_attributes_stay_available_lazily():
+    import adnlib
+    from adnlib.attention import CBAM, SEBlock
+    assert adnlib.CBAM is CBAM and adnlib.SEBlock is SEBlock and adnlib.Config is Config
+    with pytest.raises(AttributeError):
+        adnlib.no_such_thing  # noqa: B018
+
+
+# --- 3. grid: reuse only matching cells, tabulate only the requested ones --------------------------------------------
+def grid_args(demo_root, out, *extra):
+    return ["grid", "--data", str(demo_root), "--categories", "disc", "--variants", "differnet", "--preset", "smoke",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
+    out = tmp_path / "grid"
+    for category, variant in (("stray", "differnet"), ("disc", "se")):  # not asked for: not in the table
+        stray = out / category / variant / "metrics.json"
+        stray.parent.mkdir(parents=True)
+        stray.write_text(json.dumps({"category": category, "variant": variant, "auroc": 0.5, "auroc_best": 0.5,
+                                     "backbone_weights": "random", "epochs": 1}))
+    assert cli.main(grid_args(demo_root, out, "--epochs", "1")) == 0
+    table = capsys.readouterr().out
+    assert "disc" in table and "stray" not in table and " se" not in table, table
+    metrics = out / "disc" / "differnet" / "metrics.json"
+    first = json.loads(metrics.read_text())
+    assert first["epochs"] == 1
+
+    # other epochs: refused in one line naming the cell and the field; nothing is retrained
+    assert cli.main(grid_args(demo_root, out, "--epochs", "2")) == 2
+    line = one_error_line(capsys)
+    assert str(out / "disc" / "differnet") in line and "epochs: 1 there, 2 requested" in line and "--rerun" in line
+    assert json.loads(metrics.read_text()) == first
+
+    # --rerun retrains that cell with the requested config
+    assert cli.main(grid_args(demo_root, out, "--epochs", "2", "--rerun")) == 0
+    second = json.loads(metrics.read_text())
+    assert second["epochs"] == 2 and second["config"]["epochs"] == 2
+    capsys.readouterr()
+
+    # the same request again: reused as it is
+    assert cli.main(grid_args(demo_root, out, "--epochs", "2")) == 0
+    assert json.loads(metrics.read_text()) == second
+    capsys.readouterr()
+
+    # an interrupted cell (checkpoint.pt, no metrics.json) of another config is refused before anything runs
+    metrics.unlink()
+    assert cli.main(grid_args(demo_root, out, "--epochs", "2", "--weights", "auto")) == 2
+    line = one_error_line(capsys)
+    assert str(out / "disc" / "differnet") in line and "weights: 'none' there, 'auto' requested" in line
+
+
+def test_collect_grid_keeps_only_the_requested_cells(tmp_path):
+    from adnlib.grid import collect_grid
+    for category, variant in (("a", "se"), ("a", "cbam"), ("b", "se")):
+        path = tmp_path / category / variant / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"category": category, "variant": variant, "auroc": 0.9}))
+    assert len(collect_grid(tmp_path)) == 3  # no filter: everything found (as before)
+    rows = collect_grid(tmp_path, ["a"], ["se", "differnet"])
+    assert list(zip(rows["category"], rows["variant"])) == [("a", "se")]
+
+
+# --- 4. bad input: one error line and exit status 2 -----------------------------------------------------------------
+@pytest.mark.parametrize("extra,message", [
+    (["--seed", "-1"], "argument --seed: must be from 0 to 4294967295"),
+    (["--seed", "4294967296"], "argument --seed: must be from 0 to 4294967295"),
+    (["--seed", "x"], "argument --seed: expected an integer"),
+    (["--device", "cuda:x"], "unknown device 'cuda:x'"),
+])
+def test_cli_train_bad_seed_or_device(demo_root, tmp_path, capsys, extra, message):
+    args = ["train", "--data", str(demo_root), "--category", "disc", "--preset", "smoke", "--no-progress",
+            "--out", str(tmp_path / "o"), *extra]
+    assert cli.main(args) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_seed_range_is_checked_by_the_config():
+    assert preset("smoke", seed=2 ** 32 - 1).seed == 2 ** 32 - 1
+    for bad in (-1, 2 ** 32, 1.5, True):
+        with pytest.raises(ConfigError, match="seed must be an integer from 0 to 4294967295"):
+            preset("smoke", seed=bad)
+
+
+@pytest.fixture
+def smoke_checkpoint(tmp_path):
+    from adnlib.checkpoint import save_checkpoint
+    from adnlib.model import AttentDifferNet
+    return save_checkpoint(tmp_path / "model.pt", model=AttentDifferNet(preset("smoke")), kind="last")
+
+
+def test_cli_device_index_beyond_the_gpus_is_one_error_line(demo_root, tmp_path, smoke_checkpoint, capsys,
+                                                            monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for args in (["train", "--data", str(demo_root), "--category", "disc", "--preset", "smoke", "--out",
+                  str(tmp_path / "o"), "--device", "cuda:7"],
+                 ["evaluate", "--checkpoint", str(smoke_checkpoint), "--data", str(demo_root), "--category", "disc",
+                  "--device", "cuda:7"],
+                 ["score", "--checkpoint", str(smoke_checkpoint), str(demo_root / "disc" / "test" / "good" / "000.png"),
+                  "--device", "cuda:7"]):
+        assert cli.main(args) == 2, args
+        assert "device 'cuda:7' requested but only 1 CUDA GPU" in one_error_line(capsys)
+
+
+def test_cli_evaluate_out_naming_a_file(demo_root, tmp_path, smoke_checkpoint, capsys):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    args = ["evaluate", "--checkpoint", str(smoke_checkpoint), "--data", str(demo_root), "--category", "disc",
+            "--device", "cpu", "--no-progress", "--out", str(target)]
+    assert cli.main(args) == 2
+    assert f"--out {target} is a file" in one_error_line(capsys)
+    assert target.read_text() == "keep me"
+
+
+# --- 5. no silent fallbacks -----------------------------------------------------------------------------------------
+@pytest.fixture
+def run_all_calls(monkeypatch):
+    import adnlib.notebooks
+    calls = []
+    monkeypatch.setattr(adnlib.notebooks, "run_all", lambda out, params, names: calls.append(params) or [])
+    return calls
+
+
+def test_notebook_parameters_are_json_or_marked_strings(tmp_path, capsys, run_all_calls):
+    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "00_quickstart", "-p", "epochs", "3",
+            "-p", "variants", '["se"]', "-p", "category:str", "bottle", "-p", "tag:str", "3", "-p", "x", "null"]
+    assert cli.main(args) == 0
+    assert run_all_calls == [{"epochs": 3, "variants": ["se"], "category": "bottle", "tag": "3", "x": None}]
+
+
+@pytest.mark.parametrize("pair,message", [
+    (["category", "bottle"], "-p category: 'bottle' is not JSON; for a string write -p category:str bottle"),
+    (["epochs:int", "3"], "-p epochs:int: unknown type 'int'"),
+])
+def test_bad_notebook_parameters_are_errors(tmp_path, capsys, run_all_calls, pair, message):
+    assert cli.main(["notebooks", "--out", str(tmp_path / "nb"), "-p", *pair]) == 2
+    assert message in one_error_line(capsys)
+    assert run_all_calls == []
+
+
+def test_config_from_dict_warns_about_unknown_fields():
+    c = preset("smoke")
+    with pytest.warns(UserWarning, match="future_field, other_field"):
+        assert Config.from_dict({**c.to_dict(), "other_field": 2, "future_field": 1}) == c
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Config.from_dict(c.to_dict()) == c
+
+
+# --- 6. with_initial_attention shares the flow and the frozen convolutions ------------------------------------------
+def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone():
+    from adnlib.attention_viz import with_initial_attention
+    from adnlib.model import AttentDifferNet
+    model = AttentDifferNet(preset("smoke", variant="cbam")).eval()
+    with torch.no_grad():  # pretend training moved the gates
+        for p in model.backbone.attention.parameters():
+            p.add_(0.1)
+    attention_before = {k: v.clone() for k, v in model.backbone.attention.state_dict().items()}
+    parts_before = (model.backbone, model.backbone.attention, model.embedding, model.flow)
+    x = model.prepare(torch.rand(2, 3, 128, 128))
+    embedding_before = model.embed(x)
+
+    initial = with_initial_attention(model)
+
+    assert initial.flow is model.flow
+    for (name, a), b in zip(initial.flow.named_parameters(), model.flow.parameters()):
+        assert a is b, name
+    for a, b in zip(initial.backbone.features.parameters(), model.backbone.features.parameters()):
+        assert a is b
+    fresh = AttentDifferNet(model.config).backbone.attention.state_dict()
+    for name, value in initial.backbone.attention.state_dict().items():
+        torch.testing.assert_close(value, fresh[name], msg=name)
+    originals = {p.data_ptr() for p in model.backbone.attention.parameters()}
+    assert not originals & {p.data_ptr() for p in initial.backbone.attention.parameters()}
+    assert initial.embedding.backbone is initial.backbone  # the embedding runs the initial blocks
+    assert not torch.equal(initial.embed(x), embedding_before)
+    # the model itself: same parts, same trained attention, same embedding
+    assert all(a is b for a, b in zip((model.backbone, model.backbone.attention, model.embedding, model.flow),
+                                      parts_before))
+    assert model.embedding.backbone is model.backbone
+    for name, value in model.backbone.attention.state_dict().items():
+        assert torch.equal(value, attention_before[name]), name
+    assert torch.equal(model.embed(x), embedding_before)
