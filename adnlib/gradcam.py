@@ -94,16 +94,21 @@ def scale_embeddings(model, x: torch.Tensor) -> list[torch.Tensor]:
 
 @contextlib.contextmanager
 def _explaining(model):
-    """Eval mode and no parameter gradients (explanations must not touch .grad of a model being trained)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    """Eval mode and no parameter gradients (explanations must not touch .grad of a model being trained).
+
+    The parameters' .grad tensors are put back afterwards, the same objects: pytorch-grad-cam's BaseCAM.forward
+    calls zero_grad() on the module it wraps, which holds the model.
+    """
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     was_training = model.training
     model.eval()
-    for p, _ in flags:
+    for p, _, _ in saved:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in flags:
+        for p, flag, grad in saved:
+            p.grad = grad
             p.requires_grad_(flag)
         model.train(was_training)
 
@@ -321,28 +326,27 @@ def cam_browser(models: dict, images: torch.Tensor, titles: Sequence[str], *, gr
     """An ipywidgets browser over `images`: pick an image, a CAM method and the scales; computes on demand.
 
     models: {name: model}. Shows the input, the input-gradient map of `gradient_model` (default the first model)
-    and each model's CAM. Nothing waits for input, so papermill runs it headless (the first view is drawn once).
+    and each model's CAM. The figure is an Image widget (`adnlib.viewer.figure_viewer`): a headless run draws the
+    first view and goes on.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+
+    from .viewer import figure_viewer
 
     names = list(models)
     gradient_model = gradient_model or names[0]
     n_scales = min(m.config.n_scales for m in models.values())
 
-    def show(image: int, method: str, scales):
+    def render(image: int, method: str, scales):
         batch = images[image:image + 1]
         columns = {f"{gradient_model}: input gradient": input_gradient_map(models[gradient_model], batch,
                                                                            rotations=rotations)}
         for name, model in models.items():
             columns[f"{name}: {method}"] = anomaly_cam(model, batch, scales, method, rotations=rotations)
-        fig = cam_grid_figure(batch, columns, [titles[image]], cell_inches=2.6)
-        plt.show()
-        return fig
+        return cam_grid_figure(batch, columns, [titles[image]], cell_inches=2.6)
 
-    return widgets.interactive(
-        show,
-        image=widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image"),
-        method=widgets.Dropdown(options=list(METHODS), value="gradcam", description="method"),
-        scales=widgets.Dropdown(options=[("all (mean)", "all")] + [(f"scale {s}", s) for s in range(n_scales)],
-                                value="all", description="scales"))
+    return figure_viewer(render, {
+        "image": widgets.Dropdown(options=[(t, i) for i, t in enumerate(titles)], value=0, description="image"),
+        "method": widgets.Dropdown(options=list(METHODS), value="gradcam", description="method"),
+        "scales": widgets.Dropdown(options=[("all (mean)", "all")] + [(f"scale {s}", s) for s in range(n_scales)],
+                                   value="all", description="scales")})

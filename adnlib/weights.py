@@ -1,13 +1,19 @@
 """Backbone weights: ImageNet from torchvision (cache or a quick download), a local file, or seeded random.
 
-Offline must never hang: before any download we probe the host with a short timeout. Setting
-``ADNLIB_OFFLINE=1`` skips the probe altogether (tests and CI do).
+Offline must never hang: before any download we probe the host (an HTTP HEAD request, at most
+``PROBE_TIMEOUT_S`` seconds in all, once per process) and the download itself has a per-connection timeout.
+Setting ``ADNLIB_OFFLINE=1`` skips the probe altogether (tests and CI do).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import http.client
 import os
-import socket
+import tempfile
+import threading
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,33 +24,52 @@ from torchvision.models import AlexNet_Weights, alexnet
 from .errors import WeightsError
 
 IMAGENET = AlexNet_Weights.IMAGENET1K_V1
-PROBE_TIMEOUT_S = 3.0
+IMAGENET_URL = IMAGENET.url  # where the ImageNet AlexNet file is downloaded from (a module variable: tests move it)
+PROBE_TIMEOUT_S = 3.0  # the whole reachability probe, DNS included
+DOWNLOAD_TIMEOUT_S = 30.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
+_CHUNK = 1 << 20
 
 
 def imagenet_cache_path() -> Path:
     """Where torchvision keeps (or would keep) the ImageNet AlexNet file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(IMAGENET.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(IMAGENET_URL).path).name
 
 
-def _can_reach(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+def _can_reach(url: str, timeout: float | None = None) -> bool:
     if os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0"):
         return False
-    return _probe(urlparse(url).hostname, timeout)
+    return _probe(url, PROBE_TIMEOUT_S if timeout is None else float(timeout))
+
+
+def _head(url: str, timeout: float) -> bool:
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "adnlib"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # the server answered (a 403 or 405 to HEAD still means the host is there)
+    except (OSError, ValueError, http.client.HTTPException):  # refused, unreachable, timed out, garbled
+        return False
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(host: str, timeout: float) -> bool:
-    """One connection attempt per host and process: a notebook building many models waits once, not each time."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _probe(url: str, timeout: float) -> bool:
+    """Does `url` answer an HTTP HEAD request within `timeout` seconds in all? False on any failure.
+
+    Once per URL and process (a notebook building many models waits once; tests call ``_probe.cache_clear()``).
+    urllib's timeout bounds the connection and each read but not the name lookup, so the request runs in a
+    daemon thread and the answer is whatever it has found when the time is up.
+    """
+    answer: list[bool] = []
+    worker = threading.Thread(target=lambda: answer.append(_head(url, timeout)), name="adnlib-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(answer and answer[0])
 
 
 def imagenet_available() -> bool:
     """True when the ImageNet weights are cached or their host answers within a few seconds."""
-    return imagenet_cache_path().exists() or _can_reach(IMAGENET.url)
+    return imagenet_cache_path().exists() or _can_reach(IMAGENET_URL)
 
 
 def _offline_message() -> str:
@@ -53,17 +78,48 @@ def _offline_message() -> str:
             "or use --weights none for random weights")
 
 
-def _imagenet_state() -> dict:
-    if not imagenet_available():
-        raise WeightsError(_offline_message())
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)  # a stalled transfer must not hang forever
+def _download(url: str, target: Path, timeout: float) -> None:
+    """Download url to target: into a temporary file beside it, renamed into place only when complete.
+
+    The timeout is this connection's own (never the process-wide socket default). When the file name carries a
+    hash prefix (torch hub's ``name-<sha256 prefix>.pth``), the download must match it.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(target.name)
+    expected = match.group(1) if match else ""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    tmp = Path(tmp_name)
     try:
-        return IMAGENET.get_state_dict(progress=True)
-    except Exception as exc:  # network or file errors alike: one clear message
-        raise WeightsError(f"{_offline_message()} ({exc})") from exc
+        digest = hashlib.sha256()
+        request = urllib.request.Request(url, headers={"User-Agent": "adnlib"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+            size = response.headers.get("Content-Length")
+            if size is not None and size.isdigit() and out.tell() != int(size):
+                raise OSError(f"incomplete download: {out.tell()} of {size} bytes")
+        if expected and not digest.hexdigest().startswith(expected):
+            raise OSError(f"the downloaded file's SHA-256 does not start with {expected}")
+        os.replace(tmp, target)
     finally:
-        socket.setdefaulttimeout(old)
+        tmp.unlink(missing_ok=True)
+
+
+def _imagenet_state() -> dict:
+    path = imagenet_cache_path()
+    if not path.exists():
+        if not imagenet_available():
+            raise WeightsError(_offline_message())
+        try:
+            _download(IMAGENET_URL, path, DOWNLOAD_TIMEOUT_S)
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # network or disk: one clear message
+            raise WeightsError(f"{_offline_message()} ({exc})") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read the ImageNet AlexNet weights in {path} ({exc}); delete the file to "
+                           "download it again, or use --weights PATH or --weights none") from exc
 
 
 def _file_state(path: Path) -> dict:

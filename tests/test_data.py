@@ -68,3 +68,41 @@ def test_unusual_image_modes_load_as_rgb(tmp_path, mode):
     img.save(tmp_path / "x.png")
     loaded = load_image(tmp_path / "x.png")
     assert loaded.mode == "RGB" and loaded.size == (32, 32)
+
+
+def test_transparent_pixels_are_composited_on_black(tmp_path):
+    """RGBA, LA and palette-with-transparency images are composited on black (the rotations' fill): a pixel of
+    colour c and alpha a becomes c*a/255. Catches the alpha channel dropped (c unchanged), compositing on white
+    (c*a/255 + 255*(1-a/255)) or a premultiplication done twice."""
+    from adnlib.datasets import image_to_tensor, load_image
+    colour = np.array([200, 100, 50])
+    alphas = [0, 64, 128, 191, 255]
+    rgba = np.zeros((len(alphas), 20, 4), np.uint8)
+    for row, alpha in enumerate(alphas):
+        rgba[row, :, :3], rgba[row, :, 3] = colour, alpha
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    loaded = np.asarray(load_image(tmp_path / "rgba.png"), dtype=float)
+    for row, alpha in enumerate(alphas):
+        np.testing.assert_allclose(loaded[row], np.tile(colour * alpha / 255, (20, 1)), atol=1.0)
+    assert (loaded[0] == 0).all() and (loaded[-1] == colour).all()
+
+    la = np.zeros((2, 20, 2), np.uint8)
+    la[..., 0], la[0, :, 1], la[1, :, 1] = 180, 100, 255
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    loaded = np.asarray(load_image(tmp_path / "la.png"), dtype=float)
+    np.testing.assert_allclose(loaded[0], np.full((20, 3), 180 * 100 / 255), atol=1.0)
+    np.testing.assert_allclose(loaded[1], np.full((20, 3), 180.0))
+
+    palette = Image.fromarray(np.array([[0] * 10 + [1] * 10] * 16, np.uint8), "P")
+    palette.putpalette([250, 250, 250, 30, 120, 200] + [0] * 762)
+    palette.save(tmp_path / "p.png", transparency=0)  # index 0 (near-white) fully transparent
+    loaded = np.asarray(load_image(tmp_path / "p.png"))
+    assert (loaded[:, :10] == 0).all() and (loaded[:, 10:] == [30, 120, 200]).all()
+
+    # and through the dataset path: the tensor holds the composited values
+    half = np.zeros((24, 24, 4), np.uint8)
+    half[..., :3], half[..., 3] = colour, 128
+    Image.fromarray(half, "RGBA").save(tmp_path / "half.png")
+    tensor = image_to_tensor(load_image(tmp_path / "half.png"), 16)
+    assert tensor.dtype == torch.uint8 and tensor.shape == (3, 16, 16)
+    np.testing.assert_allclose(tensor.float().mean((1, 2)).numpy(), colour * 128 / 255, atol=1.0)

@@ -68,6 +68,47 @@ def test_cam_options(models, stains):
         anomaly_cam(model, images, method="scorecam")
 
 
+def _unit(maps: np.ndarray) -> np.ndarray:
+    """Min-max per map, as anomaly_cam normalises its result."""
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    return (maps - lo) / np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-7)
+
+
+def test_cam_combine_weights_the_per_scale_maps(models, stains):
+    """combine='mean' is the normalised mean of the per-scale CAMs computed one by one; weights weight them in the
+    order of the scales. Catches ignored weights, weights applied to the wrong scale, or a max instead of a mean."""
+    model, images = models["se"], stains[0][:2]
+    per_scale = [anomaly_cam(model, images, scales=s) for s in range(model.config.n_scales)]
+    assert not np.allclose(per_scale[0], per_scale[1], atol=0.05)  # the scales really differ
+    np.testing.assert_allclose(anomaly_cam(model, images), _unit(np.mean(per_scale, axis=0)), atol=1e-5)
+    weighted = anomaly_cam(model, images, combine=[3.0, 1.0])
+    np.testing.assert_allclose(weighted, _unit((3 * per_scale[0] + per_scale[1]) / 4), atol=1e-5)
+    assert not np.allclose(weighted, anomaly_cam(model, images, combine=[1.0, 3.0]), atol=0.02)
+    np.testing.assert_allclose(anomaly_cam(model, images, scales=[1, 0], combine=[3.0, 1.0]),
+                               _unit((3 * per_scale[1] + per_scale[0]) / 4), atol=1e-5)
+    with pytest.raises(ValueError, match="one weight per scale"):
+        anomaly_cam(model, images, combine=[1.0, 2.0, 3.0])
+
+
+def test_cam_rotations_average_the_maps_rotated_back(models, stains):
+    """rotations=2 explains the image at 0 and 180 degrees: the scale-mean CAM of the rotated image, rotated back,
+    is averaged with the plain image's. Catches rotations ignored, or maps left in the rotated frame."""
+    model, images = models["differnet"], stains[0][:2]
+
+    def scale_mean(x):  # the per-angle map before the final normalisation
+        return np.mean([anomaly_cam(model, x, scales=s) for s in range(model.config.n_scales)], axis=0)
+
+    plain = scale_mean(images)
+    upside_down = scale_mean(torch.rot90(images, 2, dims=(2, 3)))
+    back = np.rot90(upside_down, 2, axes=(1, 2))
+    rotated = anomaly_cam(model, images, rotations=2)
+    np.testing.assert_allclose(rotated, _unit((plain + back) / 2), atol=1e-4)
+    assert np.abs(rotated - _unit(plain)).max() > 0.05  # the rotations change the map
+    assert np.abs(rotated - _unit((plain + upside_down) / 2)).max() > 0.05  # and the back-rotation matters
+    np.testing.assert_allclose(anomaly_cam(model, images, rotations=[0.0, 180.0]), rotated, atol=1e-6)
+    np.testing.assert_allclose(anomaly_cam(model, images, rotations=1), _unit(plain), atol=1e-5)
+
+
 def test_naive_hook_records_every_scale_but_the_wrapper_one(models, stains):
     """The pytorch-grad-cam quirk (DESIGN §7): the whole model records one activation per scale."""
     images = stains[0][:2]
@@ -111,15 +152,30 @@ def test_scale_score_equals_the_model_score(models, stains):
 
 
 def test_explaining_leaves_the_model_as_it_was(models, stains):
+    """Explaining a model in the middle of training must not touch it: mode, requires_grad flags and the .grad
+    tensors already accumulated. pytorch-grad-cam's BaseCAM.forward calls zero_grad() on the model it wraps (our
+    ScaleScore holds the model), which would drop them; .grad starting as None could not see that."""
     model = models["se"]
     model.train()
     flags = [p.requires_grad for p in model.parameters()]
-    anomaly_cam(model, stains[0][:1])
-    input_gradient_map(model, stains[0][:1])
-    assert model.training
-    assert [p.requires_grad for p in model.parameters()] == flags
-    assert all(p.grad is None for p in model.parameters())
-    model.eval()
+    generator = torch.Generator().manual_seed(5)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.grad = torch.randn(p.shape, generator=generator)
+    saved = [(p.grad, p.grad.clone()) for p in trainable]
+    try:
+        anomaly_cam(model, stains[0][:1])
+        input_gradient_map(model, stains[0][:1])
+        anomaly_cam(model, stains[0][:1], method="gradcam++", rotations=2)
+        assert model.training
+        assert [p.requires_grad for p in model.parameters()] == flags
+        for p, (tensor, values) in zip(trainable, saved):
+            assert p.grad is tensor and torch.equal(p.grad, values)
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    finally:
+        for p in trainable:
+            p.grad = None
+        model.eval()
 
 
 def _painted(images, centre, radius=14, colour=(200, 30, 30)):
@@ -235,7 +291,11 @@ def test_overlay_stats_and_viewer(models, stains):
     plt.close(fig)
     pytest.importorskip("ipywidgets")
     viewer = attention_viewer(records, images, ["a", "b"])
-    assert viewer.result is not None  # drawn once at construction, without waiting for input
+    first = bytes(viewer.image.value)  # drawn once at construction, without waiting for input
+    assert first.startswith(b"\x89PNG")
+    block = next(c for c in viewer.children[0].children if c.description == "block")
+    block.value = 1  # moving a control redraws: another block, another figure
+    assert bytes(viewer.image.value).startswith(b"\x89PNG") and bytes(viewer.image.value) != first
     plt.close("all")
 
 
