@@ -56,11 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="adnlib", description="DifferNet / AttentDifferNet anomaly detection.")
     parser.add_argument("--version", action="version", version=f"adnlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
     p = sub.add_parser("demo-data", help="generate the small offline demo dataset")
     p.add_argument("--out", type=Path, default=None, help="folder (default: data/demo in the repository)")
     p.add_argument("--force", action="store_true", help="regenerate even if it exists")
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_grid_parser(sub)
+    _add_notebooks_parser(sub)
+    p = sub.add_parser("score", help="print the anomaly score of each image")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--variant", choices=("differnet", "se", "cbam"), help="refuse a checkpoint of another variant")
+    p.add_argument("--tta", type=_positive)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    return parser
 
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one variant on one category, evaluate, save checkpoint and metrics")
     p.add_argument("--data", type=Path, required=True, help="dataset root (MVTec AD layout)")
     p.add_argument("--category", required=True)
@@ -85,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a category's test split with a checkpoint; print AUROC as JSON")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
@@ -99,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
+
+def _add_grid_parser(sub) -> None:
     p = sub.add_parser("grid", help="train categories x variants and print an AUROC table")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--categories", nargs="+", help="default: every category under --data")
@@ -113,20 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
+
+def _add_notebooks_parser(sub) -> None:
     p = sub.add_parser("notebooks", help="run the teaching notebooks headless (papermill) into --out")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--only", nargs="+", help="notebook names (default: all, in order)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a notebook parameter; VALUE is JSON (3, 0.5, true, null, '[\"se\"]', "
                         "'\"text\"'); NAME:str takes VALUE as a plain string (-p category:str bottle)")
-
-    p = sub.add_parser("score", help="print the anomaly score of each image")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--variant", choices=("differnet", "se", "cbam"), help="refuse a checkpoint of another variant")
-    p.add_argument("--tta", type=_positive)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    return parser
 
 
 def _config_from_args(args):

@@ -5,6 +5,7 @@ A stall is a run whose client went on later than it should: a cell that failed i
 date, kernel side). Before the fix (see adnlib/nbengine.py) such a cell waited for the cell timeout.
 
     python benchmarks/notebook_soak.py --runs 30                      # 01, 04, 05 with the smoke parameters
+    python benchmarks/notebook_soak.py --runs 30 --reuse-models       # the same, models trained once up front
     python benchmarks/notebook_soak.py --runs 5 --preset demo          # make demo's parameters (minutes per run)
     python benchmarks/notebook_soak.py --repro --runs 3 --engine papermill   # the synthetic stall, plain papermill
 
@@ -39,6 +40,21 @@ REPRO_CELLS = ["%matplotlib inline\nimport matplotlib.pyplot as plt, numpy as np
                "    plt.show()\n    return fig\n"
                "display(widgets.interactive(show, image=widgets.Dropdown(options=[0, 1], value=0),\n"
                "                            block=widgets.IntSlider(value=3, min=1, max=3)))"]
+
+
+REUSE: dict = {}
+
+
+def train_once(data_root: Path, folder: Path) -> dict:
+    """Smoke models of the three variants, laid out as <folder>/disc/<variant>/checkpoint.pt; {variant: path}."""
+    from adnlib.config import preset
+    from adnlib.train import train
+    paths = {}
+    for variant in ("differnet", "se", "cbam"):
+        out = folder / "disc" / variant
+        train(preset("smoke", variant=variant, epochs=1), data_root, "disc", out, progress=False)
+        paths[variant] = str(out / "checkpoint.pt")
+    return paths
 
 
 def _seconds(stamp: str) -> float:
@@ -96,9 +112,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repro", action="store_true", help="the synthetic Output-widget notebook instead")
     parser.add_argument("--repro-cells", type=int, default=4)
     parser.add_argument("--limit", type=int, default=120, help="per-cell limit, seconds")
-    parser.add_argument("--long-limit", type=int, default=1800, help="limit of cells tagged long, seconds")
+    parser.add_argument("--long-limit", type=int, default=3600, help="limit of cells tagged long, seconds")
     parser.add_argument("--lag", type=float, default=0.5, help="a reply lag above this (s) counts as a stall")
     parser.add_argument("--data", type=Path, default=Path("data/demo"))
+    parser.add_argument("--reuse-models", action="store_true",
+                        help="train the models once (smoke) and pass them as `checkpoints`: runs skip training, and "
+                             "the widget cells (what can stall) are the same")
     parser.add_argument("--json", type=Path, help="write every run's record here")
     args = parser.parse_args(argv)
 
@@ -107,10 +126,16 @@ def main(argv=None) -> int:
     source = repro_notebook(work, args.repro_cells) if args.repro else None
     params = {"data_root": str(make_demo_dataset(args.data).resolve())}
     params.update(SMOKE if args.preset == "smoke" else {})
+    if args.reuse_models:
+        models = train_once(Path(params["data_root"]), work / "models")
+        REUSE.update({"01_attention_modules": {"checkpoints": {v: models[v] for v in ("se", "cbam")}},
+                      "04_auroc_evaluation": {"checkpoints": str(work / "models")},
+                      "05_gradcam_comparison": {"checkpoints": {v: models[v] for v in ("differnet", "se")}}})
     records = []
     for run in range(args.runs):
         for name in names:
-            record = soak_one(name, source, {**params, **(SMALL.get(name, {}) if args.preset == "smoke" else {})},
+            extra = {**(SMALL.get(name, {}) if args.preset == "smoke" else {}), **REUSE.get(name, {})}
+            record = soak_one(name, source, {**params, **extra},
                               work / f"run{run}", args)
             records.append(record)
             print(json.dumps({"run": run, **record}), flush=True)

@@ -74,7 +74,7 @@ def test_cell_limits_follow_tags_preset_and_environment(monkeypatch):
     monkeypatch.delenv("ADNLIB_CELL_TIMEOUT", raising=False)
     monkeypatch.delenv("ADNLIB_LONG_CELL_TIMEOUT", raising=False)
     demo = CellLimits.for_run({"preset": "demo"})
-    assert demo(short) == 120 and demo(tagged) == 1800
+    assert demo(short) == 120 and demo(tagged) == 3600
     assert CellLimits.for_run({"preset": "paper"})(tagged) is None  # hours of CPU training are not a stall
     monkeypatch.setenv("ADNLIB_CELL_TIMEOUT", "7")
     monkeypatch.setenv("ADNLIB_LONG_CELL_TIMEOUT", "0")
