@@ -52,9 +52,8 @@ class AttentionAlexNet(nn.Module):
             return self.features(x)
         for index, layer in enumerate(self.features):
             x = layer(x)
-            block = self.attention[str(index)] if str(index) in self.attention else None
-            if block is not None:
-                x = block(x)
+            if str(index) in self.attention:
+                x = self.attention[str(index)](x)
         return x
 
 

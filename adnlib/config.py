@@ -96,7 +96,7 @@ class Config:
     def backbone_trains(self) -> bool:
         return self.has_attention and self.train_attention
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         """A copy with some fields changed; unknown names raise ConfigError."""
         known = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - known)
@@ -110,7 +110,7 @@ class Config:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: dict) -> Config:
         """Inverse of to_dict. Fields this version does not know (a config saved by a newer adnlib) are dropped with
         a warning naming them; fields missing from `d` take their defaults."""
         known = {f.name for f in fields(cls)}

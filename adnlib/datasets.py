@@ -163,7 +163,7 @@ class AnomalyDataset(Dataset):
         return (f"{len(small)} image(s) smaller than the smallest scale ({self.smallest_scale} px) are upsampled at "
                 f"every scale: {path} ({w}x{h} px){f' and {more} more' if more else ''}")
 
-    def check(self, skip_corrupt: bool = False) -> "AnomalyDataset":
+    def check(self, skip_corrupt: bool = False) -> AnomalyDataset:
         """Read every image once, up front, filling the cache: a bad file then stops a run before training starts.
 
         Unreadable files raise one DatasetError listing them or, with skip_corrupt, are dropped with a warning each.

@@ -19,7 +19,7 @@ outside a rotated copy are left out of that copy's average), closer to how the s
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from .transforms import fixed_angles, normalize, rotate_batch, to_unit
 
 def _cam_methods() -> dict:
     try:
-        from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM)
+        from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
     except ImportError as exc:  # an optional dependency (the 'notebooks' extra)
         raise ImportError("adnlib.gradcam needs pytorch-grad-cam: pip install grad-cam (or adnlib[notebooks])") from exc
     # Methods that need one forward + one backward pass of the batch; perturbation methods (Score-CAM, Ablation-CAM)

@@ -104,6 +104,6 @@ class HeadlessEngine(NBClientEngine):
         kwargs = remove_args(["input_path"], **kwargs)
         safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
         final_kwargs = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
-                                    startup_timeout=start_timeout, kernel_name=kernel_name, log=logger, log_output=log_output,
-                                    stdout_file=stdout_file, stderr_file=stderr_file)
+                                    startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
+                                    log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
         return HeadlessClient(nb_man, **final_kwargs).execute()

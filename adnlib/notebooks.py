@@ -33,7 +33,8 @@ class NotebookRun:
 # with make demo's parameters on 2 busy cores (load 7) no untagged cell took more than 11 s, so a stalled one fails
 # after 2 minutes instead of sitting for an hour. Cells tagged `long` (training, scoring, grids: up to 1276 s on
 # those busy cores, about 190 s on idle ones) get LONG_CELL_TIMEOUT_S; the `paper` preset lifts that limit, since
-# its trainings run for hours on a CPU. Environment overrides: ADNLIB_CELL_TIMEOUT, ADNLIB_LONG_CELL_TIMEOUT (0 = no limit).
+# its trainings run for hours on a CPU. Environment overrides: ADNLIB_CELL_TIMEOUT, ADNLIB_LONG_CELL_TIMEOUT
+# (seconds; 0 = no limit).
 CELL_TIMEOUT_S = 120
 LONG_CELL_TIMEOUT_S = 3600
 LONG_TAG = "long"
@@ -46,7 +47,7 @@ class CellLimits:
     long: int | None = LONG_CELL_TIMEOUT_S
 
     @classmethod
-    def for_run(cls, parameters: dict | None = None) -> "CellLimits":
+    def for_run(cls, parameters: dict | None = None) -> CellLimits:
         """Defaults, the paper preset's unlimited long cells, then the environment's overrides."""
         long = None if (parameters or {}).get("preset") == "paper" else LONG_CELL_TIMEOUT_S
         short = _env_seconds("ADNLIB_CELL_TIMEOUT", CELL_TIMEOUT_S)

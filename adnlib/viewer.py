@@ -10,7 +10,7 @@ JupyterLab moving a control redraws it.
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
 
 
 def figure_png(fig, dpi: int = 100) -> bytes:

@@ -52,7 +52,7 @@ def _head(url: str, timeout: float) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe(url: str, timeout: float) -> bool:
     """Does `url` answer an HTTP HEAD request within `timeout` seconds in all? False on any failure.
 

@@ -16,8 +16,15 @@ from adnlib.config import preset
 from adnlib.flow import nll_loss
 from adnlib.model import AttentDifferNet
 from adnlib.train import train
-from adnlib.transforms import (IMAGENET_MEAN, IMAGENET_STD, random_angles, rotate_batch, rotate_nearest,
-                               rotated_copies, to_unit)
+from adnlib.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    random_angles,
+    rotate_batch,
+    rotate_nearest,
+    rotated_copies,
+    to_unit,
+)
 
 
 def official_tensor(image_u8: torch.Tensor, angle: float) -> torch.Tensor:
