@@ -1,24 +1,32 @@
-"""Checkpoints and result files: atomic writes, version stamps, safe (`weights_only`) loading."""
+"""Checkpoints and result files: atomic writes, version stamps, safe (`weights_only`) loading.
+
+A checkpoint may hold no weights of its own but name the file beside it that holds them (`save_pointer`): a run
+whose best evaluation is its last one writes best.pt that way instead of a second copy of the same weights, and
+`load_checkpoint` / `model_from_checkpoint` read such a file like any other.
+"""
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import random
 import re
-import tempfile
+import secrets
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .config import Config
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputExistsError
 
 FORMAT = "adnlib-checkpoint"
 FORMAT_VERSION = 1
+WEIGHTS_IN = "weights_in"  # a pointer checkpoint's entry: the name of the file beside it that holds its weights
 
 
 def versions() -> dict[str, str]:
@@ -45,16 +53,40 @@ def _fsync(path: str | Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _side_file(path: Path) -> str:
+    """Create an empty `.<name>.<random>.tmp` beside `path`, with the mode any new file gets (0666 less the umask;
+    `tempfile.mkstemp` would make it 0600, and the rename would carry that onto the result)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return str(tmp)
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of `path`; OutputExistsError (one clear line) where a file stands in its way."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()),
+                        path.parent)
+        raise OutputExistsError(f"cannot write {path}: {blocking} is a file, not a folder") from exc
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call write(tmp_path) then rename onto `path`: a kill mid-write leaves the previous file intact.
 
     The temporary file sits beside `path` (same file system, so the rename is atomic) and is synced to disk
-    before the rename, so that a crash of the machine cannot leave a renamed but empty file either.
+    before the rename, so that a crash of the machine cannot leave a renamed but empty file either. The result
+    has the mode of any new file (the umask's), like a file written with open().
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    _make_parent(path)
+    tmp = _side_file(path)
     try:
         write(tmp)
         _fsync(tmp)
@@ -93,11 +125,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def _header(model, kind: str) -> dict[str, Any]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": model.config.to_dict(),
+            "backbone_weights": model.backbone_weights, "versions": versions()}
+
+
 def save_checkpoint(path: str | Path, *, model, kind: str, extra: dict[str, Any] | None = None) -> Path:
-    """Save model state + config + versions (+ extra: optimizer, epoch, history, rng...) atomically."""
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
-               "config": model.config.to_dict(), "backbone_weights": model.backbone_weights,
-               "versions": versions(), "model_state": model.state_dict(), **(extra or {})}
+    """Save model state + config + versions (+ extra: optimizer, epoch, history...) atomically."""
+    payload = {**_header(model, kind), "model_state": model.state_dict(), **(extra or {})}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def save_pointer(path: str | Path, *, model, kind: str, weights_in: str | Path,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Save a checkpoint WITHOUT weights that names the file beside it holding them (a few kB, not a copy).
+
+    `extra` must hold the "epoch" of those weights: loading checks that `weights_in` still holds that epoch
+    (a later save replaces it). Used for best.pt when the best evaluation is the last one.
+    """
+    extra = dict(extra or {})
+    if "epoch" not in extra:
+        raise ValueError("a pointer checkpoint needs the epoch of the weights it names")
+    payload = {**_header(model, kind), WEIGHTS_IN: Path(weights_in).name, **extra}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -118,21 +167,67 @@ def _why_unloadable(exc: Exception) -> str:
     return f"not a PyTorch checkpoint file ({type(exc).__name__}: {text.splitlines()[0][:120] if text else ''})"
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict with `weights_only=True` (refuses pickled code); CheckpointError if not one."""
-    path = Path(path)
+# What torch.load raises when a file is not a loadable checkpoint: pickle's errors on foreign bytes (KeyError,
+# IndexError, UnpicklingError, also weights_only's refusal), EOFError (empty), RuntimeError (the zip reader:
+# truncated, corrupt), ValueError / UnicodeDecodeError. Anything else (MemoryError, KeyboardInterrupt, a bug)
+# propagates as itself instead of being reported as "not a checkpoint".
+NOT_A_CHECKPOINT = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == _ZIP_MAGIC
+
+
+def _read(path: Path, map_location, mmap: bool) -> dict[str, Any]:
+    """torch.load(weights_only=True) of one file, with its header checked; CheckpointError if not a checkpoint."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
+        # mmap: tensors are read from disk only when used (model_from_checkpoint never reads an optimizer
+        # state); only the zip format maps, so other files take the plain path and its clear errors
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and _is_zip(path))
+    except NOT_A_CHECKPOINT as exc:
         raise CheckpointError(f"cannot load {path}: {_why_unloadable(exc)}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an adnlib checkpoint (a PyTorch file without the '{FORMAT}' header; "
                               "AlexNet weight files go to --weights instead)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer adnlib (checkpoint format "
                               f"{ckpt['format_version']}, this version reads {FORMAT_VERSION}): upgrade adnlib")
+    return ckpt
+
+
+def _follow(path: Path, ckpt: dict[str, Any], map_location, mmap: bool) -> dict[str, Any]:
+    """A pointer checkpoint (save_pointer) with the weights of the file it names, checked to be the same epoch."""
+    target = path.parent / Path(str(ckpt[WEIGHTS_IN])).name  # always a file beside it
+    if not target.is_file():
+        raise CheckpointError(f"{path} holds no weights: they are those of {target.name} beside it (epoch "
+                              f"{ckpt.get('epoch')}), which does not exist")
+    weights = _read(target, map_location, mmap)
+    if weights.get("epoch") != ckpt.get("epoch") or "model_state" not in weights:
+        raise CheckpointError(f"{path} holds no weights: they are those of {target.name} at epoch "
+                              f"{ckpt.get('epoch')}, but {target.name} now holds epoch {weights.get('epoch')} "
+                              "(replaced by a later or another run)")
+    return {**ckpt, "model_state": weights["model_state"],
+            "backbone_weights": ckpt.get("backbone_weights", weights.get("backbone_weights"))}
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict with `weights_only=True` (refuses pickled code); CheckpointError if not one.
+
+    A pointer checkpoint (best.pt of a run whose best epoch is its last) comes back with the weights of the file
+    it names (`model_state`) and keeps its `weights_in` entry. mmap=True reads tensors lazily: what is never used
+    (an optimizer state, for instance) is never read from disk.
+    """
+    path = Path(path)
+    ckpt = _read(path, map_location, mmap)
+    if WEIGHTS_IN in ckpt:
+        ckpt = _follow(path, ckpt, map_location, mmap)
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete adnlib checkpoint (missing {', '.join(missing)})")
@@ -184,7 +279,7 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     """
     from .model import AttentDifferNet
     path = Path(path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, mmap=True)  # the weights only: an optimizer state is never read
     config = Config.from_dict(ckpt["config"])
     if expect is not None:
         check_expected(config, expect, path)
@@ -196,5 +291,5 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit its own config ({str(exc).splitlines()[0]})") from exc
-    model.checkpoint_info = {k: ckpt.get(k) for k in ("kind", "epoch", "category", "auroc", "versions")}
+    model.checkpoint_info = {k: ckpt.get(k) for k in ("kind", "epoch", "category", "auroc", "versions", WEIGHTS_IN)}
     return model.to(device).eval()

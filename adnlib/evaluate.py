@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .datasets import image_to_tensor, load_image
+from .errors import OutputExistsError
 from .transforms import fixed_angles, random_angles
 
 
@@ -26,6 +27,13 @@ def image_angles(path: str | Path, n_rotations: int, mode: str = "random", degre
     key = "/".join(Path(path).parts[-2:]).encode()
     generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key))
     return random_angles(n_rotations, degrees, generator)
+
+
+def _loader(dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """In order, with a generator of its own: each iteration of a DataLoader draws a seed (for its workers) from
+    torch's global generator unless it has one, and scoring must not move the caller's random numbers."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      generator=torch.Generator())
 
 
 def _score_loader(model, loader, paths: list, n_rotations: int, mode: str, device, seed: int,
@@ -46,8 +54,7 @@ def score_dataset(model, dataset, *, n_rotations: int | None = None, mode: str |
     """Score every image of `dataset` -> DataFrame[path, label, defect_type, score] (one row per image)."""
     config = model.config
     n_rotations = n_rotations or config.n_test_rotations
-    loader = DataLoader(dataset, batch_size=batch_size or config.test_batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = _loader(dataset, batch_size or config.test_batch_size, num_workers)
     paths = [s.path for s in dataset.samples]
     order, scores = _score_loader(model, loader, paths, n_rotations, mode or config.test_rotations, device, seed,
                                   progress)
@@ -76,10 +83,25 @@ def score_images(model, paths, *, n_rotations: int | None = None, mode: str | No
     """Score image files -> DataFrame[path, score]; an image gets the same score as in `score_dataset`."""
     paths = [Path(p) for p in paths]
     config = model.config
-    loader = DataLoader(_ImageFiles(paths, config.img_size), batch_size=batch_size or config.test_batch_size)
+    loader = _loader(_ImageFiles(paths, config.img_size), batch_size or config.test_batch_size)
     order, scores = _score_loader(model, loader, paths, n_rotations or config.n_test_rotations,
                                   mode or config.test_rotations, device, seed, progress)
     return pd.DataFrame({"path": [str(paths[i]) for i in order], "score": scores.numpy()})
+
+
+def check_evaluation_output(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Check an evaluation's output folder before any work: OutputExistsError (one clear line) if it is a file or
+    lies under one, or if it holds an evaluation already (scores.csv) and not `overwrite`. -> the folder's Path."""
+    out_dir = Path(out_dir)
+    blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking == out_dir:
+        raise OutputExistsError(f"--out {out_dir} is a file, not a folder: choose a folder for scores.csv and "
+                                "metrics.json")
+    if blocking is not None:
+        raise OutputExistsError(f"--out {out_dir} cannot be a folder: {blocking} is a file")
+    if (out_dir / "scores.csv").exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir / 'scores.csv'} exists; pass --overwrite or choose another --out")
+    return out_dir
 
 
 def auroc(frame: pd.DataFrame) -> float:

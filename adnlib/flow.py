@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,12 +48,21 @@ class _SubnetFactory:
 
 
 def build_flow(dim: int = 768, n_coupling_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0) -> Ff.SequenceINN:
-    """FrEIA SequenceINN of [PermuteRandom(seed=k), GLOWCouplingBlock] × n; maps (B, dim) -> ((B, dim), (B,))."""
-    flow = Ff.SequenceINN(dim)
-    for k in range(n_coupling_blocks):
-        flow.append(Fm.PermuteRandom, seed=k)
-        flow.append(Fm.GLOWCouplingBlock, subnet_constructor=_SubnetFactory(hidden), clamp=clamp,
-                    clamp_activation=SoftAtanClamp(clamp))
+    """FrEIA SequenceINN of [PermuteRandom(seed=k), GLOWCouplingBlock] × n; maps (B, dim) -> ((B, dim), (B,)).
+
+    FrEIA's PermuteRandom(seed=k) calls np.random.seed(k): numpy's global state is restored afterwards, so that
+    building a flow does not reseed the caller's generator. (The coupling weights come from torch's generator:
+    seed it, or fork it, around this call.)
+    """
+    numpy_state = np.random.get_state()
+    try:
+        flow = Ff.SequenceINN(dim)
+        for k in range(n_coupling_blocks):
+            flow.append(Fm.PermuteRandom, seed=k)
+            flow.append(Fm.GLOWCouplingBlock, subnet_constructor=_SubnetFactory(hidden), clamp=clamp,
+                        clamp_activation=SoftAtanClamp(clamp))
+    finally:
+        np.random.set_state(numpy_state)
     return flow
 
 

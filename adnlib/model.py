@@ -6,8 +6,8 @@ copies and over dimensions.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -16,6 +16,16 @@ from .config import Config
 from .flow import build_flow, count_trainable
 from .transforms import normalize, rotate_nearest, test_angles, to_unit
 from .weights import load_alexnet_features
+
+_unfused_warned = False  # make_optimizer's fallback warning: once per process
+
+
+def _warn_unfused(reason: str) -> None:
+    global _unfused_warned
+    if not _unfused_warned:
+        _unfused_warned = True
+        warnings.warn(f"fused Adam is not available ({reason}): using torch's default Adam, the same update but "
+                      "several times slower on large flows", RuntimeWarning, stacklevel=3)
 
 
 class AttentDifferNet(nn.Module):
@@ -27,12 +37,13 @@ class AttentDifferNet(nn.Module):
         if features is None:
             features, backbone_weights = load_alexnet_features(config.weights, config.seed)
         self.backbone_weights = backbone_weights or "unknown"
-        np_state = np.random.get_state()  # FrEIA's PermuteRandom reseeds numpy's global RNG
+        # Seeded initialisation that leaves the caller's generators as they were: fork_rng restores the CPU
+        # generator, and only the CPU one is seeded (torch.manual_seed would also reseed every CUDA generator);
+        # build_flow restores numpy's global state, which FrEIA's PermuteRandom reseeds.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
+            torch.default_generator.manual_seed(config.seed)
             self.backbone = AttentionAlexNet(features, config)
             self.flow = build_flow(config.embedding_dim, config.n_coupling_blocks, config.fc_hidden, config.clamp)
-        np.random.set_state(np_state)
         self.embedding = MultiScaleEmbedding(self.backbone, config.n_scales, config.scale_mode)
         if config.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -79,16 +90,20 @@ class AttentDifferNet(nn.Module):
         """DifferNet's Adam (config lr, betas, eps, weight decay) over `trainable_parameters()`.
 
         Uses the fused kernel where torch has one for the parameters' device (CPU, CUDA): the same update in one
-        pass over the 172M flow parameters instead of a dozen, ~5x faster on CPU (benchmarks/speed.py).
+        pass over the 172M flow parameters instead of a dozen, ~5x faster on CPU (benchmarks/speed.py). Where it
+        has none, torch's default Adam does the same update, with a warning (once per process).
         """
         params = self.trainable_parameters()
         c = self.config
-        kwargs = dict(lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
-        if params and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params):
+        kwargs = {"lr": c.lr, "betas": c.betas, "eps": c.eps, "weight_decay": c.weight_decay}
+        devices = sorted({p.device.type for p in params})
+        if not all(p.dtype.is_floating_point for p in params) or not set(devices) <= {"cpu", "cuda"}:
+            _warn_unfused(f"parameters on {', '.join(devices)}")
+        else:
             try:
                 return torch.optim.Adam(params, fused=True, **kwargs)
-            except (RuntimeError, ValueError):  # an older torch or an unsupported device/dtype
-                pass
+            except (RuntimeError, ValueError) as exc:  # an older torch or an unsupported device/dtype
+                _warn_unfused(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return torch.optim.Adam(params, **kwargs)
 
     def parameter_counts(self) -> dict[str, int]:

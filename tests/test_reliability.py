@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -344,13 +345,31 @@ def test_unknown_or_missing_device_is_a_config_error(tiny_root, tmp_path):
 
 
 def test_imagenet_weights_offline_fail_fast_with_advice(tiny_root, tmp_path, monkeypatch, run_cli):
-    monkeypatch.setattr(weights_mod, "imagenet_cache_path", lambda: tmp_path / "hub" / "alexnet.pth")
-    started = time.perf_counter()
-    rc, _, err = run_cli("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--weights", "imagenet",
-                         "--out", tmp_path / "o")
+    """`train --weights imagenet` with no cache and a host that accepts connections but never answers: the real
+    probe runs (ADNLIB_OFFLINE off) and the command ends with one error line within the probe's timeout plus the
+    time to read the data (a probe that only opens a TCP connection would go on to a download that stalls)."""
+    probe_s = 0.5
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.delenv("ADNLIB_OFFLINE", raising=False)
+        for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)  # only ever 127.0.0.1
+        monkeypatch.setattr(weights_mod, "PROBE_TIMEOUT_S", probe_s)
+        monkeypatch.setattr(weights_mod, "DOWNLOAD_TIMEOUT_S", 60.0)
+        monkeypatch.setattr(weights_mod, "IMAGENET_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/alexnet.pth")
+        monkeypatch.setattr(weights_mod, "imagenet_cache_path", lambda: tmp_path / "hub" / "alexnet.pth")
+        weights_mod._probe.cache_clear()
+        try:
+            started = time.perf_counter()
+            rc, _, err = run_cli("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--weights", "imagenet",
+                                 "--out", tmp_path / "o")
+            seconds = time.perf_counter() - started
+        finally:
+            weights_mod._probe.cache_clear()
     assert_one_error_line(rc, err, "ImageNet AlexNet weights are not cached", "cannot be downloaded",
                           "--weights none")
-    assert time.perf_counter() - started < 30
+    assert seconds < probe_s + 10
 
 
 # --- faults -----------------------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ def test_checkpoint_loads_with_weights_only(demo_root, tmp_path):
     (["train", "--data", "{demo}", "--category", "disc", "--device", "tpu", "--out", "{tmp}/o"], "unknown device"),
     (["train", "--data", "{demo}", "--category", "disc", "--preset", "nope", "--out", "{tmp}/o"], "unknown preset"),
     (["train", "--data", "{demo}", "--category", "disc", "--epochs", "0", "--out", "{tmp}/o"], "at least 1"),
+    (["train", "--data", "{demo}", "--category", "disc", "--variant", "se", "--feature-cache", "--out", "{tmp}/o"],
+     "feature_cache needs a frozen backbone"),
     (["evaluate", "--checkpoint", "{tmp}/missing.pt", "--data", "{demo}", "--category", "disc"],
      "checkpoint not found"),
     (["score", "--checkpoint", "{tmp}/missing.pt", "{tmp}/nothing.png"], "image not found"),
@@ -91,3 +93,59 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(demo_root, tmp_path, args, m
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_grid_root(demo_root, tmp_path_factory):
+    """Both demo categories cut down to 8 train, 3 good and 3 defective test images: a grid of 4 cells in seconds."""
+    import shutil
+    root = tmp_path_factory.mktemp("grid") / "data"
+    for category, defect in (("disc", "crack"), ("weave", "hole")):
+        for split, folder, n in (("train", "good", 8), ("test", "good", 3), ("test", defect, 3)):
+            (root / category / split / folder).mkdir(parents=True)
+            for f in sorted((demo_root / category / split / folder).iterdir())[:n]:
+                shutil.copy(f, root / category / split / folder / f.name)
+    return root
+
+
+@pytest.mark.slow  # trains 4 tiny cells: ~5 s on an idle 2-core machine, more under load
+def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_path, capsys, monkeypatch):
+    """`adnlib grid` trains every requested (category, variant) cell once and prints the categories x variants table
+    of those cells' AUROC (in %), plus a mean row. Catches a missing or extra cell, rows and columns swapped, values
+    not from the cell's own metrics.json, or the preset/epochs not reaching the cells."""
+    import warnings
+
+    from adnlib import cli
+    from adnlib.grid import collect_grid
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # cli.main replaces it
+    out = tmp_path / "grid"
+    args = ["grid", "--data", str(tiny_grid_root), "--categories", "weave", "disc", "--variants", "se", "differnet",
+            "--preset", "smoke", "--epochs", "1", "--weights", "none", "--device", "cpu", "--no-progress",
+            "--out", str(out)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("image AUROC (%)") and "weights: random" in printed[0]
+    header = printed[1].split()
+    assert header == ["variant", "differnet", "se"]  # the fixed variant order, whatever order was asked for
+    table = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in printed[3:6]}
+    assert printed[2].split() == ["category"] and list(table) == ["disc", "weave", "mean"]
+
+    cells = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/*/metrics.json"))
+    assert cells == ["disc/differnet", "disc/se", "weave/differnet", "weave/se"]
+    for category in ("disc", "weave"):
+        for column, variant in enumerate(header[1:]):
+            metrics = json.loads((out / category / variant / "metrics.json").read_text())
+            assert (metrics["category"], metrics["variant"], metrics["epochs"]) == (category, variant, 1)
+            assert metrics["config"]["img_size"] == 128 and metrics["backbone_weights"] == "random"
+            assert table[category][column] == pytest.approx(round(metrics["auroc"] * 100, 2), abs=0.006)
+    for column in range(2):
+        assert table["mean"][column] == pytest.approx((table["disc"][column] + table["weave"][column]) / 2, abs=0.01)
+    rows = collect_grid(out, ["weave", "disc"], ["se", "differnet"])
+    assert len(rows) == 4 and set(zip(rows["category"], rows["variant"])) == {
+        ("weave", "se"), ("weave", "differnet"), ("disc", "se"), ("disc", "differnet")}
+
+    # asked again: every cell is reused (nothing retrained), the same table
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/*")}
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[:6] == printed[:6]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/*")} == stamps
