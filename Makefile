@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN := runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo test test-fast lab clean
+.PHONY: setup demo test test-fast lint lab clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo: setup
 # Everything, notebooks and subprocess checks included (CI runs this).
 test: setup
 	ADNLIB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+
+# ruff (configured in pyproject.toml): the library, tests, benchmarks and notebooks.
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # The quick loop while developing: everything not marked slow (no notebook runs, no CLI subprocesses).
 test-fast: setup

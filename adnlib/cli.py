@@ -11,8 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .errors import AdnlibError, OutputExistsError
+from adnlib.errors import AdnlibError, OutputExistsError
+from adnlib.version import __version__
 
 # The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
 # what they need.
@@ -93,6 +93,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",
                    help="save the resumable checkpoint every N epochs (default: every epoch while cheap; "
                         "0: only at evaluations)")
+    p.add_argument("--keep-optimizer", action="store_true",
+                   help="keep the optimizer state in the finished checkpoint.pt, so that --resume can extend the run "
+                        "with more epochs (default: weights only, about a third of the size)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
@@ -140,7 +143,7 @@ def _add_notebooks_parser(sub) -> None:
 
 
 def _config_from_args(args):
-    from .config import preset
+    from adnlib.config import preset
     overrides = {name: value for name, value in {
         "variant": args.variant, "img_size": args.img_size, "epochs": args.epochs, "eval_every": args.eval_every,
         "n_test_rotations": args.tta, "weights": args.weights, "seed": args.seed, "device": args.device,
@@ -159,14 +162,14 @@ def _out_folder(path: Path | None) -> None:
 
 
 def _train(args) -> int:
-    from .device import resolve_device
-    from .train import train
+    from adnlib.run.device import resolve_device
+    from adnlib.run.train import train
     _out_folder(args.out)
     config = _config_from_args(args)
     resolve_device(config.device)  # a bad or absent device: one error line before any data is read
     result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, skip_corrupt=args.skip_corrupt,
-                   checkpoint_every=args.checkpoint_every)
+                   checkpoint_every=args.checkpoint_every, keep_optimizer=args.keep_optimizer)
     m = result.metrics
     print(json.dumps({k: m[k] for k in ("variant", "category", "auroc", "auroc_best", "best_epoch", "epochs",
                                         "backbone_weights", "train_seconds")}))
@@ -176,7 +179,7 @@ def _train(args) -> int:
 
 def _expectation(args):
     """What the user said the checkpoint must be (--preset, --variant), for model_from_checkpoint(expect=...)."""
-    from .config import preset
+    from adnlib.config import preset
     variant = getattr(args, "variant", None)
     if getattr(args, "preset", None):
         return preset(args.preset, **({"variant": variant} if variant else {}))
@@ -186,14 +189,14 @@ def _expectation(args):
 def _evaluate(args) -> int:
     import numpy as np
 
-    from .checkpoint import model_from_checkpoint, write_csv, write_json
-    from .datasets import AnomalyDataset
-    from .device import resolve_device
-    from .errors import CheckpointError
-    from .evaluate import report, score_dataset
+    from adnlib.data.datasets import AnomalyDataset
+    from adnlib.errors import CheckpointError
+    from adnlib.run.checkpoint import model_from_checkpoint, write_csv, write_json
+    from adnlib.run.device import resolve_device
+    from adnlib.run.evaluate import check_evaluation_output, report, score_dataset
     _out_folder(args.out)
-    if args.out is not None and (args.out / "scores.csv").exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.out / 'scores.csv'} exists; pass --overwrite or choose another --out")
+    if args.out is not None:
+        check_evaluation_output(args.out, args.overwrite)  # before any scoring
     device = resolve_device(args.device)
     model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
     trained_on = model.checkpoint_info.get("category")
@@ -221,10 +224,10 @@ def _evaluate(args) -> int:
 
 
 def _score(args) -> int:
-    from .checkpoint import model_from_checkpoint
-    from .device import resolve_device
-    from .errors import DatasetError
-    from .evaluate import score_images
+    from adnlib.errors import DatasetError
+    from adnlib.run.checkpoint import model_from_checkpoint
+    from adnlib.run.device import resolve_device
+    from adnlib.run.evaluate import score_images
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise DatasetError(f"image not found: {', '.join(missing)}")
@@ -238,11 +241,11 @@ def _score(args) -> int:
 
 
 def _grid(args) -> int:
-    from .config import preset
-    from .datasets import category_dir, list_categories
-    from .device import resolve_device
-    from .errors import DatasetError
-    from .grid import auroc_table, run_grid
+    from adnlib.config import preset
+    from adnlib.data.datasets import category_dir, list_categories
+    from adnlib.errors import DatasetError
+    from adnlib.run.device import resolve_device
+    from adnlib.run.grid import auroc_table, run_grid
     _out_folder(args.out)
     categories = args.categories or list_categories(args.data)
     if not categories:
@@ -262,7 +265,7 @@ def _grid(args) -> int:
 
 
 def _notebooks(args) -> int:
-    from .notebooks import NOTEBOOKS, run_all
+    from adnlib.teach.notebooks import NOTEBOOKS, run_all
     names = tuple(args.only) if args.only else NOTEBOOKS
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
@@ -300,7 +303,7 @@ def _notebook_parameters(pairs: list[list[str]]) -> dict:
 
 
 def _demo_data(args) -> int:
-    from .demo import DEFAULT_DEMO_ROOT, make_demo_dataset
+    from adnlib.data.demo import DEFAULT_DEMO_ROOT, make_demo_dataset
     _out_folder(args.out)
     root = make_demo_dataset(args.out or DEFAULT_DEMO_ROOT, force=args.force)
     print(root)

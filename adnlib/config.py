@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import ConfigError
+from adnlib.errors import ConfigError
 
 VARIANTS = ("differnet", "se", "cbam")
 MAX_SEED = 2 ** 32 - 1  # numpy's global RNG (seeded with config.seed) takes seeds in [0, 2**32 - 1]

@@ -1,11 +1,11 @@
-"""speed.py section 'auroc' (opt-in): AUROC of full `adnlib.train.train` runs with and without the feature cache."""
+"""speed.py section 'auroc' (opt-in): AUROC of full `adnlib.run.train.train` runs with and without the feature cache."""
 from __future__ import annotations
 
 import statistics
 import time
 
 from adnlib.config import preset
-from adnlib.train import train
+from adnlib.run.train import train
 
 
 def section_auroc(args, root, out: dict) -> None:

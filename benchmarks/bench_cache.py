@@ -1,4 +1,4 @@
-"""speed.py section 'cache': an epoch from `adnlib.train.FeatureCache` (K rotations per image embedded once)
+"""speed.py section 'cache': an epoch from `adnlib.run.train.FeatureCache` (K rotations per image embedded once)
 against an uncached adnlib epoch and a reference epoch, plus the cost of building the cache."""
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from bench_common import (
 )
 
 from adnlib.config import preset
-from adnlib.model import AttentDifferNet
-from adnlib.train import FeatureCache
+from adnlib.model.network import AttentDifferNet
+from adnlib.run.train import FeatureCache
 
 
 class _FirstN(torch.utils.data.Dataset):

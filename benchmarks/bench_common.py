@@ -1,5 +1,5 @@
 """What every benchmark section shares: the official code's way (the reference, kept only here), the library's
-training step as `adnlib.train` runs it, and the measuring tools (interleaved runs, RSS, tables).
+training step as `adnlib.run.train` runs it, and the measuring tools (interleaved runs, RSS, tables).
 
 Weights are random (ADNLIB_OFFLINE=1, weights="none"): speed does not depend on their values.
 """
@@ -21,11 +21,11 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
-from adnlib.datasets import AnomalyDataset  # noqa: E402
-from adnlib.flow import nll_loss  # noqa: E402
-from adnlib.model import AttentDifferNet  # noqa: E402
-from adnlib.train import train_step, training_batch  # noqa: E402  (the step `adnlib.train` runs)
-from adnlib.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from adnlib.data.datasets import AnomalyDataset  # noqa: E402
+from adnlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from adnlib.model.flow import nll_loss  # noqa: E402
+from adnlib.model.network import AttentDifferNet  # noqa: E402
+from adnlib.run.train import train_step, training_batch  # noqa: E402  (the step `adnlib.run.train` runs)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -79,11 +79,11 @@ def reference_scores(ref: ReferenceDifferNet, pil_images: list, n_rotations: int
         return (z.reshape(len(pil_images), n_rotations, -1) ** 2).mean(dim=(1, 2))
 
 
-# --- the library's way: exactly what adnlib.train's epoch loop runs per step ----------------------------------------
+# --- the library's way: exactly what adnlib.run.train's epoch loop runs per step ------------------------------------
 def adnlib_train_step(model: AttentDifferNet, optimizer, images: torch.Tensor, n_rotations: int,
                       generator: torch.Generator) -> float:
-    """`adnlib.train.training_batch` (colour jitter, off in the paper config; random angles) and
-    `adnlib.train.train_step` (prepare, embed, flow, nll_loss, backward, optimizer step); .item() as a caller."""
+    """`adnlib.run.train.training_batch` (colour jitter, off in the paper config; random angles) and
+    `adnlib.run.train.train_step` (prepare, embed, flow, nll_loss, backward, optimizer step); .item() as a caller."""
     config = model.config.replace(n_train_rotations=n_rotations)
     return train_step(model, optimizer, *training_batch(images, config, generator)).item()
 

@@ -1,4 +1,4 @@
-"""speed.py section 'memory': peak RSS of paper-config training steps (`adnlib.train.train_step`) in a fresh
+"""speed.py section 'memory': peak RSS of paper-config training steps (`adnlib.run.train.train_step`) in a fresh
 process per variant, and the RSS after each step (growth over steps = leak)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from bench_common import adnlib_train_step, load_images, peak_rss_bytes, rss_bytes
 
 from adnlib.config import preset
-from adnlib.model import AttentDifferNet
+from adnlib.model.network import AttentDifferNet
 
 SPEED = Path(__file__).with_name("speed.py")
 

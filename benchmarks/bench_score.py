@@ -18,8 +18,8 @@ from bench_common import (
 )
 
 from adnlib.config import preset
-from adnlib.model import AttentDifferNet
-from adnlib.transforms import random_angles
+from adnlib.data.transforms import random_angles
+from adnlib.model.network import AttentDifferNet
 
 
 def section_score(args, root, out: dict) -> None:

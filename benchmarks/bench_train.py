@@ -1,5 +1,5 @@
 """speed.py section 'train': one training step at the paper batch, the official way against adnlib's
-(`adnlib.train.train_step`, the step `adnlib.train` runs) for DifferNet and the attention variants."""
+(`adnlib.run.train.train_step`, the step `adnlib.run.train` runs) for DifferNet and the attention variants."""
 from __future__ import annotations
 
 import torch
@@ -16,7 +16,7 @@ from bench_common import (
 )
 
 from adnlib.config import preset
-from adnlib.model import AttentDifferNet
+from adnlib.model.network import AttentDifferNet
 
 
 def section_train(args, root, out: dict) -> None:

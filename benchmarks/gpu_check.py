@@ -1,8 +1,8 @@
 """One-shot GPU check (run by gpu_check.sh): the paper config's training and scoring throughput on CUDA, float32
 and AMP (bfloat16 autocast for the backbone; the flow stays float32), optionally torch.compile.
 
-Training runs `adnlib.train.training_batch` + `adnlib.train.train_step`, the calls of `adnlib.train`'s epoch
-loop, and compiles as `adnlib.train` does (`model.embedding.compile()`, in place). Random backbone weights (no
+Training runs `adnlib.run.train.training_batch` + `adnlib.run.train.train_step`, the calls of `adnlib.run.train`'s epoch
+loop, and compiles as `adnlib.run.train` does (`model.embedding.compile()`, in place). Random backbone weights (no
 download): speed does not depend on their values. Knobs (environment): DEVICE (cuda), IMG_SIZE (448),
 BATCH_IMAGES (24), ROTATIONS (4), TRAIN_STEPS (10), SCORE_IMAGES (4), SCORE_ROTATIONS (64), SCORE_BATCHES (5),
 COMPILE (0; 1 adds an AMP + compile run, slower start).
@@ -17,9 +17,9 @@ os.environ.setdefault("ADNLIB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from adnlib.config import preset  # noqa: E402
-from adnlib.model import AttentDifferNet  # noqa: E402
-from adnlib.train import train_step, training_batch  # noqa: E402
-from adnlib.transforms import random_angles  # noqa: E402
+from adnlib.data.transforms import random_angles  # noqa: E402
+from adnlib.model.network import AttentDifferNet  # noqa: E402
+from adnlib.run.train import train_step, training_batch  # noqa: E402
 
 env = os.environ.get
 
@@ -45,7 +45,7 @@ def measure(label: str, amp: bool, compile_: bool, device: torch.device, images:
     scores = model.score(test, angles=angles).float().cpu()  # untrained, same seed: compares AMP's effect
     model.train()
     if compile_:
-        model.embedding.compile()  # as adnlib.train: in place, the state-dict keys unchanged
+        model.embedding.compile()  # as adnlib.run.train: in place, the state-dict keys unchanged
     optimizer = model.make_optimizer()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

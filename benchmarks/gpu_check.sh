@@ -7,7 +7,7 @@
 #
 # Prints one table (training: transformed images/s at 24 images x 4 rotations = 96 tensors per step, 448 px;
 # scoring: 4 images x 64 rotations per batch) plus peak GPU memory, and how far AMP moves the scores. Training
-# runs adnlib.train.train_step, the step `adnlib train` runs (benchmarks/gpu_check.py).
+# runs adnlib.run.train.train_step, the step `adnlib train` runs (benchmarks/gpu_check.py).
 # Random backbone weights (no download): speed does not depend on their values.
 # Knobs (environment): DEVICE (cuda), IMG_SIZE (448), BATCH_IMAGES (24), ROTATIONS (4), TRAIN_STEPS (10),
 # SCORE_IMAGES (4), SCORE_ROTATIONS (64), SCORE_BATCHES (5), COMPILE (0; 1 adds torch.compile runs, slower start).

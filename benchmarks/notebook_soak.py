@@ -25,8 +25,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from adnlib.demo import make_demo_dataset
-from adnlib.notebooks import CellLimits, NotebookError, run_notebook
+from adnlib.data.demo import make_demo_dataset
+from adnlib.teach.notebooks import CellLimits, NotebookError, run_notebook
 
 WIDGET_NOTEBOOKS = ("01_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison")
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
@@ -48,7 +48,7 @@ REUSE: dict = {}
 def train_once(data_root: Path, folder: Path) -> dict:
     """Smoke models of the three variants, laid out as <folder>/disc/<variant>/checkpoint.pt; {variant: path}."""
     from adnlib.config import preset
-    from adnlib.train import train
+    from adnlib.run.train import train
     paths = {}
     for variant in ("differnet", "se", "cbam"):
         out = folder / "disc" / variant

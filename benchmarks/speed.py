@@ -12,13 +12,13 @@ Paths
 - reference: the official code's way, kept here only. Per-image PIL ``RandomRotation(180)`` on the resized PIL
   image, ToTensor, Normalize; AlexNet features whose weights require gradients (so every backward pass computes
   conv weight gradients it never uses), default (contiguous) memory format; flow + torch's default Adam.
-- adnlib: the library's training step itself, `adnlib.train.training_batch` + `adnlib.train.train_step` (the
-  calls `adnlib.train`'s epoch loop makes): `model.prepare(images, angles)` (batched PIL-exact rotations
+- adnlib: the library's training step itself, `adnlib.run.train.training_batch` + `adnlib.run.train.train_step` (the
+  calls `adnlib.run.train`'s epoch loop makes): `model.prepare(images, angles)` (batched PIL-exact rotations
   gathered straight into channels_last), `model.embed` with frozen convolutions (no graph for DifferNet; for
   SE/CBAM gradients only from the first attention block on, never for conv weights), the flow, `nll_loss`,
   `model.make_optimizer()` (fused Adam).
 - scoring: reference = per-image PIL rotations + contiguous backbone under no_grad; adnlib = `model.score`.
-- feature cache: `adnlib.train.FeatureCache` (K rotations per image embedded once), epochs sample from it
+- feature cache: `adnlib.run.train.FeatureCache` (K rotations per image embedded once), epochs sample from it
   (`train_step(..., embeddings=...)`).
 - memory: peak RSS of a paper-config training step (24 images x 4 rotations) in a fresh process, and RSS after
   each of several steps (growth over steps = leak).
@@ -47,7 +47,7 @@ from bench_memory import memory_child, section_memory  # noqa: E402
 from bench_score import section_score  # noqa: E402
 from bench_train import section_train  # noqa: E402
 
-from adnlib.demo import make_demo_dataset  # noqa: E402
+from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
 SECTIONS = {"train": section_train, "score": section_score, "cache": section_cache, "memory": section_memory,
             "auroc": section_auroc}

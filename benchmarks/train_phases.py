@@ -6,7 +6,7 @@ in-process (no profiler, so no profiler overhead); the figures are in benchmarks
         --preset paper --epochs 1 --img-size 256 --weights none --device cpu --no-progress --out /tmp/run
 
 argv: the JSON file to write, then the `adnlib` command line. Torch runs on --threads (environment THREADS, default
-1: see README.md, "Threads"). For the import split by package: `python -X importtime -c "import adnlib.train"`.
+1: see README.md, "Threads"). For the import split by package: `python -X importtime -c "import adnlib.run.train"`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ T0 = time.perf_counter()
 import torch  # noqa: E402
 
 import adnlib.cli as cli  # noqa: E402
-import adnlib.train as tr  # noqa: E402  (what `adnlib train` imports when it starts)
+import adnlib.run.train as tr  # noqa: E402  (what `adnlib train` imports when it starts)
 
 IMPORT_SECONDS = time.perf_counter() - T0
 spent: dict[str, float] = {}
@@ -38,8 +38,8 @@ def wrap(owner, name: str, key: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import adnlib.datasets as datasets
-    import adnlib.model as model
+    import adnlib.data.datasets as datasets
+    import adnlib.model.network as model
     torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     wrap(datasets.AnomalyDataset, "check", "read_data")
     wrap(model.AttentDifferNet, "__init__", "model_build")

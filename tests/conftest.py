@@ -6,7 +6,7 @@ os.environ["ADNLIB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from adnlib.demo import make_demo_dataset  # noqa: E402
+from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

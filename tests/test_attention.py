@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adnlib.attention import CBAM, SEBlock
+from adnlib.model.attention import CBAM, SEBlock
 
 
 @pytest.mark.parametrize("channels,hw", [(64, 27), (192, 13), (256, 13)])

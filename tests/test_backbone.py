@@ -2,10 +2,10 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
-from adnlib.backbone import AttentionAlexNet, MultiScaleEmbedding
 from adnlib.config import preset
-from adnlib.model import AttentDifferNet
-from adnlib.weights import load_alexnet_features
+from adnlib.model.backbone import AttentionAlexNet, MultiScaleEmbedding
+from adnlib.model.network import AttentDifferNet
+from adnlib.model.weights import load_alexnet_features
 
 
 def test_differnet_variant_is_exactly_alexnet_features():

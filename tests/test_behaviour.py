@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from adnlib.attention import CBAM, SEBlock
 from adnlib.config import preset
-from adnlib.datasets import AnomalyDataset
+from adnlib.data.datasets import AnomalyDataset
 from adnlib.errors import ConfigError
-from adnlib.evaluate import auroc, auroc_per_defect, image_angles, report, score_dataset, score_images
-from adnlib.model import AttentDifferNet
-from adnlib.train import FeatureCache, GateMonitor, train
+from adnlib.model.attention import CBAM, SEBlock
+from adnlib.model.network import AttentDifferNet
+from adnlib.run.evaluate import auroc, auroc_per_defect, image_angles, report, score_dataset, score_images
+from adnlib.run.train import FeatureCache, GateMonitor, train
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,13 @@ def one_error_line(capsys) -> str:
 @pytest.fixture
 def warning_demo(monkeypatch):
     """`adnlib demo-data` whose dataset maker only warns (no files written)."""
-    import adnlib.demo
+    import adnlib.data.demo
 
     def make(root, force=False):
         warnings.warn("a demo warning\nover two lines", UserWarning, stacklevel=1)
         return root
 
-    monkeypatch.setattr(adnlib.demo, "make_demo_dataset", make)
+    monkeypatch.setattr(adnlib.data.demo, "make_demo_dataset", make)
 
 
 def test_cli_restores_the_warning_machinery(tmp_path, monkeypatch, warning_demo):
@@ -49,12 +49,13 @@ def test_cli_restores_the_warning_machinery(tmp_path, monkeypatch, warning_demo)
     assert (warnings.formatwarning, warnings.showwarning) == before[:2]
 
 
+@pytest.mark.slow
 def test_cli_prints_warnings_in_one_line(tmp_path):
-    code = ("import warnings, sys, adnlib.cli, adnlib.demo\n"
+    code = ("import warnings, sys, adnlib.cli, adnlib.data.demo\n"
             "def make(root, force=False):\n"
             "    warnings.warn('a demo warning\\nover two lines', UserWarning)\n"
             "    return root\n"
-            "adnlib.demo.make_demo_dataset = make\n"
+            "adnlib.data.demo.make_demo_dataset = make\n"
             "rc = adnlib.cli.main(['demo-data', '--out', sys.argv[1]])\n"
             "warnings.warn('after main', UserWarning)\n"
             "sys.exit(rc)\n")
@@ -67,6 +68,7 @@ def test_cli_prints_warnings_in_one_line(tmp_path):
 
 
 # --- 2. a light parser ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_parser_and_help_do_not_import_torch():
     code = ("import sys, adnlib.cli; adnlib.cli.build_parser(); "
             "print('torch' in sys.modules, 'pandas' in sys.modules)")
@@ -76,7 +78,7 @@ def test_parser_and_help_do_not_import_torch():
 
 def test_package_attributes_stay_available_lazily():
     import adnlib
-    from adnlib.attention import CBAM, SEBlock
+    from adnlib.model.attention import CBAM, SEBlock
     assert adnlib.CBAM is CBAM and adnlib.SEBlock is SEBlock and adnlib.Config is Config
     with pytest.raises(AttributeError):
         adnlib.no_such_thing  # noqa: B018
@@ -127,7 +129,7 @@ def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
 
 
 def test_collect_grid_keeps_only_the_requested_cells(tmp_path):
-    from adnlib.grid import collect_grid
+    from adnlib.run.grid import collect_grid
     for category, variant in (("a", "se"), ("a", "cbam"), ("b", "se")):
         path = tmp_path / category / variant / "metrics.json"
         path.parent.mkdir(parents=True)
@@ -161,8 +163,8 @@ def test_seed_range_is_checked_by_the_config():
 
 @pytest.fixture
 def smoke_checkpoint(tmp_path):
-    from adnlib.checkpoint import save_checkpoint
-    from adnlib.model import AttentDifferNet
+    from adnlib.model.network import AttentDifferNet
+    from adnlib.run.checkpoint import save_checkpoint
     return save_checkpoint(tmp_path / "model.pt", model=AttentDifferNet(preset("smoke")), kind="last")
 
 
@@ -193,9 +195,9 @@ def test_cli_evaluate_out_naming_a_file(demo_root, tmp_path, smoke_checkpoint, c
 # --- 5. no silent fallbacks -----------------------------------------------------------------------------------------
 @pytest.fixture
 def run_all_calls(monkeypatch):
-    import adnlib.notebooks
+    import adnlib.teach.notebooks
     calls = []
-    monkeypatch.setattr(adnlib.notebooks, "run_all", lambda out, params, names: calls.append(params) or [])
+    monkeypatch.setattr(adnlib.teach.notebooks, "run_all", lambda out, params, names: calls.append(params) or [])
     return calls
 
 
@@ -227,8 +229,8 @@ def test_config_from_dict_warns_about_unknown_fields():
 
 # --- 6. with_initial_attention shares the flow and the frozen convolutions ------------------------------------------
 def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone():
-    from adnlib.attention_viz import with_initial_attention
-    from adnlib.model import AttentDifferNet
+    from adnlib.explain.attention_viz import with_initial_attention
+    from adnlib.model.network import AttentDifferNet
     model = AttentDifferNet(preset("smoke", variant="cbam")).eval()
     with torch.no_grad():  # pretend training moved the gates
         for p in model.backbone.attention.parameters():

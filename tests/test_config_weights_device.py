@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adnlib import weights as weights_mod
 from adnlib.config import Config, preset
-from adnlib.device import resolve_device
 from adnlib.errors import ConfigError, WeightsError
+from adnlib.model import weights as weights_mod
+from adnlib.run.device import resolve_device
 
 
 def test_paper_preset_holds_the_official_protocol():

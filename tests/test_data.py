@@ -3,9 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adnlib.datasets import AnomalyDataset, find_samples, list_categories
-from adnlib.demo import DEFECTS, N_TEST_GOOD, N_TEST_PER_DEFECT, N_TRAIN, make_demo_dataset
-from adnlib.transforms import fixed_angles, rotate_batch, rotated_copies
+from adnlib.data.datasets import AnomalyDataset, find_samples, list_categories
+from adnlib.data.demo import DEFECTS, N_TEST_GOOD, N_TEST_PER_DEFECT, N_TRAIN, make_demo_dataset
+from adnlib.data.transforms import fixed_angles, rotate_batch, rotated_copies
 
 
 def test_demo_dataset_has_the_mvtec_layout(demo_root):
@@ -51,13 +51,13 @@ def test_rotated_copies_are_grouped_per_image():
 
 
 def test_mvtec_category_list_is_complete():
-    from adnlib.datasets import INSPLAD_FAULT_CATEGORIES, MVTEC_AD_CATEGORIES
+    from adnlib.data.datasets import INSPLAD_FAULT_CATEGORIES, MVTEC_AD_CATEGORIES
     assert len(MVTEC_AD_CATEGORIES) == 15 and len(INSPLAD_FAULT_CATEGORIES) == 5
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
 def test_unusual_image_modes_load_as_rgb(tmp_path, mode):
-    from adnlib.datasets import load_image
+    from adnlib.data.datasets import load_image
     arr = (np.arange(32 * 32).reshape(32, 32) % 255).astype(np.uint8)
     if mode == "I;16":
         img = Image.fromarray(arr.astype(np.uint16) * 257)
@@ -74,7 +74,7 @@ def test_transparent_pixels_are_composited_on_black(tmp_path):
     """RGBA, LA and palette-with-transparency images are composited on black (the rotations' fill): a pixel of
     colour c and alpha a becomes c*a/255. Catches the alpha channel dropped (c unchanged), compositing on white
     (c*a/255 + 255*(1-a/255)) or a premultiplication done twice."""
-    from adnlib.datasets import image_to_tensor, load_image
+    from adnlib.data.datasets import image_to_tensor, load_image
     colour = np.array([200, 100, 50])
     alphas = [0, 64, 128, 191, 255]
     rgba = np.zeros((len(alphas), 20, 4), np.uint8)

@@ -13,10 +13,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from adnlib.config import preset
-from adnlib.flow import nll_loss
-from adnlib.model import AttentDifferNet
-from adnlib.train import train
-from adnlib.transforms import (
+from adnlib.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     random_angles,
@@ -25,6 +22,9 @@ from adnlib.transforms import (
     rotated_copies,
     to_unit,
 )
+from adnlib.model.flow import nll_loss
+from adnlib.model.network import AttentDifferNet
+from adnlib.run.train import train
 
 
 def official_tensor(image_u8: torch.Tensor, angle: float) -> torch.Tensor:
@@ -83,7 +83,7 @@ def test_tensor_rotation_equals_pil_for_any_angle():
 
 def test_rotation_keeps_gradients_and_both_backends_agree(monkeypatch):
     """The torch gather (GPU, or an input that requires grad) equals the numpy gather (CPU), in chunks too."""
-    import adnlib.transforms as transforms
+    import adnlib.data.transforms as transforms
 
     monkeypatch.setattr(transforms, "_COPIES_PER_GATHER", 3)  # chunks that straddle images
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
@@ -146,7 +146,7 @@ def test_fast_training_step_equals_the_official_step(images):
     ref_loss.backward()
     assert all(p.grad is not None for p in ref_features.parameters())  # the official way's wasted work
 
-    # adnlib: the training step of adnlib.train
+    # adnlib: the training step of adnlib.run.train
     opt = model.make_optimizer()
     z, jac = model.flow_forward(model.embed(model.prepare(images, angles)))
     loss = nll_loss(z, jac)

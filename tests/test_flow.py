@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from adnlib.flow import SoftAtanClamp, build_flow, count_trainable, nll_loss
+from adnlib.model.flow import SoftAtanClamp, build_flow, count_trainable, nll_loss
 
 
 def test_paper_flow_has_the_official_parameter_count():

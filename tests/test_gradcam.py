@@ -1,4 +1,5 @@
-"""Grad-CAM and input-gradient explanations (adnlib.gradcam) and the attention helpers (adnlib.attention_viz)."""
+"""Grad-CAM and input-gradient explanations (adnlib.explain.gradcam) and the attention helpers
+(adnlib.explain.attention_viz)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,7 +12,8 @@ import torch  # noqa: E402
 pytest.importorskip("pytorch_grad_cam")
 
 from adnlib import preset  # noqa: E402
-from adnlib.attention_viz import (  # noqa: E402
+from adnlib.data.datasets import AnomalyDataset  # noqa: E402
+from adnlib.explain.attention_viz import (  # noqa: E402
     attention_panel,
     attention_viewer,
     cbam_steps,
@@ -26,8 +28,7 @@ from adnlib.attention_viz import (  # noqa: E402
     se_steps,
     with_initial_attention,
 )
-from adnlib.datasets import AnomalyDataset  # noqa: E402
-from adnlib.gradcam import (  # noqa: E402
+from adnlib.explain.gradcam import (  # noqa: E402
     METHODS,
     MultiScaleScore,
     ScaleScore,
@@ -39,7 +40,7 @@ from adnlib.gradcam import (  # noqa: E402
     scale_embeddings,
     target_layer,
 )
-from adnlib.model import AttentDifferNet  # noqa: E402
+from adnlib.model.network import AttentDifferNet  # noqa: E402
 
 
 @pytest.fixture(scope="module")

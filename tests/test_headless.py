@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from adnlib.notebooks import CellLimits, NotebookError, run_notebook
+from adnlib.teach.notebooks import CellLimits, NotebookError, run_notebook
 
 pytest.importorskip("papermill")
 
@@ -87,7 +87,7 @@ def test_cell_limits_follow_tags_preset_and_environment(monkeypatch):
 
 def test_every_training_cell_is_tagged_long():
     """A cell that trains or runs a grid must carry the `long` tag, or the short limit would cut a healthy run."""
-    from adnlib.notebooks import NOTEBOOK_DIR, NOTEBOOKS
+    from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS
     for name in NOTEBOOKS:
         nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
         for index, cell in enumerate(nb.cells):

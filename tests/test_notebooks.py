@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from adnlib import paper
-from adnlib.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
-from adnlib.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
+from adnlib.teach import paper
+from adnlib.teach.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
+from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
 
 OWN = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet", "04_auroc_evaluation",
        "06_benchmark_report")
@@ -127,7 +127,7 @@ def test_04_evaluation(tmp_path, demo_root):
 def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
     # A finished run laid out as notebook 03 writes it: 04 must load it instead of training.
     from adnlib.config import preset
-    from adnlib.train import train
+    from adnlib.run.train import train
     runs = tmp_path / "03_training_attentdiffernet" / "runs"
     train(preset("smoke"), demo_root, "disc", runs / "disc" / "differnet", progress=False)
     out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet"], n_rotations=2, max_rotations=2)
@@ -183,7 +183,7 @@ def test_rotation_subsets():
     assert rotation_counts(16) == [1, 2, 4, 8, 16]
     assert rotation_counts(12, "fixed") == [1, 2, 4, 12] and rotation_counts(12, "random") == [1, 2, 4, 8, 12]
     # Every 4th of 16 evenly spaced angles = the 4 evenly spaced angles of a 4-rotation test.
-    from adnlib.transforms import fixed_angles
+    from adnlib.data.transforms import fixed_angles
     assert np.allclose(fixed_angles(16)[rotation_subset(16, 4, "fixed")], fixed_angles(4))
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(10), np.ones(10)]
@@ -195,6 +195,6 @@ def test_rotation_subsets():
 def test_toy_flow_logdet_matches_autograd():
     import torch
 
-    from adnlib import toy
+    from adnlib.teach import toy
     check = toy.logdet_check(toy.toy_flow(n_coupling_blocks=2, hidden=8), torch.randn(3, 2))
     assert check["max_abs_difference"] < 1e-8

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adnlib.notebooks import NOTEBOOK_DIR, run_notebook
+from adnlib.teach.notebooks import NOTEBOOK_DIR, run_notebook
 
 OWN = ("01_attention_modules", "05_gradcam_comparison")
 FAST = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
@@ -45,9 +45,9 @@ def _check_block_statistics(out, summary, variant, blocks, demo_root):
     """Recompute the gate means and energy ratios of notebook 01's table from its trained model and images."""
     import torch
 
-    from adnlib.attention_viz import collect_attention
-    from adnlib.checkpoint import model_from_checkpoint
-    from adnlib.datasets import AnomalyDataset
+    from adnlib.data.datasets import AnomalyDataset
+    from adnlib.explain.attention_viz import collect_attention
+    from adnlib.run.checkpoint import model_from_checkpoint
 
     model = model_from_checkpoint(out / "models" / variant / "checkpoint.pt", "cpu")
     test_set = AnomalyDataset(demo_root, summary["category"], "test", summary["img_size"])

@@ -2,7 +2,6 @@
 runs are reproducible. Everything runs on a 14-image copy of the demo data with the smoke preset, offline.
 """
 import json
-import os
 import shutil
 import signal
 import socket
@@ -19,15 +18,19 @@ import torch
 from PIL import Image
 
 from adnlib import cli
-from adnlib import notebooks as notebooks_mod
-from adnlib import weights as weights_mod
-from adnlib.checkpoint import (FORMAT_VERSION, atomic_write, load_checkpoint, model_from_checkpoint,
-                               save_checkpoint, write_json)
 from adnlib.config import preset
-from adnlib.datasets import AnomalyDataset, find_samples, load_image
-from adnlib.errors import (CheckpointError, ConfigError, DatasetError, OutputExistsError,
-                           TrainingDivergedError)
-from adnlib.train import check_output_dir, train
+from adnlib.data.datasets import AnomalyDataset, find_samples, load_image
+from adnlib.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError, TrainingDivergedError
+from adnlib.model import weights as weights_mod
+from adnlib.run.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from adnlib.run.train import check_output_dir, train
+from adnlib.teach import notebooks as notebooks_mod
 
 SMOKE = ["--preset", "smoke", "--no-progress", "--device", "cpu"]
 
@@ -208,8 +211,8 @@ def test_images_smaller_than_the_smallest_scale_are_upsampled_with_a_warning(tin
 
 
 @pytest.mark.parametrize("mode,suffix", [("1", ".png"), ("L", ".png"), ("LA", ".png"), ("P", ".png"),
-                                         ("P+transparency", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("I;16", ".png"),
-                                         ("I;16", ".tif"), ("I", ".tif"), ("F", ".tif")])
+                                         ("P+transparency", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"),
+                                         ("I;16", ".png"), ("I;16", ".tif"), ("I", ".tif"), ("F", ".tif")])
 def test_unusual_image_modes_load_as_8_bit_rgb(tmp_path, mode, suffix):
     ramp = np.tile(np.linspace(0, 1, 32), (32, 1))
     if mode in ("I;16", "I"):
@@ -413,7 +416,7 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(trained_run, tmp_p
 
 KILLED_WRITER = """
 import sys, time
-from adnlib.checkpoint import write_json, atomic_write
+from adnlib.run.checkpoint import write_json, atomic_write
 def write(tmp):
     with open(tmp, "w") as f:
         f.write('{"auroc": 0.')
@@ -424,6 +427,7 @@ atomic_write(sys.argv[1], write)
 """
 
 
+@pytest.mark.slow
 def test_a_kill_mid_write_leaves_the_previous_file_intact(tmp_path):
     path = tmp_path / "metrics.json"
     write_json(path, {"auroc": 0.9})
@@ -439,6 +443,7 @@ def test_a_kill_mid_write_leaves_the_previous_file_intact(tmp_path):
     assert len(list(tmp_path.glob(".metrics.json.*.tmp"))) == 1  # the interrupted write went to a side file
 
 
+@pytest.mark.slow
 def test_a_killed_training_resumes_to_the_same_result(tiny_root, tmp_path, run_cli):
     """SIGKILL a CLI training process after its first checkpoint, resume it, and get the uninterrupted numbers."""
     args = ["train", "--data", tiny_root, "--category", "disc", *SMOKE, "--epochs", "6", "--eval-every", "3"]
@@ -479,11 +484,11 @@ def test_a_killed_training_resumes_to_the_same_result(tiny_root, tmp_path, run_c
 
 
 def test_interrupt_names_the_way_to_resume(tmp_path, monkeypatch, run_cli, tiny_root):
-    import adnlib.train
+    import adnlib.run.train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(adnlib.train, "train", interrupted)
+    monkeypatch.setattr(adnlib.run.train, "train", interrupted)
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "checkpoint.pt").write_bytes(b"")
     rc, _, err = run_cli("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--out", tmp_path / "o")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adnlib.config import preset
-from adnlib.train import train
+from adnlib.run.train import train
 
 CLI = [sys.executable, "-m", "adnlib"]
 
@@ -39,6 +39,7 @@ def test_same_seed_gives_identical_scores(demo_root):
     assert a.scores["score"].tolist() == b.scores["score"].tolist()
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_score_round_trip(demo_root, tmp_path):
     out = tmp_path / "run"
     proc = run_cli("train", "--data", demo_root, "--category", "disc", "--variant", "cbam", "--preset", "smoke",
@@ -87,6 +88,7 @@ def test_checkpoint_loads_with_weights_only(demo_root, tmp_path):
      "checkpoint not found"),
     (["score", "--checkpoint", "{tmp}/missing.pt", "{tmp}/nothing.png"], "image not found"),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_error_line_and_exit_2(demo_root, tmp_path, args, message):
     args = [a.format(demo=demo_root, tmp=tmp_path) for a in args]
     proc = run_cli(*args, check=False)
@@ -116,7 +118,7 @@ def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_pat
     import warnings
 
     from adnlib import cli
-    from adnlib.grid import collect_grid
+    from adnlib.run.grid import collect_grid
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # cli.main replaces it
     out = tmp_path / "grid"
     args = ["grid", "--data", str(tiny_grid_root), "--categories", "weave", "disc", "--variants", "se", "differnet",

@@ -16,11 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-import adnlib.model as model_mod
-import adnlib.train as train_mod
+import adnlib.model.network as model_mod
+import adnlib.run.train as train_mod
 from adnlib import cli
-from adnlib.attention import CBAM, SEBlock
-from adnlib.checkpoint import (
+from adnlib.config import preset
+from adnlib.data.datasets import AnomalyDataset
+from adnlib.errors import AdnlibError, CheckpointError, ConfigError, OutputExistsError
+from adnlib.model.attention import CBAM, SEBlock
+from adnlib.model.flow import build_flow, nll_loss
+from adnlib.model.network import AttentDifferNet
+from adnlib.run.checkpoint import (
     atomic_write,
     load_checkpoint,
     model_from_checkpoint,
@@ -28,13 +33,8 @@ from adnlib.checkpoint import (
     save_pointer,
     write_json,
 )
-from adnlib.config import preset
-from adnlib.datasets import AnomalyDataset
-from adnlib.errors import AdnlibError, CheckpointError, ConfigError, OutputExistsError
-from adnlib.evaluate import check_evaluation_output
-from adnlib.flow import build_flow, nll_loss
-from adnlib.model import AttentDifferNet
-from adnlib.train import GateMonitor, _all_finite, train, train_step, training_batch
+from adnlib.run.evaluate import check_evaluation_output
+from adnlib.run.train import GateMonitor, _all_finite, train, train_step, training_batch
 
 REPO = Path(__file__).resolve().parents[1]
 

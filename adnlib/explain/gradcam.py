@@ -26,15 +26,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention_viz import overlay_heatmap, to_display
-from .transforms import fixed_angles, normalize, rotate_batch, to_unit
+from adnlib.data.transforms import fixed_angles, normalize, rotate_batch, to_unit
+from adnlib.explain.attention_viz import overlay_heatmap, to_display
 
 
 def _cam_methods() -> dict:
     try:
         from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
     except ImportError as exc:  # an optional dependency (the 'notebooks' extra)
-        raise ImportError("adnlib.gradcam needs pytorch-grad-cam: pip install grad-cam (or adnlib[notebooks])") from exc
+        raise ImportError("adnlib.explain.gradcam needs pytorch-grad-cam: pip install grad-cam "
+                          "(or adnlib[notebooks])") from exc
     # Methods that need one forward + one backward pass of the batch; perturbation methods (Score-CAM, Ablation-CAM)
     # re-run the model on other batch sizes, which the per-batch constants of ScaleScore cannot follow.
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM, "xgradcam": XGradCAM,
@@ -326,12 +327,13 @@ def cam_browser(models: dict, images: torch.Tensor, titles: Sequence[str], *, gr
     """An ipywidgets browser over `images`: pick an image, a CAM method and the scales; computes on demand.
 
     models: {name: model}. Shows the input, the input-gradient map of `gradient_model` (default the first model)
-    and each model's CAM. The figure is an Image widget (`adnlib.viewer.figure_viewer`): a headless run draws the
+    and each model's CAM. The figure is an Image widget (`adnlib.explain.viewer.figure_viewer`): a headless run
+    draws the
     first view and goes on.
     """
     import ipywidgets as widgets
 
-    from .viewer import figure_viewer
+    from adnlib.explain.viewer import figure_viewer
 
     names = list(models)
     gradient_model = gradient_model or names[0]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import Config
-from .errors import OutputExistsError
+from adnlib.config import Config
+from adnlib.errors import OutputExistsError
 
 # Fields that do not change a run's numbers: a finished cell that differs only there is reused.
 NOT_RESULT_FIELDS = ("num_workers",)
@@ -25,7 +25,7 @@ def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
                                     "replace it, or choose another output folder") from exc
     import torch
 
-    from .checkpoint import load_checkpoint
+    from adnlib.run.checkpoint import load_checkpoint
     try:  # memory-mapped: reads the small config without loading the (up to 700 MB) weights
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
@@ -37,15 +37,15 @@ def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any
     """How the run saved in `cell` differs from `requested`, as {field: (saved, requested)}; None: nothing saved.
 
     A finished cell (metrics.json) is compared on every field but NOT_RESULT_FIELDS; an interrupted one
-    (checkpoint.pt only) on every field a resume may not change (adnlib.train.RESUMABLE_CHANGES). A saved run
+    (checkpoint.pt only) on every field a resume may not change (adnlib.run.train.RESUMABLE_CHANGES). A saved run
     without a config (an older adnlib) differs in a pseudo-field 'config'.
     """
-    from .checkpoint import config_differences
+    from adnlib.run.checkpoint import config_differences
     cell = Path(cell)
     if (cell / "metrics.json").exists():
         name, ignore = "metrics.json", NOT_RESULT_FIELDS
     elif (cell / "checkpoint.pt").exists():
-        from .train import RESUMABLE_CHANGES
+        from adnlib.run.train import RESUMABLE_CHANGES
         name, ignore = "checkpoint.pt", RESUMABLE_CHANGES
     else:
         return None
@@ -75,7 +75,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     OutputExistsError naming every such cell and field, before anything trains, unless rerun=True, which
     retrains it from scratch. resume=False retrains every cell.
     """
-    from .train import train
+    from adnlib.run.train import train
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"output folder {out_dir} is a file")

@@ -115,7 +115,7 @@ def comparison_table(ours: pd.DataFrame, dataset: str, *, reference: str = "insp
                      backbone_weights: str = "imagenet", protocol: str = "paper") -> pd.DataFrame:
     """Our AUROC table beside the paper's numbers, with deltas and a note on comparability.
 
-    ours: categories × variants in % with a 'mean' row (as `adnlib.grid.auroc_table`). Returns one row per
+    ours: categories × variants in % with a 'mean' row (as `adnlib.run.grid.auroc_table`). Returns one row per
     category plus 'mean' with columns: category, paper_category, ours_<variant>..., paper_<method>...,
     delta_<variant> (ours − paper for differnet → DifferNet and se → AttentDifferNet), comparable, note.
     For a dataset the paper did not use (e.g. the demo), the paper columns hold the `reference` dataset's means

@@ -1,7 +1,7 @@
 """Numbers behind the teaching notebooks' figures: per-rotation scores, AUROC vs rotations, thresholds, latents.
 
-Everything here works on a trained model or on score tables from `adnlib.evaluate`; the plots that show these
-numbers are in `adnlib.plots`.
+Everything here works on a trained model or on score tables from `adnlib.run.evaluate`; the plots that show these
+numbers are in `adnlib.teach.plots`.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_sc
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .evaluate import image_angles
-from .transforms import rotated_copies, to_unit
+from adnlib.data.transforms import rotated_copies, to_unit
+from adnlib.run.evaluate import image_angles
 
 
 # --- scores per rotated copy ------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def rotation_score_matrix(model, dataset, n_rotations: int, *, mode: str | None 
                           progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Per-copy scores of every test image: (N, n) scores, (N, n) angles in degrees, and the sample table.
 
-    Angles are those `adnlib.evaluate.score_dataset` uses (fixed evenly spaced, or random keyed by file name), so
+    Angles are those `adnlib.run.evaluate.score_dataset` uses (fixed evenly spaced, or random keyed by file name), so
     the row mean equals the image's score with `n_rotations` rotations.
     """
     mode = mode or model.config.test_rotations
@@ -153,7 +153,7 @@ def latent_codes(model, dataset, *, device: torch.device | str = "cpu", batch_si
 
 # --- training runs ---------------------------------------------------------------------------------------------
 def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoint.pt") -> Path | None:
-    """The first folders[i]/<category>/<variant>/<name> that exists (runs laid out as `adnlib.grid`), else None."""
+    """The first folders[i]/<category>/<variant>/<name> that exists (runs laid out as `adnlib.run.grid`), else None."""
     for folder in folders:
         if folder:
             path = Path(folder) / category / variant / name
@@ -163,7 +163,7 @@ def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoin
 
 
 def load_run(folder: str | Path) -> tuple[dict, pd.DataFrame]:
-    """metrics.json and history.csv of a training run folder (as written by `adnlib.train.train`)."""
+    """metrics.json and history.csv of a training run folder (as written by `adnlib.run.train.train`)."""
     folder = Path(folder)
     return json.loads((folder / "metrics.json").read_text()), pd.read_csv(folder / "history.csv")
 

@@ -6,9 +6,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AdnlibError
+from adnlib.errors import AdnlibError
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # <repo>/notebooks
 NOTEBOOKS = ("00_quickstart", "01_attention_modules", "02_normalizing_flows_differnet",
              "03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
 
@@ -76,14 +76,15 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
 
     The notebook runs with notebooks/ as working directory (as in JupyterLab); its artefacts go to the folder given by
     its `output_dir` parameter (out_dir/<name> unless set). It runs on the `adnlib` papermill engine
-    (`adnlib.nbengine`: no widget stall, per-cell limits). Raises NotebookError naming the failing or stalled cell.
+    (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Raises NotebookError naming the failing or stalled
+    cell.
     """
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    from .nbengine import HeadlessEngine
+    from adnlib.teach.nbengine import HeadlessEngine
 
     papermill_engines.register("adnlib", HeadlessEngine)
     limits = limits or CellLimits.for_run(parameters)

@@ -3,7 +3,8 @@
 Why not ``ipywidgets.interactive`` with ``plt.show()`` in the callback: that captures the figure in an ``Output``
 widget, and headless clients (nbclient, under papermill) echo every captured output back to the kernel on the socket
 where they await the cell's reply; a large echo can lose the reply's wake-up and stall the run until the cell times
-out (see `adnlib.nbengine`). An ``Image`` widget's PNG travels as widget state instead: nothing is echoed, the first
+out (see `adnlib.teach.nbengine`). An ``Image`` widget's PNG travels as widget state instead: nothing is echoed, the
+first
 view is drawn at once, it is saved in the executed notebook's widget state (a rendered site shows it), and in
 JupyterLab moving a control redraws it.
 """

@@ -35,7 +35,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import (
+from adnlib.config import FEATURE_CACHE_NEEDS_FROZEN, Config
+from adnlib.data.datasets import AnomalyDataset
+from adnlib.data.transforms import jitter_colors, random_angles, to_unit
+from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
+from adnlib.model.flow import nll_loss
+from adnlib.model.network import AttentDifferNet
+from adnlib.run.checkpoint import (
     WEIGHTS_IN,
     config_differences,
     load_checkpoint,
@@ -45,14 +51,8 @@ from .checkpoint import (
     write_csv,
     write_json,
 )
-from .config import FEATURE_CACHE_NEEDS_FROZEN, Config
-from .datasets import AnomalyDataset
-from .device import resolve_device
-from .errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
-from .evaluate import report, score_dataset
-from .flow import nll_loss
-from .model import AttentDifferNet
-from .transforms import jitter_colors, random_angles, to_unit
+from adnlib.run.device import resolve_device
+from adnlib.run.evaluate import report, score_dataset
 
 RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
 # Auto checkpoint policy: save the resumable checkpoint after an epoch when the last save cost at most this fraction
@@ -344,7 +344,7 @@ def _clean_output(out_dir: Path, resume: bool, overwrite: bool) -> None:
 def _build(config: Config, ckpt: dict | None, device: torch.device):
     """The model (initialised from config.seed, or the checkpoint's weights) on `device`, and its optimizer."""
     if ckpt is not None:
-        from .weights import load_alexnet_features
+        from adnlib.model.weights import load_alexnet_features
         features, _ = load_alexnet_features("none", config.seed)
         model = AttentDifferNet(config, features=features, backbone_weights=ckpt["backbone_weights"])
         model.load_state_dict(ckpt["model_state"])

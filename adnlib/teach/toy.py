@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .flow import build_flow, nll_loss
+from adnlib.model.flow import build_flow, nll_loss
 
 
 def toy_data(kind: str = "moons", n: int = 2000, noise: float = 0.06, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from .errors import ConfigError
+from adnlib.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE_NAME = re.compile(r"(auto|cpu|cuda|mps)(?::(\d+))?")

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import torch
 from torchvision.models import AlexNet_Weights, alexnet
 
-from .errors import WeightsError
+from adnlib.errors import WeightsError
 
 IMAGENET = AlexNet_Weights.IMAGENET1K_V1
 IMAGENET_URL = IMAGENET.url  # where the ImageNet AlexNet file is downloaded from (a module variable: tests move it)
@@ -147,7 +147,7 @@ def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
     init keeps their scale, so that random-weight runs (tests, offline demos) still give usable features.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only (fork_rng restores it)
         features = alexnet(weights=None).features
         for layer in features:
             if isinstance(layer, torch.nn.Conv2d):

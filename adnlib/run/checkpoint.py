@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config
-from .errors import CheckpointError, OutputExistsError
+from adnlib.config import Config
+from adnlib.errors import CheckpointError, OutputExistsError
 
 FORMAT = "adnlib-checkpoint"
 FORMAT_VERSION = 1
@@ -34,7 +34,7 @@ def versions() -> dict[str, str]:
     import FrEIA
     import torchvision
 
-    from . import __version__
+    from adnlib.version import __version__
     return {"adnlib": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "FrEIA": getattr(FrEIA, "__version__", "0.2"), "numpy": np.__version__,
             "python": platform.python_version()}
@@ -277,14 +277,14 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     expect: a Config, or a dict of some model fields (e.g. {"variant": "se"}), that the checkpoint must match;
     mismatches raise CheckpointError naming each field. `model.checkpoint_info` holds kind, epoch, category, auroc.
     """
-    from .model import AttentDifferNet
+    from adnlib.model.network import AttentDifferNet
     path = Path(path)
     ckpt = load_checkpoint(path, mmap=True)  # the weights only: an optimizer state is never read
     config = Config.from_dict(ckpt["config"])
     if expect is not None:
         check_expected(config, expect, path)
     _warn_on_version_change(path, ckpt.get("versions") or {})
-    from .weights import load_alexnet_features
+    from adnlib.model.weights import load_alexnet_features
     features, _ = load_alexnet_features("none", config.seed)
     model = AttentDifferNet(config, features=features, backbone_weights=ckpt.get("backbone_weights"))
     try:

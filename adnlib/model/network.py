@@ -11,11 +11,11 @@ import warnings
 import torch
 from torch import nn
 
-from .backbone import AttentionAlexNet, MultiScaleEmbedding
-from .config import Config
-from .flow import build_flow, count_trainable
-from .transforms import normalize, rotate_nearest, test_angles, to_unit
-from .weights import load_alexnet_features
+from adnlib.config import Config
+from adnlib.data.transforms import normalize, rotate_nearest, test_angles, to_unit
+from adnlib.model.backbone import AttentionAlexNet, MultiScaleEmbedding
+from adnlib.model.flow import build_flow, count_trainable
+from adnlib.model.weights import load_alexnet_features
 
 _unfused_warned = False  # make_optimizer's fallback warning: once per process
 

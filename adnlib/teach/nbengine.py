@@ -17,7 +17,7 @@ What this engine changes, compared with papermill's default one:
 2. The reply is awaited in slices of ``POLL_SLICE_S``: each slice ends with a non-blocking re-poll, so a lost
    wake-up of any other origin costs at most one slice instead of the whole cell timeout.
 3. A cell that exceeds its limit fails the run, naming the cell (index and first line); per-cell limits come from
-   a ``timeout_func`` (see `adnlib.notebooks.CellLimits`).
+   a ``timeout_func`` (see `adnlib.teach.notebooks.CellLimits`).
 
 The teaching notebooks themselves show their figures in ``Image`` widgets, not ``Output`` widgets, so they do not
 hit the race under the default papermill engine either.

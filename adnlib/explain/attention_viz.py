@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import CBAM, SEBlock
-from .backbone import attention_positions
-from .config import Config
-from .transforms import to_unit
+from adnlib.config import Config
+from adnlib.data.transforms import to_unit
+from adnlib.model.attention import CBAM, SEBlock
+from adnlib.model.backbone import attention_positions
 
-# Names of torchvision's alexnet.features layers, by index (see adnlib.backbone).
+# Names of torchvision's alexnet.features layers, by index (see adnlib.model.backbone).
 ALEXNET_LAYERS = ("conv1 11×11/4", "ReLU", "max-pool 3/2", "conv2 5×5", "ReLU", "max-pool 3/2", "conv3 3×3", "ReLU",
                   "conv4 3×3", "ReLU", "conv5 3×3", "ReLU", "max-pool 3/2")
 
@@ -186,8 +186,8 @@ def with_initial_attention(model):
     """
     import copy
 
-    from .backbone import MultiScaleEmbedding
-    from .model import AttentDifferNet
+    from adnlib.model.backbone import MultiScaleEmbedding
+    from adnlib.model.network import AttentDifferNet
 
     def _shallow_module_copy(module: nn.Module) -> nn.Module:
         """A new module object sharing `module`'s submodules, parameters and buffers, with registries of its own
@@ -530,11 +530,12 @@ def attention_viewer(records_by_variant: dict[str, list[BlockRecord]], images: t
     """An ipywidgets browser: pick image, block and variant; shows `attention_panel`. Returns the widget.
 
     Built from precomputed records, so moving a control only redraws. Display it with ``display(viewer)``; the
-    figure is an Image widget (`adnlib.viewer.figure_viewer`), so a headless run draws the first view and goes on.
+    figure is an Image widget (`adnlib.explain.viewer.figure_viewer`), so a headless run draws the first view and
+    goes on.
     """
     import ipywidgets as widgets
 
-    from .viewer import figure_viewer
+    from adnlib.explain.viewer import figure_viewer
 
     variants = [v for v, r in records_by_variant.items() if r]
 

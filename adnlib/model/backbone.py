@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import make_attention
-from .config import Config
+from adnlib.config import Config
+from adnlib.model.attention import make_attention
 
 # (index in alexnet.features after which a block goes, channels there)
 FIGURE1_POSITIONS = ((2, 64), (5, 192), (11, 256))

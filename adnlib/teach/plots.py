@@ -1,7 +1,7 @@
 """Figures for the teaching notebooks: each function draws one figure and returns it (save it with `save_figure`).
 
-Every figure has a title and labelled axes. Functions take plain arrays or the tables that `adnlib.train`,
-`adnlib.evaluate` and `adnlib.analysis` return, so a notebook cell is one call.
+Every figure has a title and labelled axes. Functions take plain arrays or the tables that `adnlib.run.train`,
+`adnlib.run.evaluate` and `adnlib.teach.analysis` return, so a notebook cell is one call.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from adnlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 VARIANT_COLORS = {"differnet": "#4c72b0", "se": "#dd8452", "cbam": "#55a868"}
 VARIANT_LABELS = {"differnet": "DifferNet", "se": "AttentDifferNet (SE)", "cbam": "AttentDifferNet (CBAM)"}
@@ -79,7 +79,7 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
 # --- data ---------------------------------------------------------------------------------------------------
 def dataset_grid(root: str | Path, categories: list[str], n_good: int = 3, per_defect: int = 1):
     """Rows = categories; columns = `n_good` normal test images, then `per_defect` image(s) of each defect type."""
-    from .datasets import find_samples, load_image
+    from adnlib.data.datasets import find_samples, load_image
     rows = []
     for category in categories:
         samples = find_samples(root, category, "test")
@@ -109,7 +109,7 @@ def scored_images(frame: pd.DataFrame, threshold: float | None = None, max_image
 
     Titles are red for anomalous images (label 1), or, given a threshold, for images flagged by it.
     """
-    from .datasets import load_image
+    from adnlib.data.datasets import load_image
     frame = frame.head(max_images)
     fig, axes = plt.subplots(1, len(frame), figsize=(2.1 * len(frame), 3.0), squeeze=False, layout="constrained")
     for ax, (_, row) in zip(axes[0], frame.iterrows()):
@@ -172,7 +172,7 @@ def loss_curve(losses, title: str = "training loss", xlabel: str = "step", smoot
 
 def clamp_functions(clamp: float = 3.0, s_range: float = 12.0):
     """The log-scale s of a coupling block after clamping: DifferNet's soft clamp, FrEIA's ATAN default, none."""
-    from .flow import SoftAtanClamp
+    from adnlib.model.flow import SoftAtanClamp
     s = torch.linspace(-s_range, s_range, 400)
     differnet = clamp * SoftAtanClamp(clamp)(s)
     freia = clamp * 0.636 * torch.atan(s)
@@ -319,7 +319,7 @@ def feature_shrinkage(histories: dict[str, pd.DataFrame]):
 # --- evaluation (notebook 04) -------------------------------------------------------------------------------------
 def rotated_copies_scores(image: torch.Tensor, angles, scores, title: str = ""):
     """An image's rotated test copies with the score of each copy; the image's score is their mean."""
-    from .transforms import rotate_batch, to_unit
+    from adnlib.data.transforms import rotate_batch, to_unit
     angles = torch.as_tensor(np.asarray(angles), dtype=torch.float32)
     copies = rotate_batch(to_unit(image[None]).repeat(len(angles), 1, 1, 1), angles)
     n = len(angles)
@@ -447,7 +447,7 @@ def threshold_explorer(frame: pd.DataFrame, start: float | None = None):
     """
     import ipywidgets as widgets
 
-    from .analysis import threshold_summary
+    from adnlib.teach.analysis import threshold_summary
     low, high = float(np.log10(frame["score"].min())), float(np.log10(frame["score"].max()))
     start = float(np.log10(start)) if start else (low + high) / 2
     slider = widgets.FloatSlider(value=start, min=low, max=high, step=(high - low) / 200 or 0.01,
@@ -470,8 +470,8 @@ def threshold_explorer(frame: pd.DataFrame, start: float | None = None):
 def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category", paper_label: str = "paper"):
     """Grouped bars per category: our variants (solid) and the paper's DifferNet / AttentDifferNet (hatched).
 
-    table: `adnlib.paper.comparison_table`; paper_label names the paper columns in the legend
-    (`adnlib.paper.paper_source`).
+    table: `adnlib.teach.paper.comparison_table`; paper_label names the paper columns in the legend
+    (`adnlib.teach.paper.paper_source`).
     """
     ours = [c for c in table.columns if c.startswith("ours_")]
     paper = [c for c in ("paper_DifferNet", "paper_AttentDifferNet") if c in table.columns
@@ -509,7 +509,7 @@ def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category"
 
 def paper_means_bars():
     """The papers' headline mean AUROC per dataset: DifferNet vs AttentDifferNet (and DifferNet's own 94.9)."""
-    from .paper import headline_table
+    from adnlib.teach.paper import headline_table
     table = headline_table()
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(table))

@@ -11,9 +11,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .datasets import image_to_tensor, load_image
-from .errors import OutputExistsError
-from .transforms import fixed_angles, random_angles
+from adnlib.data.datasets import image_to_tensor, load_image
+from adnlib.data.transforms import fixed_angles, random_angles
+from adnlib.errors import OutputExistsError
 
 
 def image_angles(path: str | Path, n_rotations: int, mode: str = "random", degrees: float = 180.0,
