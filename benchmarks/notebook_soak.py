@@ -99,8 +99,9 @@ def soak_one(name: str, source: Path | None, params: dict, out: Path, args) -> d
         error, output = str(exc).splitlines()[0][:200], out / f"{name}.ipynb"
     seconds = time.perf_counter() - started
     lag = max_reply_lag(output) if output.is_file() else float("nan")
+    timed_out = bool(error) and "did not finish within" in error
     return {"notebook": name, "seconds": round(seconds, 1), "max_reply_lag_s": round(lag, 3),
-            "stalled": bool(error) or not lag < args.lag, "error": error}
+            "stalled": timed_out or lag >= args.lag, "failed": bool(error) and not timed_out, "error": error}
 
 
 def main(argv=None) -> int:
@@ -139,15 +140,17 @@ def main(argv=None) -> int:
                               work / f"run{run}", args)
             records.append(record)
             print(json.dumps({"run": run, **record}), flush=True)
-    print(f"\n{'notebook':28} {'runs':>5} {'stalls':>7} {'median s':>9} {'max s':>7} {'max lag s':>10}")
+    print(f"\n{'notebook':28} {'runs':>5} {'stalls':>7} {'failed':>7} {'median s':>9} {'max s':>7} {'max lag s':>10}")
     for name in names:
         rows = [r for r in records if r["notebook"] == name]
-        times = [r["seconds"] for r in rows]
-        print(f"{name:28} {len(rows):5d} {sum(r['stalled'] for r in rows):7d} {statistics.median(times):9.1f} "
-              f"{max(times):7.1f} {max(r['max_reply_lag_s'] for r in rows):10.3f}")
+        times = [r["seconds"] for r in rows if not r["failed"]] or [float("nan")]
+        print(f"{name:28} {len(rows):5d} {sum(r['stalled'] for r in rows):7d} {sum(r['failed'] for r in rows):7d} "
+              f"{statistics.median(times):9.1f} {max(times):7.1f} {max(r['max_reply_lag_s'] for r in rows):10.3f}")
+    print("stalls: cells that hit their limit or woke more than --lag s after the kernel's reply; "
+          "failed: any other error (listed in the records)")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
-    return 1 if any(r["stalled"] for r in records) else 0
+    return 1 if any(r["stalled"] or r["failed"] for r in records) else 0
 
 
 if __name__ == "__main__":
