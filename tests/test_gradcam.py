@@ -9,8 +9,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-pytest.importorskip("pytorch_grad_cam")
-
 from adnlib import preset  # noqa: E402
 from adnlib.data.datasets import AnomalyDataset  # noqa: E402
 from adnlib.explain.attention_viz import (  # noqa: E402
@@ -311,7 +309,6 @@ def test_overlay_stats_and_viewer(models, stains):
     assert set(stats["images"]) == {"normal", "defective"} and "spatial_mean" in stats
     fig = attention_panel(images[0], records["cbam"][2], 0, "x")
     plt.close(fig)
-    pytest.importorskip("ipywidgets")
     viewer = attention_viewer(records, images, ["a", "b"])
     first = bytes(viewer.image.value)  # drawn once at construction, without waiting for input
     assert first.startswith(b"\x89PNG")

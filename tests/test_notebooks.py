@@ -8,6 +8,7 @@ import json
 import nbformat
 import numpy as np
 import pandas as pd
+import papermill  # noqa: F401  (test extra: a broken install fails these tests, never skips them)
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -21,7 +22,6 @@ FAST = {"preset": "smoke", "weights": "none", "device": "cpu"}
 
 
 def _run(name, tmp_path, demo_root, **parameters):
-    pytest.importorskip("papermill")
     run = run_notebook(name, tmp_path, {"data_root": str(demo_root), **FAST, **parameters})
     executed = nbformat.read(run.output, as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
