@@ -1,0 +1,1 @@
+"""Data (core): MVTec-AD-layout datasets with validation, the generated demo data, normalisation and rotations."""

@@ -1,0 +1,2 @@
+"""Explanations: Grad-CAM of the anomaly score, attention views, figure browsers. Imports the core, never the
+reverse."""

@@ -1,0 +1,1 @@
+"""Running the protocol (core): training (train, train_step), evaluation, checkpoints, grids, devices."""
