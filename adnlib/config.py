@@ -1,7 +1,7 @@
 """One dataclass with every protocol value, named presets, and explicit overrides.
 
-The defaults are DifferNet's official protocol (see DESIGN §2); AttentDifferNet's open points (DESIGN §3) are
-fields too, so an ablation is a changed field, not an edited module.
+The defaults are DifferNet's official protocol (docs/protocol.md §2); AttentDifferNet's open points
+(docs/protocol.md §3) are fields too, so an ablation is a changed field, not an edited module.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class Config:
     n_test_rotations: int = 64
     test_rotations: str = "random"  # random (official) | fixed (evenly spaced angles, deterministic)
     test_batch_size: int = 4  # images per scoring step (x n_test_rotations tensors)
-    # speed (DESIGN §6); none of these change the maths
+    # speed (docs/protocol.md §6); none of these change the maths
     channels_last: bool = True
     amp: bool = True  # CUDA only: bfloat16 autocast for the backbone, flow in float32
     compile: bool = False

@@ -130,7 +130,7 @@ def test_cam_rotations_average_the_maps_rotated_back(models, stains):
 
 
 def test_naive_hook_records_every_scale_but_the_wrapper_one(models, stains):
-    """The pytorch-grad-cam quirk (DESIGN §7): the whole model records one activation per scale."""
+    """The pytorch-grad-cam quirk (docs/protocol.md §7): the whole model records one activation per scale."""
     images = stains[0][:2]
     for variant, model in models.items():
         naive = hooked_activation_shapes(model, images)

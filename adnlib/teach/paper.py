@@ -1,6 +1,6 @@
 """The papers' reported image-level AUROC (%), as data, and a table that puts our results beside them.
 
-Sources (DESIGN §4): AttentDifferNet (Vieira e Silva et al., WACV 2024) — InsPLAD-fault per category for seven
+Sources (docs/protocol.md §4): AttentDifferNet (Vieira e Silva et al., WACV 2024) — InsPLAD-fault per category for seven
 methods, headline means on InsPLAD-fault, MVTec AD and Semiconductor Wafer; DifferNet (Rudolph et al., WACV 2021)
 reports 94.9 on MVTec AD. In the InsPLAD-fault table "AttentDifferNet" is the SENet variant.
 """
