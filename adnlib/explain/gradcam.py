@@ -5,8 +5,8 @@ s(x) = mean_d z_d² of one copy of the image (the model's score averages this ov
 
 Scales, on purpose (docs/protocol.md §7). pytorch-grad-cam records the target layer's output with a forward hook,
 once per call of that layer. The model runs its backbone at n scales, so one forward pass records n activations of
-different sizes and pytorch-grad-cam silently uses only the first (the full-size one) while its gradient is matched by list
-position. Here every CAM call goes through ``ScaleScore``, a wrapper that sends exactly ONE scale through the
+different sizes and pytorch-grad-cam silently uses only the first (the full-size one) while its gradient is matched
+by list position. Here every CAM call goes through ``ScaleScore``, a wrapper that sends exactly ONE scale through the
 backbone with gradients; the other scales' embeddings are computed beforehand (no hooks registered yet) and enter the
 flow as constants, so the score is unchanged. A CAM is computed per scale, upsampled to the image size by
 pytorch-grad-cam, and the scales are combined here (mean of the per-scale maps by default). ``anomaly_cam`` checks
