@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from attention_reference import direct_attention
 from torch import nn
 
 import adnlib.model.network as model_mod
@@ -22,7 +23,6 @@ from adnlib import cli
 from adnlib.config import preset
 from adnlib.data.datasets import AnomalyDataset
 from adnlib.errors import AdnlibError, CheckpointError, ConfigError, OutputExistsError
-from adnlib.model.attention import CBAM, SEBlock
 from adnlib.model.flow import build_flow, nll_loss
 from adnlib.model.network import AttentDifferNet
 from adnlib.run.checkpoint import (
@@ -167,40 +167,6 @@ def test_build_flow_restores_numpys_global_state():
 
 
 # --- explicit state: attention statistics -----------------------------------------------------------------------
-def _mlp(x, first, second):
-    return second(torch.relu(first(x)))
-
-
-def direct_gates(model, x: torch.Tensor) -> dict[str, float]:
-    """Each block's gates computed by hand from its weights, at every scale: {column: mean}."""
-    found = {}
-    positions = list(model.backbone.attention.keys())
-    with torch.no_grad():
-        for scale, xs in enumerate(model.embedding.scaled_inputs(x)):
-            h = xs
-            for index, layer in enumerate(model.backbone.features):
-                h = layer(h)
-                if str(index) not in model.backbone.attention:
-                    continue
-                block, i = model.backbone.attention[str(index)], positions.index(str(index)) + 1
-                if isinstance(block, SEBlock):
-                    gates = torch.sigmoid(_mlp(h.mean(dim=(2, 3)), block.excitation[0], block.excitation[2]))
-                    h = h * gates[:, :, None, None]
-                else:
-                    assert isinstance(block, CBAM)
-                    first, second = block.channel.mlp[0], block.channel.mlp[2]
-                    gates = torch.sigmoid(_mlp(h.mean(dim=(2, 3)), first, second)
-                                          + _mlp(h.amax(dim=(2, 3)), first, second))
-                    h = h * gates[:, :, None, None]
-                    pooled = torch.cat([h.mean(dim=1, keepdim=True), h.amax(dim=1, keepdim=True)], dim=1)
-                    spatial = torch.sigmoid(nn.functional.conv2d(pooled, block.spatial.conv.weight,
-                                                                 padding=block.kernel_size // 2))
-                    h = h * spatial
-                    found[f"spatial_mean_block{i}_scale{scale}"] = float(spatial.mean())
-                found[f"gate_mean_block{i}_scale{scale}"] = float(gates.mean())
-    return found
-
-
 @pytest.mark.parametrize("variant", ["se", "cbam"])
 def test_gate_monitor_averages_each_block_and_scale_over_the_batches(variant, tiny_root):
     """One column per block and scale, the mean over the passes since reset() with each batch counting once (here
@@ -215,7 +181,7 @@ def test_gate_monitor_averages_each_block_and_scale_over_the_batches(variant, ti
             model.embed(x)
         stats = monitor.stats()
         assert all(block._forward_hooks for block in model.backbone.blocks)
-    per_batch = [direct_gates(model, x) for x in batches]
+    per_batch = [direct_attention(model, x) for x in batches]
     columns = {f"gate_mean_block{i}_scale{s}" for i in (1, 2, 3) for s in (0, 1)}
     if variant == "cbam":
         columns |= {f"spatial_mean_block{i}_scale{s}" for i in (1, 2, 3) for s in (0, 1)}
@@ -237,7 +203,7 @@ def test_history_holds_the_epochs_gates_per_block_and_scale(variant, tiny_root):
     model = AttentDifferNet(config)
     for name, p in model.state_dict().items():
         assert torch.equal(p, result.model.state_dict()[name]), name
-    expected = direct_gates(model, model.prepare(_images(tiny_root, 8)))  # equal batches: the mean over both
+    expected = direct_attention(model, model.prepare(_images(tiny_root, 8)))  # equal batches: the mean over both
     row = result.history.iloc[0]
     assert {c for c in result.history.columns if c.startswith(("gate_", "spatial_"))} == set(expected)
     for name, value in expected.items():
