@@ -2,9 +2,16 @@
 
 Layout: ``root/<category>/train/good/*`` (normal only) and ``root/<category>/test/{good,<defect>...}/*``.
 Items are (uint8 image (3,S,S), label 0 normal / 1 anomalous, index); `samples` holds path, label, defect type.
+
+Images are found as the official code's torchvision ``ImageFolder`` finds them: files ending in .jpg .jpeg .png
+.ppm .bmp .pgm .tif .tiff .webp (any case) anywhere below a class folder (sub-folders at any depth, links followed),
+in sorted order; a sample's defect type is its top class folder's name. Files and folders whose names start with
+'.' are ignored at every level, as are other files (README, masks elsewhere). Every image loads as 8-bit RGB (the
+official loader's ``convert('RGB')``; 16-bit grayscale .pgm/.png is scaled to 8 bits first).
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +23,7 @@ from torch.utils.data import Dataset
 
 from adnlib.errors import DatasetError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}  # ImageFolder's
 
 MVTEC_AD_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
                        "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
@@ -40,9 +47,19 @@ def list_categories(root: str | Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    # Non-image files (README, .DS_Store, masks elsewhere) are ignored on purpose.
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    """Image files anywhere below `folder`, in ImageFolder's order: os.walk following links, sorted by the folder's
+    path, then by file name.
+
+    Non-image files (README, masks elsewhere) and names starting with '.' (.DS_Store, .ipynb_checkpoints/) are
+    ignored on purpose, at every level. A link back to a folder above it is not followed (ImageFolder loops forever).
+    """
+    found = []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        parents = [os.path.realpath(p) for p in (Path(top), *Path(top).parents) if p == folder or folder in p.parents]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(top, d)) not in parents]
+        found += [(top, f) for f in files if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
+                  and os.path.isfile(os.path.join(top, f))]
+    return [Path(top) / f for top, f in sorted(found)]
 
 
 def category_dir(root: str | Path, category: str) -> Path:
@@ -109,8 +126,9 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
                 arr = np.asarray(img, dtype=np.float64)
-                # 16-bit files span 0..65535, float files usually 0..1, 32-bit integer ones may hold 8-bit values
-                top = (65535.0 if img.mode.startswith("I;16") or arr.max() > 255
+                # 16-bit files span 0..65535 (Pillow rescales a PGM's maxval > 255 to that, opening it as mode I),
+                # float files usually 0..1, 32-bit integer ones may hold 8-bit values
+                top = (65535.0 if img.mode.startswith("I;16") or img.format == "PPM" or arr.max() > 255
                        else 1.0 if img.mode == "F" and arr.max() <= 1.0 else 255.0)
                 img = Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), mode="L")
             elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
