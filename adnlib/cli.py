@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -88,6 +89,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--feature-cache", action="store_true",
                    help="frozen backbones: embed K rotations per image once (an approximation; faster epochs)")
     p.add_argument("--freeze-attention", action="store_true", help="ablation: do not train the attention blocks")
+    _add_maths_options(p)
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--checkpoint-every", type=_non_negative, metavar="N",
@@ -99,6 +101,16 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+
+
+def _add_maths_options(p) -> None:
+    """Options that change the maths (each recorded in metrics.json); the defaults are the official protocol."""
+    p.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast for the backbone (CUDA with bf16, or CPU); default float32 as officially")
+    p.add_argument("--attention-init", choices=("standard", "open"),
+                   help="SE/CBAM gates: standard init (default, gates near 0.5) or open (gates start at 0.95)")
+    p.add_argument("--test-rotations", choices=("random", "fixed"),
+                   help="random (official: fresh angles at every evaluation) or fixed (evenly spaced)")
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -127,6 +139,9 @@ def _add_grid_parser(sub) -> None:
     p.add_argument("--epochs", type=_positive)
     p.add_argument("--weights", help="auto | imagenet | none | PATH")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED",
+                   help="train every cell with each seed (paired across variants); default: 0")
+    _add_maths_options(p)
     p.add_argument("--rerun", action="store_true",
                    help="retrain the cells of --out saved with another config (default: refuse them)")
     p.add_argument("--no-progress", action="store_true")
@@ -148,11 +163,17 @@ def _config_from_args(args):
         "variant": args.variant, "img_size": args.img_size, "epochs": args.epochs, "eval_every": args.eval_every,
         "n_test_rotations": args.tta, "weights": args.weights, "seed": args.seed, "device": args.device,
     }.items() if value is not None}
+    overrides.update(_maths_overrides(args))
     if args.feature_cache:
         overrides["feature_cache"] = True
     if args.freeze_attention:
         overrides["train_attention"] = False
     return preset(args.preset, **overrides)
+
+
+def _maths_overrides(args) -> dict:
+    overrides = {"attention_init": args.attention_init, "test_rotations": args.test_rotations}
+    return {**{k: v for k, v in overrides.items() if v is not None}, **({"amp": True} if args.amp else {})}
 
 
 def _out_folder(path: Path | None) -> None:
@@ -192,8 +213,8 @@ def _evaluate(args) -> int:
     from adnlib.data.datasets import AnomalyDataset
     from adnlib.errors import CheckpointError
     from adnlib.run.checkpoint import model_from_checkpoint, write_csv, write_json
-    from adnlib.run.device import resolve_device
-    from adnlib.run.evaluate import check_evaluation_output, report, score_dataset
+    from adnlib.run.device import check_precision, precision_record, resolve_device
+    from adnlib.run.evaluate import check_evaluation_output, report, score_dataset, test_rotation_record
     _out_folder(args.out)
     if args.out is not None:
         check_evaluation_output(args.out, args.overwrite)  # before any scoring
@@ -206,7 +227,10 @@ def _evaluate(args) -> int:
     config = model.config
     dataset = AnomalyDataset(args.data, args.category, "test", config.img_size, cache=True,
                              smallest_scale=config.img_size // 2 ** (config.n_scales - 1)).check(args.skip_corrupt)
+    check_precision(model.config.amp, device)
+    evaluation = model.checkpoint_info.get("epoch") or 0  # the training's own angles for this checkpoint's epoch
     scores = score_dataset(model, dataset, n_rotations=args.tta, device=device, seed=model.config.seed,
+                           evaluation=evaluation,
                            progress=not args.no_progress)
     bad = scores[~np.isfinite(scores["score"].to_numpy())]
     if len(bad):
@@ -215,7 +239,9 @@ def _evaluate(args) -> int:
     rep = report(scores)
     line = {"auroc": rep["auroc"], "auroc_per_defect": rep["auroc_per_defect"], "category": args.category,
             "variant": model.config.variant, "checkpoint": str(args.checkpoint),
-            "n_rotations": args.tta or model.config.n_test_rotations, "backbone_weights": model.backbone_weights}
+            "n_rotations": args.tta or model.config.n_test_rotations, "backbone_weights": model.backbone_weights,
+            "test_rotations": test_rotation_record(model.config, args.tta, evaluation),
+            **precision_record(model.config.amp, device)}
     if args.out is not None:
         write_csv(args.out / "scores.csv", scores)
         write_json(args.out / "metrics.json", {**line, "roc": rep["roc"]})
@@ -234,6 +260,7 @@ def _score(args) -> int:
     device = resolve_device(args.device)
     model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
     scores = score_images(model, args.images, n_rotations=args.tta, device=device, seed=model.config.seed,
+                          evaluation=model.checkpoint_info.get("epoch") or 0,
                           progress=False)
     for path, score in zip(scores["path"], scores["score"]):
         print(f"{path}\t{score:.6f}")
@@ -244,8 +271,8 @@ def _grid(args) -> int:
     from adnlib.config import preset
     from adnlib.data.datasets import category_dir, list_categories
     from adnlib.errors import DatasetError
-    from adnlib.run.device import resolve_device
-    from adnlib.run.grid import auroc_table, run_grid
+    from adnlib.run.device import check_precision, resolve_device
+    from adnlib.run.grid import run_grid
     _out_folder(args.out)
     categories = args.categories or list_categories(args.data)
     if not categories:
@@ -254,14 +281,31 @@ def _grid(args) -> int:
         category_dir(args.data, category)  # fail before training anything
     overrides = {k: v for k, v in {"epochs": args.epochs, "weights": args.weights, "device": args.device}.items()
                  if v is not None}
-    base = preset(args.preset, **overrides)
-    resolve_device(base.device)
-    runs = run_grid(base, args.data, categories, args.variants, args.out, progress=not args.no_progress,
-                    rerun=args.rerun)
-    print(f"image AUROC (%), last epoch; weights: {', '.join(sorted(set(runs['backbone_weights'])))}")
-    print(auroc_table(runs).to_string())
-    print(f"runs in {args.out}")
+    base = preset(args.preset, **overrides, **_maths_overrides(args))
+    check_precision(base.amp, resolve_device(base.device))
+    started = time.perf_counter()
+    runs = run_grid(base, args.data, categories, args.variants, args.out, seeds=args.seeds,
+                    progress=not args.no_progress, rerun=args.rerun)
+    seconds = time.perf_counter() - started
+    _print_grid_report(args, categories, runs)
+    print(f"runs in {args.out}; wall time {seconds:.0f} s (cells trained now; reused ones cost nothing)")
     return 0
+
+
+def _print_grid_report(args, categories: list[str], runs) -> None:
+    from adnlib.run.grid import auroc_table, grid_report
+    from adnlib.run.stats import format_comparison
+    weights = ", ".join(sorted(set(runs["backbone_weights"])))
+    seeds = sorted(set(runs["seed"]))
+    if len(seeds) == 1:
+        print(f"image AUROC (%), last evaluation, seed {seeds[0]}; weights: {weights}")
+        print(auroc_table(runs).to_string())
+    summary, comparison = grid_report(args.out, categories, args.variants, seeds)
+    if len(seeds) > 1 or comparison is not None:
+        print(f"\nimage AUROC (%), last evaluation, mean ± std over seeds {seeds}; paired difference with "
+              f"differnet: 95% interval (bootstrap over test images and seeds), DeLong p; * = interval excludes 0. "
+              f"Weights: {weights}")
+        print(format_comparison(summary, comparison).to_string(index=False))
 
 
 def _notebooks(args) -> int:

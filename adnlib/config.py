@@ -14,6 +14,7 @@ from typing import Any
 from adnlib.errors import ConfigError
 
 VARIANTS = ("differnet", "se", "cbam")
+ATTENTION_INITS = ("standard", "open")
 MAX_SEED = 2 ** 32 - 1  # numpy's global RNG (seeded with config.seed) takes seeds in [0, 2**32 - 1]
 FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
                               "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
@@ -33,6 +34,10 @@ class Config:
     cbam_kernel_size: int = 7
     block3_before_final_pool: bool = True  # Figure 1: third block after conv5+ReLU, before AlexNet's last max-pool
     train_attention: bool = True  # False keeps the (random-init) attention blocks frozen: ablation only
+    # standard: PyTorch's default initialisation, gates start near 0.5 (faithful); open: every gate starts at 0.95
+    # for every input (zero final weights, bias logit 0.95), so the blocks do not shrink the embedding at the start
+    attention_init: str = "standard"
+    cbam_spatial_bn: bool = False  # the original CBAM code's BatchNorm after the spatial conv (not in the paper)
     n_coupling_blocks: int = 8
     fc_hidden: int = 2048
     clamp: float = 3.0
@@ -53,9 +58,11 @@ class Config:
     n_test_rotations: int = 64
     test_rotations: str = "random"  # random (official) | fixed (evenly spaced angles, deterministic)
     test_batch_size: int = 4  # images per scoring step (x n_test_rotations tensors)
+    # precision: float32 everywhere, as the official code. amp=True changes the maths (recorded in metrics.json):
+    # bfloat16 autocast for the backbone and attention (CUDA with bf16 support, or CPU), the flow in float32
+    amp: bool = False
     # speed (docs/protocol.md §6); none of these change the maths
     channels_last: bool = True
-    amp: bool = True  # CUDA only: bfloat16 autocast for the backbone, flow in float32
     compile: bool = False
     feature_cache: bool = False  # frozen backbones only: embed K rotations per image once, epochs sample them
     cache_rotations: int = 16
@@ -72,6 +79,9 @@ class Config:
             raise ConfigError(
                 f"img_size {self.img_size} with {self.n_scales} scales gives a smallest scale of {smallest} px; "
                 "AlexNet needs at least 63 px (use img_size >= 252 for 3 scales, or fewer scales)")
+        if self.attention_init not in ATTENTION_INITS:
+            raise ConfigError(f"attention_init must be one of {', '.join(ATTENTION_INITS)}, "
+                              f"not {self.attention_init!r}")
         if self.test_rotations not in ("random", "fixed"):
             raise ConfigError(f"test_rotations must be 'random' or 'fixed', not {self.test_rotations!r}")
         for name in ("epochs", "eval_every", "batch_size", "n_train_rotations", "n_test_rotations",
@@ -91,6 +101,11 @@ class Config:
     @property
     def has_attention(self) -> bool:
         return self.variant != "differnet"
+
+    @property
+    def color_jitter(self) -> bool:
+        """Whether colour jitter is on (applied after the rotation, in training and at test time, as officially)."""
+        return bool(self.brightness or self.contrast or self.saturation)
 
     @property
     def backbone_trains(self) -> bool:

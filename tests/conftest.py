@@ -3,6 +3,8 @@ import os
 
 os.environ["ADNLIB_OFFLINE"] = "1"
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -15,3 +17,14 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def demo_root(tmp_path_factory):
     """The generated demo dataset (made once per test session)."""
     return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(demo_root, tmp_path_factory):
+    """8 train, 3 normal and 3 anomalous test images of 'disc'."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    for split, n in (("train/good", 8), ("test/good", 3), ("test/crack", 3)):
+        (root / "disc" / split).mkdir(parents=True)
+        for f in sorted((demo_root / "disc" / split).iterdir())[:n]:
+            shutil.copy(f, root / "disc" / split / f.name)
+    return root

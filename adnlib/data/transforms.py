@@ -179,26 +179,67 @@ def rotated_copies(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tens
 
 def jitter_colors(images: torch.Tensor, brightness: float, contrast: float, saturation: float,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random colour jitter per image ([0,1] input), factors uniform in [1-v, 1+v] as torchvision's ColorJitter."""
-    if brightness == contrast == saturation == 0:
+    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` applied to each image of a [0,1] batch.
+
+    Per image, as ColorJitter: each enabled operation (strength v > 0) gets a factor uniform in [max(0, 1-v), 1+v]
+    and the enabled operations run in a random order, each as ``torchvision.transforms.functional`` on a float
+    tensor (a blend clamped to [0,1] after every step): brightness blends with black, contrast with the mean of the
+    image's grayscale (0.2989 R + 0.587 G + 0.114 B), saturation with its grayscale. The training pipeline applies
+    it after the rotation, as the official transform list does. Zero strengths return `images` unchanged.
+
+    Draws from `generator`, in this fixed order per batch: ``torch.rand(B)`` for each enabled operation in the
+    order brightness, contrast, saturation (factor = lo + (hi - lo)·u); then, if two or more are enabled,
+    ``torch.rand(B, k)`` whose row-wise argsort is each image's order of the k enabled operations (in the order
+    above), a uniform permutation as the one ColorJitter takes from ``randperm(4)``.
+    """
+    strengths = (float(brightness), float(contrast), float(saturation))
+    if min(strengths) < 0:
+        raise ValueError(f"colour jitter strengths must be non-negative, not {strengths}")
+    enabled = [op for op, v in enumerate(strengths) if v > 0]
+    if not enabled:
         return images
     b = images.shape[0]
+    factors = {}
+    for op in enabled:
+        low, high = max(0.0, 1.0 - strengths[op]), 1.0 + strengths[op]
+        factors[op] = (low + (high - low) * torch.rand(b, generator=generator).double())[:, None, None, None]
+    if len(enabled) > 1:
+        order = torch.tensor(enabled)[torch.rand(b, len(enabled), generator=generator).argsort(1)]
+    else:
+        order = torch.full((b, 1), enabled[0])
 
-    def factors(v: float) -> torch.Tensor:
-        return (1 + (torch.rand(b, generator=generator) * 2 - 1) * v).to(images)[:, None, None, None]
+    def gray(x: torch.Tensor) -> torch.Tensor:  # torchvision's rgb_to_grayscale, (n,1,H,W)
+        r, g, bl = x.unbind(dim=-3)
+        return (0.2989 * r + 0.587 * g + 0.114 * bl).to(x.dtype).unsqueeze(-3)
 
-    def gray(x: torch.Tensor) -> torch.Tensor:
-        return (x * x.new_tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    def apply(op: int, x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:  # torchvision's _blend; ratio CPU f64
+        if op == 0:
+            other = torch.zeros_like(x)
+        elif op == 1:
+            other = gray(x).mean(dim=(-3, -2, -1), keepdim=True)
+        else:
+            other = gray(x)
+        return (ratio.to(x.dtype).to(x.device) * x + (1.0 - ratio).to(x.dtype).to(x.device) * other).clamp(0, 1)
 
-    if brightness:
-        images = images * factors(brightness)
-    if contrast:
-        mean = gray(images).mean((2, 3), keepdim=True)
-        images = (images - mean) * factors(contrast) + mean
-    if saturation:
-        g = gray(images)
-        images = (images - g) * factors(saturation) + g
-    return images.clamp(0, 1)
+    for column in order.unbind(1):  # step by step; the images doing one operation at that step at once
+        out = images
+        for op in enabled:
+            rows = (column == op).nonzero().flatten()
+            if len(rows) == b:
+                out = apply(op, images, factors[op])
+            elif len(rows):
+                out = images.clone() if out is images else out
+                index = rows.to(images.device)
+                out[index] = apply(op, images[index], factors[op][rows])
+        images = out
+    return images
+
+
+def rotate_then_jitter(images: torch.Tensor, angles_deg: torch.Tensor, brightness: float, contrast: float,
+                       saturation: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[0,1] images (B,C,H,W) and angles (B, n) -> (B·n, C, H, W): the rotated copies (black fill), then colour
+    jitter per copy: the official transform order (RandomRotation, then ColorJitter, per sample)."""
+    return jitter_colors(rotate_nearest(images, angles_deg), brightness, contrast, saturation, generator)
 
 
 def test_angles(n_images: int, n_rotations: int, mode: str = "random", degrees: float = 180.0,
@@ -210,4 +251,5 @@ def test_angles(n_images: int, n_rotations: int, mode: str = "random", degrees: 
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "to_unit", "normalize", "random_angles", "fixed_angles",
-           "rotate_nearest", "rotate_batch", "rotated_copies", "jitter_colors", "test_angles"]
+           "rotate_nearest", "rotate_batch", "rotated_copies", "jitter_colors", "rotate_then_jitter",
+           "test_angles"]

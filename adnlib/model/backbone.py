@@ -36,11 +36,21 @@ class AttentionAlexNet(nn.Module):
         for index, channels in positions:
             self.attention[str(index)] = make_attention(
                 config.variant, channels, se_reduction=config.se_reduction,
-                cbam_reduction=config.cbam_reduction, cbam_kernel_size=config.cbam_kernel_size)
+                cbam_reduction=config.cbam_reduction, cbam_kernel_size=config.cbam_kernel_size,
+                cbam_spatial_bn=config.cbam_spatial_bn, init=config.attention_init)
         for p in self.features.parameters():
             p.requires_grad_(False)  # frozen: autograd then computes no weight gradients for them
+        self.train_attention = config.train_attention
         for p in self.attention.parameters():
             p.requires_grad_(config.train_attention)
+
+    def train(self, mode: bool = True) -> AttentionAlexNet:
+        """As nn.Module.train, but frozen attention blocks stay in eval mode: a frozen block's BatchNorm (CBAM with
+        cbam_spatial_bn) must not update its running statistics or use batch statistics."""
+        super().train(mode)
+        if not self.train_attention:
+            self.attention.eval()
+        return self
 
     @property
     def blocks(self) -> list[nn.Module]:

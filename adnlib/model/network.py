@@ -20,6 +20,12 @@ from adnlib.model.weights import load_alexnet_features
 _unfused_warned = False  # make_optimizer's fallback warning: once per process
 
 
+def init_seeds(seed: int) -> dict[str, int]:
+    """The seeds of a model's initialisation: the flow's from the run's seed alone (the same for every variant),
+    the attention blocks' from a stream of their own."""
+    return {"flow_init": seed, "attention_init": seed + 3}
+
+
 def _warn_unfused(reason: str) -> None:
     global _unfused_warned
     if not _unfused_warned:
@@ -37,21 +43,28 @@ class AttentDifferNet(nn.Module):
         if features is None:
             features, backbone_weights = load_alexnet_features(config.weights, config.seed)
         self.backbone_weights = backbone_weights or "unknown"
-        # Seeded initialisation that leaves the caller's generators as they were: fork_rng restores the CPU
-        # generator, and only the CPU one is seeded (torch.manual_seed would also reseed every CUDA generator);
-        # build_flow restores numpy's global state, which FrEIA's PermuteRandom reseeds.
+        # Paired initialisation: the flow's weights depend on the seed only, never on the variant, so DifferNet, SE
+        # and CBAM with one seed start from the same flow (torch.equal); the attention blocks draw from a stream of
+        # their own (seeds: `init_seeds`). fork_rng restores the caller's CPU generator, and only the CPU one is
+        # seeded (torch.manual_seed would also reseed every CUDA generator); build_flow restores numpy's global
+        # state, which FrEIA's PermuteRandom reseeds.
+        seeds = init_seeds(config.seed)
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(config.seed)
+            torch.default_generator.manual_seed(seeds["flow_init"])
+            flow = build_flow(config.embedding_dim, config.n_coupling_blocks, config.fc_hidden, config.clamp)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seeds["attention_init"])
             self.backbone = AttentionAlexNet(features, config)
-            self.flow = build_flow(config.embedding_dim, config.n_coupling_blocks, config.fc_hidden, config.clamp)
+        self.flow = flow  # registered after the backbone, as before: the state-dict and parameter order stay
         self.embedding = MultiScaleEmbedding(self.backbone, config.n_scales, config.scale_mode)
         if config.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
     # --- pieces -----------------------------------------------------------------------------------------
     def _autocast(self, x: torch.Tensor):
-        if self.config.amp and x.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """config.amp: bfloat16 autocast for the backbone (CUDA or CPU; `check_precision` refuses other devices)."""
+        if self.config.amp and x.device.type in ("cuda", "cpu"):
+            return torch.autocast(x.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def prepare(self, images: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:

@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 from adnlib.config import FEATURE_CACHE_NEEDS_FROZEN, Config
 from adnlib.data.datasets import AnomalyDataset
-from adnlib.data.transforms import jitter_colors, random_angles, to_unit
+from adnlib.data.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
 from adnlib.model.flow import nll_loss
-from adnlib.model.network import AttentDifferNet
+from adnlib.model.network import AttentDifferNet, init_seeds
 from adnlib.run.checkpoint import (
     WEIGHTS_IN,
     config_differences,
@@ -51,8 +51,8 @@ from adnlib.run.checkpoint import (
     write_csv,
     write_json,
 )
-from adnlib.run.device import resolve_device
-from adnlib.run.evaluate import report, score_dataset
+from adnlib.run.device import check_precision, precision_record, resolve_device
+from adnlib.run.evaluate import report, score_dataset, test_rotation_record
 
 RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
 # Auto checkpoint policy: save the resumable checkpoint after an epoch when the last save cost at most this fraction
@@ -61,7 +61,7 @@ CHECKPOINT_OVERHEAD = 0.1
 # What a checkpoint needs to continue training (a finished run's checkpoint.pt keeps them only with keep_optimizer).
 RESUME_KEYS = ("epoch", "history", "optimizer_state", "loader_generator", "rotation_generator")
 # Fields that may change when a run is resumed (more epochs, another machine).
-RESUMABLE_CHANGES = ("epochs", "eval_every", "device", "num_workers", "compile", "amp", "test_batch_size")
+RESUMABLE_CHANGES = ("epochs", "eval_every", "device", "num_workers", "compile", "test_batch_size")
 BEST_KIND = "best (selected on the test set)"
 
 
@@ -209,13 +209,20 @@ class _FlowInputNorms:
 
 
 def training_batch(images: torch.Tensor, config: Config,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch's random augmentation: uint8 or [0,1] images (B,3,S,S) -> ([0,1] images after the colour
-    jitter, (B, n_train_rotations) rotation angles on the CPU). Draws from `generator` in a fixed order (jitter
-    factors, then angles): a run is reproducible from the generator's state."""
-    x = jitter_colors(to_unit(images), config.brightness, config.contrast, config.saturation, generator)
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A training batch's random augmentation, drawn from `generator` (angles, then any jitter factors): a run is
+    reproducible from the generator's state, and every variant with one seed sees the same angles.
+
+    uint8 or [0,1] images (B,3,S,S) -> ([0,1] images, (B, n_train_rotations) angles on the CPU), for `train_step`
+    to rotate. With colour jitter on (config.brightness/contrast/saturation), the official order: the rotated
+    copies (B·n,3,S,S), each jittered after its rotation (`rotate_then_jitter`), and None for the angles.
+    """
+    x = to_unit(images)
     angles = random_angles(len(images) * config.n_train_rotations, config.rotation_degrees, generator)
-    return x, angles.reshape(len(images), config.n_train_rotations)
+    angles = angles.reshape(len(images), config.n_train_rotations)
+    if not config.color_jitter:
+        return x, angles
+    return rotate_then_jitter(x, angles, config.brightness, config.contrast, config.saturation, generator), None
 
 
 def train_step(model: AttentDifferNet, optimizer: torch.optim.Optimizer, images: torch.Tensor | None = None,
@@ -223,13 +230,14 @@ def train_step(model: AttentDifferNet, optimizer: torch.optim.Optimizer, images:
     """One optimisation step of the DifferNet protocol -> the loss: a 0-d tensor, detached, on the model's device.
 
     images: uint8 or [0,1] (B,3,S,S) on the model's device, augmented already (`training_batch`), and angles:
-    (B, n) on the CPU -> the n rotated copies of each image (`model.prepare`), embedded by the backbone. Or
-    embeddings: (B·n, D) from a `FeatureCache` instead of images. Then the flow, `nll_loss`, backward and the
-    optimizer step. Nothing here waits for the device: `.item()` the result where its value is needed.
+    (B, n) on the CPU -> the n rotated copies of each image (`model.prepare`), embedded by the backbone; angles
+    None: `images` are the (rotated, jittered) copies already. Or embeddings: (B·n, D) from a `FeatureCache`
+    instead of images. Then the flow, `nll_loss`, backward and the optimizer step. Nothing here waits for the
+    device: `.item()` the result where its value is needed.
     """
     if embeddings is None:
-        if images is None or angles is None:
-            raise ValueError("train_step needs images and angles, or embeddings")
+        if images is None:
+            raise ValueError("train_step needs images (and angles, unless they are rotated copies), or embeddings")
         embeddings = model.embed(model.prepare(images, angles))
     z, log_jac_det = model.flow_forward(embeddings)
     loss = nll_loss(z, log_jac_det)
@@ -250,8 +258,9 @@ def _all_finite(model: torch.nn.Module) -> bool:
 
 
 def _seeds(config: Config) -> dict[str, int]:
-    """Every seed a run uses, recorded in metrics.json (all derived from config.seed)."""
-    return {"seed": config.seed, "model_init": config.seed, "data_order": config.seed,
+    """Every seed a run uses, recorded in metrics.json (all derived from config.seed, none from the variant: runs
+    of different variants with one seed are paired)."""
+    return {"seed": config.seed, **init_seeds(config.seed), "data_order": config.seed,
             "train_rotations": config.seed + 1, "feature_cache": config.seed + 2, "test_rotations": config.seed}
 
 
@@ -387,6 +396,7 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
     if out_dir is not None:
         check_output_dir(out_dir, resume, overwrite)
     device = resolve_device(config.device)
+    check_precision(config.amp, device)
     train_set, test_set = _read_data(config, data_root, category, skip_corrupt)
     ckpt = _resume_checkpoint(config, category, out_dir) if resume else None
     if out_dir is not None:
@@ -444,7 +454,8 @@ def _evaluate(run: _Run, epoch: int, entry: dict, progress: bool) -> None:
     A best evaluation at the final epoch writes no weights here: they are checkpoint.pt's, and best.pt becomes a
     pointer to it once that is saved (`_save_last`).
     """
-    scores = score_dataset(run.model, run.test_set, device=run.device, seed=run.config.seed, progress=progress)
+    scores = score_dataset(run.model, run.test_set, device=run.device, seed=run.config.seed, evaluation=epoch,
+                           progress=progress)
     bad = int((~np.isfinite(scores["score"].to_numpy())).sum())
     if bad:
         run.diverged(f"{bad} of {len(scores)} test scores are not finite after epoch {epoch}")
@@ -501,7 +512,9 @@ def _metrics(run: _Run, data_root, final: dict) -> dict:
         "auroc_per_defect": final["auroc_per_defect"], "variant": config.variant, "category": run.category,
         "data_root": str(data_root), "epochs": config.epochs, "backbone_weights": run.model.backbone_weights,
         "train_seconds": round(run.train_seconds, 2), "seed": config.seed, "seeds": _seeds(config),
-        "device": str(run.device), "resumed_from_epoch": run.start_epoch if run.resumed else None,
+        **precision_record(config.amp, run.device),
+        "test_rotations": test_rotation_record(config, evaluation=last_epoch),
+        "attention_init": config.attention_init, "resumed_from_epoch": run.start_epoch if run.resumed else None,
         "n_train": len(run.train_set), "n_test_normal": final["n_normal"], "n_test_anomalous": final["n_anomalous"],
         "parameters": run.model.parameter_counts(), "config": config.to_dict(), "versions": versions(),
     }
@@ -511,7 +524,7 @@ def _finish(run: _Run, data_root, keep_optimizer: bool, progress: bool) -> Train
     """Final scores and metrics, and the result files."""
     if run.last_scores is None:  # resumed a run that had already finished: score it again
         run.last_scores = score_dataset(run.model, run.test_set, device=run.device, seed=run.config.seed,
-                                        progress=progress)
+                                        evaluation=run.saved_epoch, progress=progress)
         if run.out_dir is not None and run.resumable and not keep_optimizer:
             _save_last(run, run.saved_epoch, keep_optimizer)  # a finished run's checkpoint: the weights only
         elif run.out_dir is not None:
