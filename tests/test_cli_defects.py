@@ -93,21 +93,22 @@ def grid_args(demo_root, out, *extra):
 def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
     out = tmp_path / "grid"
     for category, variant in (("stray", "differnet"), ("disc", "se")):  # not asked for: not in the table
-        stray = out / category / variant / "metrics.json"
+        stray = out / category / variant / "seed0" / "metrics.json"
         stray.parent.mkdir(parents=True)
         stray.write_text(json.dumps({"category": category, "variant": variant, "auroc": 0.5, "auroc_best": 0.5,
                                      "backbone_weights": "random", "epochs": 1}))
     assert cli.main(grid_args(demo_root, out, "--epochs", "1")) == 0
     table = capsys.readouterr().out
-    assert "disc" in table and "stray" not in table and " se" not in table, table
-    metrics = out / "disc" / "differnet" / "metrics.json"
+    assert "disc" in table and "stray" not in table and "se" not in table.splitlines()[1].split(), table
+    metrics = out / "disc" / "differnet" / "seed0" / "metrics.json"
     first = json.loads(metrics.read_text())
     assert first["epochs"] == 1
 
     # other epochs: refused in one line naming the cell and the field; nothing is retrained
     assert cli.main(grid_args(demo_root, out, "--epochs", "2")) == 2
     line = one_error_line(capsys)
-    assert str(out / "disc" / "differnet") in line and "epochs: 1 there, 2 requested" in line and "--rerun" in line
+    assert str(out / "disc" / "differnet" / "seed0") in line and "epochs: 1 there, 2 requested" in line
+    assert "--rerun" in line
     assert json.loads(metrics.read_text()) == first
 
     # --rerun retrains that cell with the requested config
@@ -125,18 +126,20 @@ def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
     metrics.unlink()
     assert cli.main(grid_args(demo_root, out, "--epochs", "2", "--weights", "auto")) == 2
     line = one_error_line(capsys)
-    assert str(out / "disc" / "differnet") in line and "weights: 'none' there, 'auto' requested" in line
+    assert str(out / "disc" / "differnet" / "seed0") in line and "weights: 'none' there, 'auto' requested" in line
 
 
 def test_collect_grid_keeps_only_the_requested_cells(tmp_path):
     from adnlib.run.grid import collect_grid
-    for category, variant in (("a", "se"), ("a", "cbam"), ("b", "se")):
-        path = tmp_path / category / variant / "metrics.json"
+    for category, variant, seed in (("a", "se", 0), ("a", "cbam", 0), ("b", "se", 0), ("a", "se", 1)):
+        path = tmp_path / category / variant / f"seed{seed}" / "metrics.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"category": category, "variant": variant, "auroc": 0.9}))
-    assert len(collect_grid(tmp_path)) == 3  # no filter: everything found (as before)
+        path.write_text(json.dumps({"category": category, "variant": variant, "seed": seed, "auroc": 0.9}))
+    assert len(collect_grid(tmp_path)) == 4  # no filter: everything found (as before)
     rows = collect_grid(tmp_path, ["a"], ["se", "differnet"])
-    assert list(zip(rows["category"], rows["variant"])) == [("a", "se")]
+    assert list(zip(rows["category"], rows["variant"], rows["seed"])) == [("a", "se", 0), ("a", "se", 1)]
+    rows = collect_grid(tmp_path, ["a"], ["se"], seeds=[1])
+    assert list(zip(rows["category"], rows["variant"], rows["seed"])) == [("a", "se", 1)]
 
 
 # --- 4. bad input: one error line and exit status 2 -----------------------------------------------------------------

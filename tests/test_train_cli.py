@@ -132,11 +132,11 @@ def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_pat
     table = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in printed[3:6]}
     assert printed[2].split() == ["category"] and list(table) == ["disc", "weave", "mean"]
 
-    cells = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/*/metrics.json"))
-    assert cells == ["disc/differnet", "disc/se", "weave/differnet", "weave/se"]
+    cells = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/*/*/metrics.json"))
+    assert cells == ["disc/differnet/seed0", "disc/se/seed0", "weave/differnet/seed0", "weave/se/seed0"]
     for category in ("disc", "weave"):
         for column, variant in enumerate(header[1:]):
-            metrics = json.loads((out / category / variant / "metrics.json").read_text())
+            metrics = json.loads((out / category / variant / "seed0" / "metrics.json").read_text())
             assert (metrics["category"], metrics["variant"], metrics["epochs"]) == (category, variant, 1)
             assert metrics["config"]["img_size"] == 128 and metrics["backbone_weights"] == "random"
             assert table[category][column] == pytest.approx(round(metrics["auroc"] * 100, 2), abs=0.006)
@@ -147,7 +147,7 @@ def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_pat
         ("weave", "se"), ("weave", "differnet"), ("disc", "se"), ("disc", "differnet")}
 
     # asked again: every cell is reused (nothing retrained), the same table
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/*")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/*/*")}
     assert cli.main(args) == 0
     assert capsys.readouterr().out.splitlines()[:6] == printed[:6]
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/*")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/*/*")} == stamps
