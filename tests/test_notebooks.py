@@ -84,7 +84,7 @@ def test_03_training(tmp_path, demo_root):
     out = _run("03_training_attentdiffernet", tmp_path, demo_root, variants=variants, epochs=1, eval_every=1)
     for variant in variants:
         m = json.loads((out / f"metrics_{variant}.json").read_text())
-        run = out / "runs" / "disc" / variant
+        run = out / "runs" / "disc" / variant / "seed0"
         assert m["variant"] == variant and m["epochs"] == 1 and (run / "checkpoint.pt").is_file()
         scores, history = pd.read_csv(run / "scores.csv"), pd.read_csv(run / "history.csv")
         assert m["auroc"] == pytest.approx(roc_auc_score(scores["label"], scores["score"]), abs=1e-12)
@@ -96,7 +96,9 @@ def test_03_training(tmp_path, demo_root):
         assert table.loc[variant, "auroc_last_%"] == pytest.approx(100 * m["auroc"], abs=0.051)
         assert table.loc[variant, "auroc_best_%"] == pytest.approx(100 * m["auroc_best"], abs=0.051)
     assert "feature_norm" in set(pd.read_csv(out / "shrinkage.csv")["quantity"])
-    assert {"training_curves.png", "feature_shrinkage.png"} <= set(_pngs(out))
+    assert {"training_curves.png", "feature_shrinkage.png", "cold_start.png"} <= set(_pngs(out))
+    opened = json.loads((out / "runs_open_gates" / "disc" / "se" / "seed0" / "metrics.json").read_text())
+    assert opened["attention_init"] == "open" and opened["seeds"] == m["seeds"]  # paired with the standard runs
 
 
 @pytest.mark.slow
@@ -129,7 +131,7 @@ def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
     from adnlib.config import preset
     from adnlib.run.train import train
     runs = tmp_path / "03_training_attentdiffernet" / "runs"
-    train(preset("smoke"), demo_root, "disc", runs / "disc" / "differnet", progress=False)
+    train(preset("smoke"), demo_root, "disc", runs / "disc" / "differnet" / "seed0", progress=False)
     out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet"], n_rotations=2, max_rotations=2)
     assert not (out / "runs").exists(), "04 trained although 03's checkpoint was there"
     assert set(json.loads((out / "roc.json").read_text())["variants"]) == {"differnet"}
@@ -137,7 +139,8 @@ def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
 
 @pytest.mark.slow
 def test_06_benchmark_report(tmp_path, demo_root):
-    out = _run("06_benchmark_report", tmp_path, demo_root, categories=["disc"], variants=["differnet", "se"])
+    out = _run("06_benchmark_report", tmp_path, demo_root, categories=["disc"], variants=["differnet", "se"],
+               seeds=[0, 1])
     table = pd.read_csv(out / "comparison.csv")
     assert list(table["category"]) == ["disc", "mean"]
     assert {"ours_differnet", "ours_se", "paper_DifferNet", "paper_AttentDifferNet", "delta_differnet",
@@ -145,7 +148,15 @@ def test_06_benchmark_report(tmp_path, demo_root):
     mean = table.set_index("category").loc["mean"]
     assert mean["paper_DifferNet"] == 92.46 and mean["paper_AttentDifferNet"] == 94.34
     assert not table["comparable"].any() and "not a paper dataset" in mean["note"]
-    assert {"comparison_bars.png", "paper_means.png"} <= set(_pngs(out))
+    assert {"comparison_bars.png", "paper_means.png", "forest_plot.png"} <= set(_pngs(out))
+    paired = pd.read_csv(out / "paired_comparison.csv")  # two seeds per variant, paired, one row per category
+    assert list(zip(paired["category"], paired["variant"])) == [("disc", "se"), ("mean", "se")]
+    assert (paired["n_seeds"] == 2).all() and (paired["ci_low"] <= paired["delta"]).all()
+    summary = pd.read_csv(out / "seed_summary.csv")
+    assert set(summary["n_seeds"]) == {2}
+    executed = nbformat.read(out.parent / "06_benchmark_report.ipynb", as_version=4)
+    verdict = [o for c in executed.cells for o in c.get("outputs", []) if "DeLong p" in str(o.get("data", ""))]
+    assert verdict and f"{paired['delta'].iloc[1]:+.1f} AUROC points" in str(verdict[0]["data"])
 
 
 # --- helpers the notebooks rely on ---------------------------------------------------------------------------

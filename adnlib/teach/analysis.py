@@ -152,13 +152,16 @@ def latent_codes(model, dataset, *, device: torch.device | str = "cpu", batch_si
 
 
 # --- training runs ---------------------------------------------------------------------------------------------
-def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoint.pt") -> Path | None:
-    """The first folders[i]/<category>/<variant>/<name> that exists (runs laid out as `adnlib.run.grid`), else None."""
+def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoint.pt",
+                    seed: int | None = None) -> Path | None:
+    """The first folders[i]/<category>/<variant>/seed<seed>/<name> (a grid cell, `adnlib.run.grid`) or
+    folders[i]/<category>/<variant>/<name> that exists, else None."""
     for folder in folders:
         if folder:
-            path = Path(folder) / category / variant / name
-            if path.is_file():
-                return path
+            cell = Path(folder) / category / variant
+            for path in ([cell / f"seed{seed}" / name] if seed is not None else []) + [cell / name]:
+                if path.is_file():
+                    return path
     return None
 
 
@@ -196,6 +199,64 @@ def shrinkage_summary(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(4)
 
 
-__all__ = ["copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
+def shrinkage_text(shrink: pd.DataFrame) -> str:
+    """A sentence per variant from `shrinkage_summary`: how the embedding norm changed from the first to the last
+    epoch, and which attention quantity moved most."""
+    lines = []
+    for variant, part in shrink.groupby("variant", sort=False):
+        norm = part[part["quantity"] == "feature_norm"].iloc[0]
+        change = 100 * (norm["last/first"] - 1)
+        verb = "shrank" if change < -1 else "grew" if change > 1 else "kept its size"
+        sentence = f"**{variant}**: the embedding {verb} ({change:+.1f} % from the first to the last epoch)"
+        gates = part[part["quantity"] != "feature_norm"]
+        if len(gates):
+            moved = gates.assign(shift=(gates["last_epoch"] - gates["first_epoch"]).abs()).nlargest(1, "shift").iloc[0]
+            sentence += (f"; the attention quantity that moved most is `{moved['quantity']}`, from "
+                         f"{moved['first_epoch']:.3f} to {moved['last_epoch']:.3f}")
+        lines.append(sentence + ".")
+    return "\n\n".join(lines)
+
+
+def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differnet") -> str:
+    """Sentences from paired histories: each run's embedding size at epoch 1 relative to `reference`'s, and the
+    AUROC at the last evaluation, so that the gate initialisations can be compared."""
+    first = {name: float(h["feature_norm"].iloc[0]) for name, h in histories.items()}
+    lines = []
+    for name, h in histories.items():
+        evaluated = h.dropna(subset=["auroc"]) if "auroc" in h else h.iloc[:0]
+        auroc = (f"AUROC {100 * evaluated['auroc'].iloc[-1]:.1f} % at epoch {int(evaluated['epoch'].iloc[-1])}"
+                 if len(evaluated) else "not evaluated")
+        size = (f"its embedding at epoch 1 is {first[reference] / first[name]:.1f}x smaller than {reference}'s"
+                if name != reference and reference in first else f"embedding norm {first[name]:.3g} at epoch 1")
+        lines.append(f"**{name}**: {size}; {auroc}, loss at epoch 1 {float(h['loss'].iloc[0]):.3f}.")
+    return "\n\n".join(lines)
+
+
+def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
+    """Markdown sentences, one per variant, computed from `adnlib.run.stats.paired_comparison`'s mean row: the
+    gain over DifferNet with its interval and p, and whether it is larger than the noise measured here."""
+    level = comparison.attrs.get("level", 0.95)
+    lines = []
+    for _, row in comparison[comparison["category"] == "mean"].iterrows():
+        n_seeds, p = int(row["n_seeds"]), row["p_delong"]
+        head = (f"**{row['variant']} − DifferNet** over the categories: {row['delta']:+.1f} AUROC points, "
+                f"{level:.0%} interval [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}], DeLong p = {p:.3g} "
+                f"({n_seeds} seed{'s' if n_seeds != 1 else ''}, {int(row['n_images'])} test images). ")
+        if row["beyond_noise"]:
+            direction = "better" if row["delta"] > 0 else "worse"
+            tail = (f"The interval excludes 0: here {row['variant']} is {direction} than DifferNet by more than "
+                    "the noise that test-image resampling and these seeds show.")
+        else:
+            tail = ("The interval includes 0: with these seeds and test images the difference cannot be told "
+                    "apart from noise (which is not evidence that there is none).")
+        lines.append(head + tail)
+    if "random" in weights:
+        lines.append("These models use **random** backbone weights, not ImageNet's: the numbers say nothing about "
+                     "the paper's claim.")
+    return "\n\n".join(lines) if lines else "No variant was compared with DifferNet."
+
+
+__all__ = ["gain_verdict", "shrinkage_text", "cold_start_text",
+           "copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
            "auroc_vs_rotations", "f1_threshold", "confusion", "threshold_summary", "latent_codes",
            "find_checkpoint", "load_run", "last_vs_best", "shrinkage_summary"]

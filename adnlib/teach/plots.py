@@ -507,6 +507,33 @@ def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category"
     return fig
 
 
+def forest_plot(comparison: pd.DataFrame, title: str = "Paired difference with DifferNet"):
+    """ΔAUROC (points) per category and variant with its interval (`adnlib.run.stats.paired_comparison`): one
+    row per category, the mean over categories last; filled markers where the interval excludes 0."""
+    variants = list(dict.fromkeys(comparison["variant"]))
+    categories = [c for c in dict.fromkeys(comparison["category"]) if c != "mean"] + ["mean"]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * len(categories) * max(1, len(variants))))
+    offsets = np.linspace(-0.2, 0.2, len(variants)) if len(variants) > 1 else [0.0]
+    for offset, variant in zip(offsets, variants):
+        rows = comparison[comparison["variant"] == variant].set_index("category").reindex(categories)
+        y = np.arange(len(categories))[::-1] + offset
+        color = VARIANT_COLORS.get(variant)
+        ax.errorbar(rows["delta"], y, xerr=[rows["delta"] - rows["ci_low"], rows["ci_high"] - rows["delta"]],
+                    fmt="none", ecolor=color, capsize=3, label=f"{_label(variant)} − DifferNet")
+        beyond = rows["beyond_noise"].fillna(False).astype(bool).to_numpy()
+        ax.scatter(rows["delta"][beyond], y[beyond], color=color, zorder=3)
+        ax.scatter(rows["delta"][~beyond], y[~beyond], facecolor="white", edgecolor=color, zorder=3)
+    ax.axvline(0, color="gray", lw=1, ls="--")
+    ax.set_yticks(np.arange(len(categories))[::-1], categories)
+    level = comparison.attrs.get("level", 0.95)
+    ax.set_xlabel(f"ΔAUROC (points) with its {level:.0%} interval; filled: interval excludes 0")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
 def paper_means_bars():
     """The papers' headline mean AUROC per dataset: DifferNet vs AttentDifferNet (and DifferNet's own 94.9)."""
     from adnlib.teach.paper import headline_table
@@ -530,7 +557,8 @@ def paper_means_bars():
     return fig
 
 
-__all__ = ["save_figure", "denormalize", "dataset_grid", "scored_images", "toy_flow_panels", "loss_curve",
+__all__ = ["forest_plot",
+           "save_figure", "denormalize", "dataset_grid", "scored_images", "toy_flow_panels", "loss_curve",
            "clamp_functions", "scaled_inputs", "embedding_vector", "latent_normality", "training_curves",
            "feature_shrinkage", "rotated_copies_scores", "score_distributions", "roc_curves", "auroc_per_defect",
            "confusion_matrix_plot", "auroc_vs_rotations_plot", "threshold_explorer", "comparison_bars",
