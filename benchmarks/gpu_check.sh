@@ -10,9 +10,11 @@
 # runs adnlib.run.train.train_step, the step `adnlib train` runs (benchmarks/gpu_check.py).
 # Random backbone weights (no download): speed does not depend on their values.
 # Knobs (environment): DEVICE (cuda), IMG_SIZE (448), BATCH_IMAGES (24), ROTATIONS (4), TRAIN_STEPS (10),
-# SCORE_IMAGES (4), SCORE_ROTATIONS (64), SCORE_BATCHES (5), COMPILE (0; 1 adds torch.compile runs, slower start).
+# SCORE_IMAGES (4), SCORE_ROTATIONS (64), SCORE_BATCHES (5), COMPILE (0; 1 adds torch.compile runs, slower start),
+# AMP_AUROC_EPOCHS (8; 0 skips): trains one demo category in float32 and with --amp (paired) and prints the AUROC
+# and score change --amp makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 export ADNLIB_OFFLINE=1
-timeout "${TIMEOUT:-290}" "$PYTHON" benchmarks/gpu_check.py
+timeout "${TIMEOUT:-420}" "$PYTHON" benchmarks/gpu_check.py
