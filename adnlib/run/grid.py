@@ -1,7 +1,7 @@
 """Run or collect the grid categories × variants × seeds and tabulate AUROC (the benchmark report's engine).
 
 A cell is out_dir/<category>/<variant>/seed<k>. Cells with the same seed are paired: the same flow
-initialisation, data order, training and test rotations (docs/protocol.md §7), so `adnlib.run.stats` can compare
+initialisation, data order, training and test rotations (docs/protocol.md §9), so `adnlib.run.stats` can compare
 the variants on the same test images.
 """
 from __future__ import annotations
