@@ -200,7 +200,18 @@ def test_rotation_subsets():
     labels = np.r_[np.zeros(10), np.ones(10)]
     matrix = rng.normal(size=(20, 8)) + labels[:, None]
     curve = auroc_vs_rotations(matrix, labels, mode="random")
-    assert list(curve["n_rotations"]) == [1, 2, 4, 8] and curve["auroc"].between(0, 1).all()
+    assert list(curve["n_rotations"]) == [1, 2, 4, 8]
+    for n, row in zip([1, 2, 4, 8], curve.itertuples()):  # the test as scored: the first n columns
+        assert row.auroc == pytest.approx(roc_auc_score(labels, matrix[:, :n].mean(axis=1)))
+        assert row.auroc_low <= row.auroc <= row.auroc_high and row.auroc_high - row.auroc_low > 0.01
+    # without a pool every repetition at n = 8 uses the same 8 copies: zero spread by construction (the old band);
+    # with a pool of fresh angles it does not vanish
+    assert curve["fresh_std"].iloc[-1] < 1e-12
+    pool = rng.normal(size=(20, 16)) + labels[:, None]
+    fresh = auroc_vs_rotations(matrix, labels, mode="random", pool=pool)
+    assert fresh["fresh_std"].iloc[-1] > 0.005 and list(fresh["auroc"]) == list(curve["auroc"])
+    with pytest.raises(ValueError, match="at least 16"):
+        auroc_vs_rotations(matrix, labels, mode="random", pool=pool[:, :10])
 
 
 def test_toy_flow_logdet_matches_autograd():

@@ -161,6 +161,16 @@ def paired_bootstrap(labels, scores_a, scores_b, *, n_boot: int = 2000, level: f
     return _interval(float(np.mean(_aurocs(labels, a) - _aurocs(labels, b))), replicates, level)
 
 
+def auroc_interval(labels, scores, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """AUROC of one score vector with a stratified bootstrap percentile interval over the images: labels (n,),
+    scores (n,) -> dict(auroc, low, high, se, n_boot)."""
+    labels, a = _checked(labels, scores)
+    baseline = np.zeros_like(a)  # AUROC 0.5 in every replicate: the difference is AUROC − 0.5
+    replicates = _bootstrap(labels, a, baseline, n_boot, np.random.default_rng(seed), resample_seeds=False) + 0.5
+    interval = _interval(float(_aurocs(labels, a)[0]), replicates, level)
+    return {"auroc": interval.pop("delta"), **interval}
+
+
 def _require_columns(frame: pd.DataFrame, columns, what: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from adnlib.data.transforms import rotated_copies, to_unit
-from adnlib.run.evaluate import image_angles
+from adnlib.run.evaluate import image_angles, rotation_key
 
 
 # --- scores per rotated copy ------------------------------------------------------------------------------
@@ -33,19 +33,22 @@ def copy_scores(model, images: torch.Tensor, angles: torch.Tensor) -> torch.Tens
 
 
 def rotation_score_matrix(model, dataset, n_rotations: int, *, mode: str | None = None,
-                          device: torch.device | str = "cpu", seed: int = 0, batch_size: int | None = None,
+                          device: torch.device | str = "cpu", seed: int = 0, evaluation: int = 0,
+                          batch_size: int | None = None,
                           progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Per-copy scores of every test image: (N, n) scores, (N, n) angles in degrees, and the sample table.
 
-    Angles are those `adnlib.run.evaluate.score_dataset` uses (fixed evenly spaced, or random keyed by file name), so
-    the row mean equals the image's score with `n_rotations` rotations.
+    Angles are those `adnlib.run.evaluate.score_dataset` uses with the same seed and evaluation (fixed evenly
+    spaced, or random keyed by (seed, evaluation, image)), so the row mean equals the image's score with
+    `n_rotations` rotations.
     """
     mode = mode or model.config.test_rotations
-    paths = [s.path for s in dataset.samples]
+    split_dir = Path(dataset.root) / dataset.category / dataset.split
+    keys = [rotation_key(s.path, split_dir) for s in dataset.samples]
     loader = DataLoader(dataset, batch_size=batch_size or model.config.test_batch_size, shuffle=False)
     scores, angles_all = [], []
     for images, _, idx in tqdm(loader, desc=f"scoring {n_rotations} rotations per image", disable=not progress):
-        angles = torch.stack([image_angles(paths[i], n_rotations, mode, model.config.rotation_degrees, seed)
+        angles = torch.stack([image_angles(keys[i], n_rotations, mode, model.config.rotation_degrees, seed, evaluation)
                               for i in idx.tolist()])
         scores.append(copy_scores(model, images.to(device), angles).cpu())
         angles_all.append(angles)
@@ -88,24 +91,51 @@ def rotation_counts(n_max: int, mode: str = "fixed") -> list[int]:
 
 
 def auroc_vs_rotations(matrix: np.ndarray, labels, counts: list[int] | None = None, mode: str = "fixed",
-                       repeats: int = 20, seed: int = 0) -> pd.DataFrame:
-    """AUROC with 1, 2, 4, ... test rotations: the test as scored (`auroc`) and the spread over random subsets.
+                       repeats: int = 20, seed: int = 0, pool: np.ndarray | None = None,
+                       n_boot: int = 1000) -> pd.DataFrame:
+    """AUROC with 1, 2, 4, ... test rotations: the test as scored, its interval over test images, and the spread
+    over repeated tests with other random angles.
 
-    Returns one row per count: n_rotations, auroc, auroc_subset_mean, auroc_subset_std (`repeats` random choices
-    of n of the computed rotations per image; shows how much luck a small test has).
+    matrix (N, n_total): per-copy scores of the test as scored (`rotation_score_matrix`). pool (N, P): per-copy
+    scores at P random angles per image, P at least twice the largest count: each repetition draws n of them
+    afresh, so even at the largest count the repetitions use different angles (without a pool the repetitions
+    draw from `matrix`, whose spread at n = n_total is zero by construction). Returns one row per count:
+    n_rotations, auroc, auroc_low, auroc_high (95 % stratified bootstrap over the test images,
+    `adnlib.run.stats.auroc_interval`), fresh_mean, fresh_std (over `repeats` draws).
     """
+    from adnlib.run.stats import auroc_interval
     labels = np.asarray(labels)
     n_total = matrix.shape[1]
     counts = counts or rotation_counts(n_total, mode)
+    source = matrix if pool is None else pool
+    if pool is not None and pool.shape[1] < 2 * max(counts):
+        raise ValueError(f"the pool needs at least {2 * max(counts)} rotations per image, not {pool.shape[1]}")
     rng = np.random.default_rng(seed)
     rows = []
     for n in counts:
         scored = matrix[:, rotation_subset(n_total, n, mode)].mean(axis=1)
-        subsets = [roc_auc_score(labels, matrix[:, rng.choice(n_total, n, replace=False)].mean(axis=1))
-                   for _ in range(repeats if n < n_total else 1)]
-        rows.append({"n_rotations": n, "auroc": roc_auc_score(labels, scored),
-                     "auroc_subset_mean": float(np.mean(subsets)), "auroc_subset_std": float(np.std(subsets))})
+        interval = auroc_interval(labels, scored, n_boot=n_boot, seed=seed)
+        fresh = [roc_auc_score(labels, source[:, rng.choice(source.shape[1], n, replace=False)].mean(axis=1))
+                 for _ in range(repeats)]
+        rows.append({"n_rotations": n, "auroc": interval["auroc"], "auroc_low": interval["low"],
+                     "auroc_high": interval["high"], "fresh_mean": float(np.mean(fresh)),
+                     "fresh_std": float(np.std(fresh))})
     return pd.DataFrame(rows)
+
+
+def rotations_text(curves: dict[str, pd.DataFrame]) -> str:
+    """Sentences from `auroc_vs_rotations` tables: per variant, how much the AUROC moves between the fewest and
+    the most rotations, and how wide the spread over fresh angles is at both ends."""
+    lines = []
+    for variant, c in curves.items():
+        first, last = c.iloc[0], c.iloc[-1]
+        interval = f"{100 * last['auroc_low']:.1f}–{100 * last['auroc_high']:.1f}"
+        lines.append(f"**{variant}**: AUROC {100 * first['auroc']:.1f} % with {int(first['n_rotations'])} "
+                     f"rotation(s), {100 * last['auroc']:.1f} % with {int(last['n_rotations'])} "
+                     f"(95 % interval over the test images {interval}); "
+                     f"spread over fresh angles ±{100 * first['fresh_std']:.1f} points at {int(first['n_rotations'])}, "
+                     f"±{100 * last['fresh_std']:.1f} at {int(last['n_rotations'])}.")
+    return "\n\n".join(lines)
 
 
 # --- thresholds -----------------------------------------------------------------------------------------------
@@ -256,7 +286,7 @@ def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
     return "\n\n".join(lines) if lines else "No variant was compared with DifferNet."
 
 
-__all__ = ["gain_verdict", "shrinkage_text", "cold_start_text",
+__all__ = ["gain_verdict", "shrinkage_text", "cold_start_text", "rotations_text",
            "copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
            "auroc_vs_rotations", "f1_threshold", "confusion", "threshold_summary", "latent_codes",
            "find_checkpoint", "load_run", "last_vs_best", "shrinkage_summary"]

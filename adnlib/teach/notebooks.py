@@ -11,6 +11,9 @@ from adnlib.errors import AdnlibError
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # <repo>/notebooks
 NOTEBOOKS = ("00_quickstart", "01_attention_modules", "02_normalizing_flows_differnet",
              "03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
+# The order a full headless run takes: 03 trains the models that 01, 04 and 05 then reuse (train once).
+RUN_ORDER = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet",
+             "01_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
 
 
 class NotebookError(AdnlibError, RuntimeError):
@@ -113,9 +116,10 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
 
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,
             log=print) -> list[NotebookRun]:
-    """Run several notebooks in order; a failure is recorded and the next notebook still runs."""
+    """Run several notebooks in RUN_ORDER (03 before the notebooks that reuse its models); a failure is recorded and
+    the next notebook still runs."""
     runs = []
-    for name in names:
+    for name in sorted(names, key=lambda n: RUN_ORDER.index(n) if n in RUN_ORDER else len(RUN_ORDER)):
         log(f"running {name} ...")
         started = time.perf_counter()
         try:

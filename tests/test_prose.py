@@ -1,0 +1,145 @@
+"""Notebook sentences that describe results are computed from the run's numbers, and agree with them whatever the
+outcome: each prose helper is checked on both outcomes, and notebooks 03, 04 and 06 are run with two backbone
+settings (random weights, and a saved weights file passed as a path) and every generated sentence is checked
+against the numbers the same run saved.
+"""
+import json
+import re
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adnlib.teach.analysis import cold_start_text, gain_verdict, rotations_text, shrinkage_summary, shrinkage_text
+from adnlib.teach.notebooks import run_notebook
+
+FAST = {"preset": "smoke", "device": "cpu"}
+
+
+def _comparison(delta, low, high, beyond):
+    frame = pd.DataFrame([{"category": "mean", "variant": "se", "delta": delta, "delta_std": 1.0, "ci_low": low,
+                           "ci_high": high, "p_delong": 0.01, "n_seeds": 3, "n_images": 50,
+                           "beyond_noise": beyond}])
+    frame.attrs["level"] = 0.95
+    return frame
+
+
+@pytest.mark.parametrize("delta,low,high,beyond,expected", [
+    (2.5, 0.5, 4.5, True, "better than DifferNet"),
+    (-2.5, -4.5, -0.5, True, "worse than DifferNet"),
+    (1.0, -1.0, 3.0, False, "cannot be told apart from noise"),
+])
+def test_gain_verdict_covers_every_outcome(delta, low, high, beyond, expected):
+    # catches a verdict written for one outcome (e.g. always "better"), or numbers not taken from the table
+    text = gain_verdict(_comparison(delta, low, high, beyond), "imagenet")
+    assert expected in text and f"{delta:+.1f} AUROC points" in text and f"[{low:+.1f}, {high:+.1f}]" in text
+    assert "random" not in text
+    assert "**random** backbone weights" in gain_verdict(_comparison(delta, low, high, beyond), "random")
+
+
+@pytest.mark.parametrize("last,word", [(0.5, "shrank"), (1.0, "kept its size"), (2.0, "grew")])
+def test_shrinkage_text_follows_the_ratio(last, word):
+    # catches a fixed claim ("SE's embedding shrinks") whatever the history says
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "feature_norm": [10.0, 10.0 * last],
+                            "gate_mean_block1_scale0": [0.5, 0.6]})
+    text = shrinkage_text(shrinkage_summary({"se": history}))
+    assert word in text and f"{100 * (last - 1):+.1f} %" in text and "from 0.500 to 0.600" in text
+
+
+def test_cold_start_text_states_the_measured_ratio():
+    # catches a ratio or AUROC that is not the history's (e.g. the textbook 8x instead of the measured one)
+    histories = {"differnet": pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "feature_norm": [40.0, 40.0],
+                                            "auroc": [np.nan, 0.9]}),
+                 "se": pd.DataFrame({"epoch": [1, 2], "loss": [0.1, 0.0], "feature_norm": [5.0, 5.0],
+                                     "auroc": [np.nan, 0.7]})}
+    text = cold_start_text(histories)
+    assert "8.0x smaller than differnet's" in text and "AUROC 70.0 % at epoch 2" in text
+    assert "AUROC 90.0 % at epoch 2" in text
+
+
+def test_rotations_text_reads_both_ends_of_the_table():
+    curve = pd.DataFrame({"n_rotations": [1, 2, 4], "auroc": [0.6, 0.7, 0.8], "auroc_low": [0.5, 0.6, 0.65],
+                          "auroc_high": [0.7, 0.8, 0.9], "fresh_mean": [0.6, 0.7, 0.8],
+                          "fresh_std": [0.05, 0.03, 0.01]})
+    text = rotations_text({"se": curve})
+    assert "60.0 % with 1 rotation(s), 80.0 % with 4" in text and "65.0–90.0" in text
+    assert "±5.0 points at 1, ±1.0 at 4" in text
+
+
+# --- notebooks run with two backbone settings ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """An AlexNet state dict saved to a file: torchvision's own initialisation with another seed, so that the
+    numbers differ from the 'none' (He-initialised, seeded) random weights."""
+    import torchvision
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "alexnet_other.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def _markdown_outputs(notebook) -> str:
+    executed = nbformat.read(notebook, as_version=4)
+    return "\n".join(o["data"]["text/markdown"] for c in executed.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
+
+
+def _weights(setting, weights_file):
+    return "none" if setting == "random" else str(weights_file)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["random", "file"])
+def test_03_sentences_agree_with_the_runs_numbers(setting, weights_file, demo_root, tmp_path):
+    run = run_notebook("03_training_attentdiffernet", tmp_path,
+                       {"data_root": str(demo_root), **FAST, "weights": _weights(setting, weights_file),
+                        "variants": ["differnet", "se"], "epochs": 2, "eval_every": 1})
+    text, out = _markdown_outputs(run.output), tmp_path / "03_training_attentdiffernet"
+    shrink = pd.read_csv(out / "shrinkage.csv")
+    for variant in ("differnet", "se"):
+        ratio = shrink[(shrink["variant"] == variant) & (shrink["quantity"] == "feature_norm")]["last/first"].iloc[0]
+        sentence = re.search(rf"\*\*{variant}\*\*: the embedding (shrank|grew|kept its size) \(([-+]\d+\.\d) %", text)
+        assert sentence, text
+        assert float(sentence.group(2)) == pytest.approx(100 * (ratio - 1), abs=0.051)
+        word = "shrank" if 100 * (ratio - 1) < -1 else "grew" if 100 * (ratio - 1) > 1 else "kept its size"
+        assert sentence.group(1) == word
+    weights_used = json.loads((out / "metrics_se.json").read_text())["backbone_weights"]
+    assert weights_used == ("random" if setting == "random" else str(weights_file))
+    histories = {"differnet": out / "runs" / "disc" / "differnet" / "seed0" / "history.csv",
+                 "se": out / "runs" / "disc" / "se" / "seed0" / "history.csv",
+                 "se, open gates": out / "runs_open_gates" / "disc" / "se" / "seed0" / "history.csv"}
+    histories = {k: pd.read_csv(v) for k, v in histories.items()}
+    reference = histories["differnet"]["feature_norm"].iloc[0]
+    for name in ("se", "se, open gates"):
+        stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x smaller", text)
+        assert stated and float(stated.group(1)) == pytest.approx(
+            reference / histories[name]["feature_norm"].iloc[0], abs=0.051)
+        auroc = re.search(rf"\*\*{re.escape(name)}\*\*:[^\n]*AUROC (\d+\.\d) % at epoch 2", text)
+        assert auroc and float(auroc.group(1)) == pytest.approx(100 * histories[name]["auroc"].iloc[-1], abs=0.051)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["random", "file"])
+def test_04_and_06_sentences_agree_with_the_runs_numbers(setting, weights_file, demo_root, tmp_path):
+    weights = _weights(setting, weights_file)
+    run = run_notebook("04_auroc_evaluation", tmp_path, {"data_root": str(demo_root), **FAST, "weights": weights,
+                                                         "variants": ["differnet"], "checkpoints": "",
+                                                         "n_rotations": 2, "max_rotations": 4})
+    text = _markdown_outputs(run.output)
+    table = pd.read_csv(tmp_path / "04_auroc_evaluation" / "auroc_vs_rotations.csv")
+    first, last = table.iloc[0], table.iloc[-1]
+    assert f"AUROC {100 * first['auroc']:.1f} % with 1 rotation(s), {100 * last['auroc']:.1f} % with 4" in text
+    assert f"±{100 * last['fresh_std']:.1f} at 4" in text
+
+    run = run_notebook("06_benchmark_report", tmp_path, {"data_root": str(demo_root), **FAST, "weights": weights,
+                                                         "categories": ["disc"], "variants": ["differnet", "se"]})
+    text = _markdown_outputs(run.output)
+    paired = pd.read_csv(tmp_path / "06_benchmark_report" / "paired_comparison.csv").set_index("category")
+    mean = paired.loc["mean"]
+    assert f"{mean['delta']:+.1f} AUROC points" in text
+    assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in text
+    claim = "The interval excludes 0" if mean["beyond_noise"] else "The interval includes 0"
+    assert claim in text
+    assert ("**random** backbone weights" in text) == (setting == "random")
