@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN := runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo compare test test-fast lint lab clean
+.PHONY: setup demo compare book test test-fast lint lab clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[notebooks,test]"
+	$(PY) -m pip install --quiet -e ".[notebooks,book,test]"
 	touch $@
 
 # Runs every teaching notebook headless (papermill) on the demo data into runs/<timestamp>/: the executed
@@ -21,6 +21,12 @@ demo: setup
 	@echo "running the notebooks into $(RUN) (a failing notebook is reported, the others still run)"
 	$(PY) -m adnlib notebooks --out $(RUN)
 	@echo "done: executed notebooks, figures and metrics are in $(RUN)/"
+
+# The course as an HTML book, from the executed notebooks of the last `make demo` (nothing is executed again):
+# runs/book/html. Needs npm once, to take the widget JavaScript from the npm registry (pages load nothing from
+# outside the site). Serve: python -m http.server --bind 127.0.0.1 --directory runs/book/html 8000
+book: setup
+	$(PY) -m adnlib.teach.book
 
 # Is the attention's gain larger than the noise? Every variant on both demo categories with 3 seeds (paired: one
 # seed gives every variant the same flow initialisation, data order and angles), then mean ± std over seeds, the

@@ -1,0 +1,168 @@
+"""The course as a website: an HTML book built from the executed notebooks of a headless run (no second execution).
+
+`build_book(run_dir, out_dir)` assembles a Sphinx source folder (the README's overview as the front page, one page
+per executed notebook, in course order), builds it with myst-nb and the book theme, and returns the HTML folder.
+Pages request nothing outside the site: myst-nb's widget JavaScript (require.js and
+`@jupyter-widgets/html-manager`, which it loads from CDNs by default) is taken from the npm registry once, at
+build time, into a vendor cache, with its licence files, and served from the site's `_static/`.
+
+    python -m adnlib.teach.book [--run runs/<stamp>] [--out runs/book]     # `make book`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from adnlib.errors import AdnlibError
+from adnlib.teach.notebooks import NOTEBOOKS
+from adnlib.teach.paths import REPOSITORY
+
+# Pinned: the html-manager that ipywidgets 8 embeds (ipywidgets._version.__html_manager_version__ is ^1.0.1)
+VENDOR_PACKAGES = {"requirejs": "2.3.7", "@jupyter-widgets/html-manager": "1.0.15"}
+VENDOR_FILES = {"requirejs": ["require.js", "LICENSE"],
+                # the AMD bundle myst-nb loads, its fonts and licences (not the other bundles or the 14 MB source map)
+                "@jupyter-widgets/html-manager": ["dist/embed-amd.js", "dist/*.txt", "dist/*.woff*", "dist/*.ttf",
+                                                  "dist/*.eot", "dist/*.svg", "LICENSE"]}
+NPM_TIMEOUT_S = 300
+
+
+class BookError(AdnlibError, RuntimeError):
+    """The book cannot be built (no executed notebooks, no widget JavaScript, a Sphinx error)."""
+
+
+def latest_run(runs: Path = REPOSITORY / "runs") -> Path:
+    """The newest folder under runs/ that holds executed course notebooks (what `make demo` writes)."""
+    candidates = [p for p in runs.iterdir() if p.is_dir() and any((p / f"{n}.ipynb").exists() for n in NOTEBOOKS)] \
+        if runs.is_dir() else []
+    if not candidates:
+        raise BookError(f"no executed notebooks under {runs}: run `make demo` first (the book shows its results)")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def vendor_widget_js(cache: Path) -> Path:
+    """require.js and the html-manager bundle (with licences) in `cache`, fetched with `npm pack` once."""
+    done = cache / "vendor.json"
+    if done.exists() and json.loads(done.read_text()) == VENDOR_PACKAGES:
+        return cache
+    if shutil.which("npm") is None:
+        raise BookError("npm is needed once to fetch the widget JavaScript (require.js, @jupyter-widgets/"
+                        f"html-manager) from the npm registry into {cache}; install Node.js/npm")
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [f"{name}@{version}" for name, version in VENDOR_PACKAGES.items()]
+        try:
+            out = subprocess.run(["npm", "pack", "--silent", *specs], cwd=tmp, capture_output=True, text=True,
+                                 timeout=NPM_TIMEOUT_S, check=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise BookError(f"npm pack {' '.join(specs)} failed: {getattr(exc, 'stderr', '') or exc}") from exc
+        tarballs = [Path(tmp) / line.strip() for line in out.stdout.splitlines() if line.strip().endswith(".tgz")]
+        for name, tarball in zip(VENDOR_PACKAGES, tarballs):
+            _extract(tarball, cache / name.replace("/", "__"), VENDOR_FILES[name])
+    done.write_text(json.dumps(VENDOR_PACKAGES))
+    return cache
+
+
+def _extract(tarball: Path, target: Path, patterns: list[str]) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    with tarfile.open(tarball) as archive:
+        for member in archive.getmembers():
+            relative = Path(member.name).relative_to("package")
+            if member.isfile() and any(relative.match(p) for p in patterns):
+                member.name = relative.as_posix()
+                archive.extract(member, target, filter="data")
+
+
+CONF = '''project = "AttentDifferNet course"
+author = "adnlib contributors"
+extensions = ["myst_nb"]
+html_theme = "sphinx_book_theme"
+html_title = "AttentDifferNet: a course in image-level anomaly detection"
+html_static_path = ["_static"]
+html_theme_options = {{"use_download_button": True, "home_page_in_toc": True, "show_toc_level": 2}}
+nb_execution_mode = "off"  # the notebooks were executed by `make demo`; the book only renders them
+# paths relative to _static/: served by the site itself, instead of myst-nb's default CDN addresses
+nb_ipywidgets_js = {{"requirejs/require.js": {{}},
+                    "html-manager/dist/embed-amd.js": {{"data-jupyter-widgets-cdn": "_static/html-manager/"}}}}
+myst_enable_extensions = ["dollarmath"]
+exclude_patterns = ["_build"]
+suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
+'''
+
+
+def _front_page(notebooks: list[str], run_dir: Path) -> str:
+    """The README's overview (up to its command-line reference) and the table of contents."""
+    readme = (REPOSITORY / "README.md").read_text()
+    overview = readme.split("\n## Architecture")[0]
+    overview = re.sub(r"`(docs/[\w./-]+)`", r"\1", overview)
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(run_dir.stat().st_mtime))
+    toc = "\n".join(notebooks)
+    return (f"{overview}\n\nThe pages below are the notebooks as executed by `make demo` ({run_dir.name}, "
+            f"{stamp}), with their figures and widgets.\n\n```{{toctree}}\n:maxdepth: 1\n:caption: Notebooks\n\n"
+            f"{toc}\n```\n")
+
+
+def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
+    """Sphinx source folder: conf.py, index.md, the executed notebooks, the widget JavaScript -> page names."""
+    notebooks = [n for n in NOTEBOOKS if (run_dir / f"{n}.ipynb").exists()]
+    if not notebooks:
+        raise BookError(f"{run_dir} holds no executed course notebooks")
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "_static").mkdir(parents=True)
+    (src / "conf.py").write_text(CONF.format())
+    (src / "index.md").write_text(_front_page(notebooks, run_dir))
+    for name in notebooks:
+        shutil.copy(run_dir / f"{name}.ipynb", src / f"{name}.ipynb")
+    shutil.copytree(vendor / "requirejs", src / "_static" / "requirejs")
+    shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
+    return notebooks
+
+
+def build_book(run_dir: str | Path | None = None, out_dir: str | Path = REPOSITORY / "runs" / "book",
+               vendor_cache: str | Path = REPOSITORY / "runs" / ".book-vendor", quiet: bool = True) -> Path:
+    """Build the HTML book from `run_dir` (default: the latest run) into out_dir/html -> that folder."""
+    run_dir = Path(run_dir) if run_dir else latest_run()
+    out_dir = Path(out_dir)
+    vendor = vendor_widget_js(Path(vendor_cache))
+    assemble(run_dir, out_dir / "src", vendor)
+    html = out_dir / "html"
+    shutil.rmtree(html, ignore_errors=True)
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q" if quiet else "-v", str(out_dir / "src"), str(html)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BookError(f"sphinx-build failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+    # the widget bundle asks for its fonts under the module path it was loaded as, from the site's root
+    fonts = html / "@jupyter-widgets" / "html-manager" / "dist"
+    fonts.mkdir(parents=True)
+    for font in (html / "_static" / "html-manager" / "dist").glob("*"):
+        if font.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg"):
+            shutil.copy(font, fonts / font.name)
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adnlib.teach.book", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, help="folder of executed notebooks (default: the newest under runs/)")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "runs" / "book")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        html = build_book(args.run, args.out)
+    except AdnlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    pages = len(list(html.glob("*.html")))
+    size = sum(p.stat().st_size for p in html.rglob("*") if p.is_file()) / 2 ** 20
+    print(f"book: {pages} pages, {size:.1f} MB in {html} ({time.perf_counter() - started:.0f} s); serve it with "
+          f"`python -m http.server --bind 127.0.0.1 --directory {html} 8000`")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The course book in a real browser: notebooks executed headless, built into HTML offline, served on 127.0.0.1
+and opened in Debian's Chromium (driven by Playwright with `executable_path`, no browser download).
+
+Every page must load without a page error, every image must load, the widgets (notebook 01's attention viewer,
+notebook 04's threshold slider) must render from their saved state, and no request may leave the local server.
+A screenshot of each page is kept under runs/book-screens/ (a CI artefact, not committed).
+"""
+import http.server
+import shutil
+import threading
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from adnlib.teach.book import build_book
+from adnlib.teach.notebooks import run_notebook
+from adnlib.teach.paths import REPOSITORY
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
+PAGE_TIMEOUT_MS = 60_000
+SCREENS = REPOSITORY / "runs" / "book-screens"
+
+
+@pytest.fixture(scope="module")
+def book(demo_root, tmp_path_factory):
+    """The book of notebooks 01 (attention viewer) and 04 (threshold slider), executed with smoke parameters."""
+    run = tmp_path_factory.mktemp("executed")
+    run_notebook("01_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": ""})
+    run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
+                                              "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4})
+    return build_book(run, tmp_path_factory.mktemp("book"))
+
+
+@pytest.fixture(scope="module")
+def site(book):
+    """The built site on an HTTP server bound to 127.0.0.1 (a free port), stopped after the tests."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(book))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _browser(playwright):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium); "
+                    ".ci/run does this")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
+
+
+def _visit(browser, url: str, name: str) -> dict:
+    """Open a page, wait for it and its widgets, record errors, outside requests and images; screenshot it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, outside, failed = [], [], []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("response", lambda response: failed.append(f"{response.status} {response.url}")
+            if response.status >= 400 and not response.url.endswith("/favicon.ico") else None)
+    page.on("request", lambda request: outside.append(request.url)
+            if urlparse(request.url).hostname not in ("127.0.0.1", None) and not request.url.startswith("data:")
+            else None)
+    page.goto(url, wait_until="networkidle", timeout=PAGE_TIMEOUT_MS)
+    widgets = page.locator(".widget-slider, .jupyter-widgets .widget-hslider, .slider-container")
+    if name != "index":
+        widgets.first.wait_for(state="attached", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
+    images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
+                                               "e.naturalWidth])")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
+    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count()}
+    page.close()
+    return found
+
+
+@pytest.mark.slow
+def test_every_page_loads_offline_with_images_and_widgets(site, book):
+    from playwright.sync_api import sync_playwright
+    pages = {"index": "index.html", "01_attention_modules": "01_attention_modules.html",
+             "04_auroc_evaluation": "04_auroc_evaluation.html"}
+    assert all((book / page).is_file() for page in pages.values())
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            results = {name: _visit(browser, f"{site}/{page}", name) for name, page in pages.items()}
+        finally:
+            browser.close()
+    for name, found in results.items():
+        assert not found["errors"], (name, found["errors"])
+        assert not found["outside"], (name, found["outside"][:5])  # nothing requested outside the site
+        assert not found["failed"], (name, found["failed"][:5])  # every file the page asks for is in the site
+        broken = [src for src, complete, width in found["images"] if not complete or width == 0]
+        assert not broken, (name, broken)
+    assert len(results["01_attention_modules"]["images"]) >= 3 and len(results["04_auroc_evaluation"]["images"]) >= 5
+    # the saved widget state is rendered: the attention viewer's sliders and the threshold slider
+    assert results["01_attention_modules"]["widgets"] >= 1 and results["04_auroc_evaluation"]["widgets"] >= 1
