@@ -195,6 +195,28 @@ def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoin
     return None
 
 
+def resolve_checkpoints(checkpoints, category: str, variants: list[str], seed: int,
+                        default_runs: Path | None = None) -> dict[str, Path]:
+    """{variant: checkpoint path} from a notebook's `checkpoints` parameter; variants without one are left out
+    (the notebook trains them).
+
+    checkpoints: "" (train everything here); "auto" (notebook 03's runs, `default_runs`); a folder of runs
+    (<category>/<variant>/seed<seed>/ or <category>/<variant>/); a URL or path of a checkpoint manifest (.json,
+    `adnlib.run.fetch.write_manifest`: downloaded once into the cache, sha256-checked); or {variant: path or URL}.
+    """
+    from adnlib.run.fetch import fetch_checkpoint, fetch_checkpoints
+    if isinstance(checkpoints, dict):
+        return {v: fetch_checkpoint(str(checkpoints[v])) for v in variants if v in checkpoints}
+    if not checkpoints:
+        return {}
+    if str(checkpoints).startswith(("http://", "https://")) or str(checkpoints).endswith(".json"):
+        fetched = fetch_checkpoints(checkpoints, categories=category, variants=variants, seeds=seed)
+        return {v: fetched[(category, v, seed)] for v in variants if (category, v, seed) in fetched}
+    folders = [default_runs] if checkpoints == "auto" else [Path(checkpoints)]
+    found = {v: find_checkpoint(folders, category, v, seed=seed) for v in variants}
+    return {v: path for v, path in found.items() if path is not None}
+
+
 def load_run(folder: str | Path) -> tuple[dict, pd.DataFrame]:
     """metrics.json and history.csv of a training run folder (as written by `adnlib.run.train.train`)."""
     folder = Path(folder)
@@ -289,4 +311,4 @@ def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
 __all__ = ["gain_verdict", "shrinkage_text", "cold_start_text", "rotations_text",
            "copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
            "auroc_vs_rotations", "f1_threshold", "confusion", "threshold_summary", "latent_codes",
-           "find_checkpoint", "load_run", "last_vs_best", "shrinkage_summary"]
+           "find_checkpoint", "resolve_checkpoints", "load_run", "last_vs_best", "shrinkage_summary"]

@@ -1,0 +1,416 @@
+"""Trained checkpoints from a URL or a path, checked by SHA-256 and cached (docs/teaching.md, "Publishing trained
+checkpoints").
+
+`fetch_checkpoint` works like `torch.hub.load_state_dict_from_url(check_hash=True)`, but checks a full SHA-256 and
+returns a path (for `model_from_checkpoint`) instead of a state dict. A URL's file is streamed into a temporary file
+in the cache folder, hashed on the way, and renamed into place only when complete and matching: a wrong hash, an
+HTTP error, a timeout or a cut connection raise `CheckpointError` and leave nothing in the cache. A cached file is
+reused when its hash matches (it is hashed again at every call: about a second for the paper's 0.70 GB).
+
+The expected hash comes from `sha256=`, from a `#sha256=<64 hex>` URL fragment, or (a prefix only, as torch.hub)
+from a file name `name-<first 8+ hex of the sha256>.pt`. `ADNLIB_OFFLINE=1` refuses downloads (cached files are
+still used). The cache is `cache_dir`, else $ADNLIB_CACHE, else ~/.cache/adnlib/checkpoints.
+
+A manifest (`write_manifest`, `fetch_checkpoints`) lists a trained grid for publication, e.g. as release assets:
+{"format": "adnlib-checkpoints", "version": 1, "checkpoints": [{"category": ..., "variant": ..., "seed": ...,
+"url": ..., "sha256": ..., "size": ...}, ...]}; an entry may carry a "name" instead of category/variant/seed, and a
+relative "url" is read relative to the manifest's own URL or folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import shutil
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlparse
+
+from tqdm.auto import tqdm
+
+from adnlib.errors import CheckpointError
+from adnlib.version import __version__
+
+MANIFEST_FORMAT = "adnlib-checkpoints"
+MANIFEST_VERSION = 1
+DEFAULT_TIMEOUT_S = 60.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
+_CHUNK = 1 << 20
+_MAX_MANIFEST_BYTES = 10 << 20
+_NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.\w+$")  # torch.hub's name-<sha256 prefix>.pth
+_FRAGMENT_HASH = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
+_FULL_HASH = re.compile(r"[0-9a-f]{64}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # urllib's errors (HTTPError, URLError) are OSErrors
+
+Key = tuple[str, str, int] | str
+
+
+def default_cache_dir() -> Path:
+    """$ADNLIB_CACHE, else ~/.cache/adnlib/checkpoints."""
+    return Path(os.environ.get("ADNLIB_CACHE") or "~/.cache/adnlib/checkpoints").expanduser()
+
+
+def offline() -> bool:
+    """True when ADNLIB_OFFLINE is set (to anything but 0): no download is attempted."""
+    return os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, as 64 lowercase hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _full_hash(value: str, where: str) -> str:
+    text = str(value).strip().lower().removeprefix("sha256:").removeprefix("sha256=")
+    if not _FULL_HASH.fullmatch(text):
+        raise CheckpointError(_one_line(f"{where}: a sha256 must be 64 hex digits, not {value!r}"))
+    return text
+
+
+def _url_name(url: str) -> str:
+    name = _UNSAFE.sub("_", Path(unquote(urlparse(url).path)).name).lstrip(".")
+    return name or "checkpoint.pt"
+
+
+def _expected(url: str, sha256: str | None) -> tuple[str, str]:
+    """(full sha256 or "", prefix from the file name or ""): what the download from `url` must match."""
+    full = _full_hash(sha256, url) if sha256 else ""
+    fragment = _FRAGMENT_HASH.search(urlparse(url).fragment)
+    if fragment:
+        if full and full != fragment.group(1).lower():
+            raise CheckpointError(f"{url}: sha256={full} disagrees with the URL's #sha256={fragment.group(1)}")
+        full = fragment.group(1).lower()
+    named = _NAME_HASH.search(_url_name(url))
+    prefix = named.group(1) if named else ""
+    if not full and not prefix:
+        raise CheckpointError(f"{url}: no sha256 to check the download against: pass sha256=<64 hex>, end the URL "
+                              "with #sha256=<64 hex>, or name the file name-<first 8+ hex of its sha256>.pt "
+                              "(torch.hub's convention)")
+    return full, prefix
+
+
+def _matches(digest: str, full: str, prefix: str) -> bool:
+    """A full expected hash is checked in full (a file-name prefix then only names the file); else the prefix."""
+    return digest == full if full else digest.startswith(prefix)
+
+
+def cache_path(url: str, sha256: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """Where `fetch_checkpoint(url, sha256=...)` keeps its file: the URL's file name when it carries the hash
+    (torch.hub's convention), else the name with the first 16 hex digits of the sha256 added before the suffix."""
+    full, prefix = _expected(url, sha256)
+    name = _url_name(url)
+    if not prefix or (full and not full.startswith(prefix)):
+        name = f"{Path(name).stem}-{full[:16]}{Path(name).suffix}"
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / name
+
+
+def fetch_checkpoint(source: str | Path, *, sha256: str | None = None, cache_dir: str | Path | None = None,
+                     progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+    """A checkpoint's local path: `source` itself when it is a path (checked to exist, and against `sha256` if
+    given), else the http(s) URL's file in the cache, downloaded unless a copy with the right hash is there.
+
+    A URL needs a hash (see the module's docstring). CheckpointError, naming the URL and the reason, for a wrong
+    hash, an HTTP error, a timeout (`timeout` seconds without data), a cut connection, or ADNLIB_OFFLINE without a
+    cached copy; nothing partial is ever left in the cache.
+    """
+    source = str(source)
+    if not _is_url(source):
+        return _local(source, sha256)
+    full, prefix = _expected(source, sha256)
+    target = cache_path(source, sha256, cache_dir)
+    cached = target.is_file()
+    if cached and _matches(file_sha256(target), full, prefix):
+        return target
+    if offline():
+        state = f"the cached copy {target} does not match its sha256" if cached else f"it is not cached ({target})"
+        raise CheckpointError(f"cannot fetch checkpoint {source}: ADNLIB_OFFLINE is set, so nothing is downloaded, "
+                              f"and {state}; unset ADNLIB_OFFLINE, or download it elsewhere and put it there")
+    _download(source, target, full, prefix, progress, timeout)
+    return target
+
+
+def _local(source: str, sha256: str | None) -> Path:
+    path = Path(source)
+    if urlparse(source).scheme == "file":
+        path = Path(urllib.request.url2pathname(urlparse(source).path))
+    if not path.expanduser().is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if sha256:
+        full, digest = _full_hash(sha256, str(path)), file_sha256(path.expanduser())
+        if digest != full:
+            raise CheckpointError(f"{path}: its sha256 is {digest}, expected {full} (a different or damaged file)")
+    return path
+
+
+def _download(url: str, target: Path, full: str, prefix: str, progress: bool, timeout: float) -> None:
+    """Stream `url` into a temporary file beside `target`, renamed onto it only when complete and matching."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
+    try:
+        with open(tmp, "xb") as out:
+            digest, received, size = _stream(url, out, progress, timeout, target.name)
+            out.flush()
+            os.fsync(out.fileno())
+        if size is not None and received != size:
+            raise CheckpointError(f"cannot download checkpoint {url}: the connection closed after {received} of "
+                                  f"{size} bytes (an interrupted download; nothing was kept)")
+        if not _matches(digest, full, prefix):
+            wanted = full or f"{prefix}... (from the file name)"
+            raise CheckpointError(f"cannot download checkpoint {url}: its sha256 is {digest}, expected {wanted}: "
+                                  "the file on the server changed or the hash given is wrong (nothing was kept)")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _request(url: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"User-Agent": f"adnlib/{__version__}"})
+
+
+def _stream(url: str, out, progress: bool, timeout: float, label: str) -> tuple[str, int, int | None]:
+    """Copy `url`'s body into `out`: (sha256, bytes received, Content-Length or None)."""
+    digest, received = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else None
+            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                      disable=not progress) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except _NETWORK_ERRORS as exc:
+        raise _network_error("checkpoint", url, exc, timeout) from exc
+    return digest.hexdigest(), received, size
+
+
+def _network_error(what: str, url: str, exc: BaseException, timeout: float) -> CheckpointError:
+    """One line saying why `url` could not be had."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, urllib.error.HTTPError):
+        why = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+        why = f"timed out (nothing received for {timeout:g} s)"
+    elif isinstance(exc, urllib.error.URLError):
+        why = f"cannot connect ({reason}); no network? Download the file elsewhere and pass its path"
+    elif isinstance(exc, (http.client.HTTPException, ConnectionError)):
+        why = f"the connection broke ({type(exc).__name__}: {exc})"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return CheckpointError(_one_line(f"cannot download {what} {url}: {why} (nothing was kept)"))
+
+
+# --- manifests ---------------------------------------------------------------------------------------------------
+def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] | str | None = None,
+                      variants: Iterable[str] | str | None = None, seeds: Iterable[int] | int | None = None,
+                      cache_dir: str | Path | None = None, progress: bool = True,
+                      timeout: float = DEFAULT_TIMEOUT_S) -> dict[Key, Path]:
+    """The checkpoints a manifest lists (a URL, a local file or its dict), fetched and checked: {(category,
+    variant, seed) or name: path}, in the manifest's order.
+
+    categories / variants / seeds (one value or several) keep only matching entries, so that a student downloads
+    just what a notebook needs; named entries are kept only when no filter is given. No match: an empty dict. A
+    manifest URL's copy is cached, and used offline or (with a warning) when the URL cannot be reached.
+    """
+    data, base, where = _load_manifest(manifest, cache_dir, timeout)
+    keep = [_wanted(categories), _wanted(variants), _wanted(seeds)]
+    fetched: dict[Key, Path] = {}
+    for key, entry in _entries(data, where):
+        if isinstance(key, tuple) and not all(k(v) for k, v in zip(keep, key)):
+            continue
+        if isinstance(key, str) and any(v is not None for v in (categories, variants, seeds)):
+            continue
+        fetched[key] = fetch_checkpoint(_resolve(str(entry["url"]), base), sha256=str(entry["sha256"]),
+                                        cache_dir=cache_dir, progress=progress, timeout=timeout)
+    return fetched
+
+
+def _wanted(values):
+    if values is None:
+        return lambda value: True
+    allowed = {values} if isinstance(values, (str, int)) else set(values)
+    return lambda value: value in allowed
+
+
+def _resolve(url: str, base: str | Path | None) -> str:
+    """An entry's url: absolute as is; relative to the manifest's URL or folder otherwise."""
+    if _is_url(url) or base is None:
+        return url
+    return urljoin(base, url) if isinstance(base, str) else str(base / url)
+
+
+def _load_manifest(manifest, cache_dir, timeout) -> tuple[Any, str | Path | None, str]:
+    """(parsed manifest, what its relative URLs are relative to, how to name it in errors)."""
+    if isinstance(manifest, dict):
+        return manifest, None, "checkpoint manifest"
+    source = str(manifest)
+    if _is_url(source):
+        text, where, base = _manifest_text(source, cache_dir, timeout), source, source
+    else:
+        path = Path(source).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint manifest {path}: {exc.strerror or exc}") from exc
+        where, base = str(path), path.parent
+    try:
+        return json.loads(text), base, where
+    except ValueError as exc:
+        raise CheckpointError(_one_line(f"checkpoint manifest {where} is not JSON ({exc})")) from exc
+
+
+def _manifest_text(url: str, cache_dir, timeout: float) -> str:
+    """The manifest at `url`, kept in the cache for offline use; the cached copy when the URL cannot be had."""
+    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
+    copy = folder / f"manifest-{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
+    if offline():
+        if copy.is_file():
+            return copy.read_text(encoding="utf-8")
+        raise CheckpointError(f"cannot fetch checkpoint manifest {url}: ADNLIB_OFFLINE is set, so nothing is "
+                              f"downloaded, and no copy is cached ({copy}); unset ADNLIB_OFFLINE or pass a local file")
+    try:
+        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+            raw = response.read(_MAX_MANIFEST_BYTES + 1)
+        if len(raw) > _MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"checkpoint manifest {url} is over {_MAX_MANIFEST_BYTES >> 20} MB: not a manifest")
+        text = raw.decode("utf-8")
+    except (*_NETWORK_ERRORS, UnicodeDecodeError) as exc:
+        error = _network_error("checkpoint manifest", url, exc, timeout)
+        if not copy.is_file():
+            raise error from exc
+        warnings.warn(f"{error}; using the copy cached at {copy}", stacklevel=3)
+        return copy.read_text(encoding="utf-8")
+    _write_text(copy, text)
+    return text
+
+
+def _entries(data: Any, where: str) -> list[tuple[Key, dict[str, Any]]]:
+    """The manifest's entries with their keys, checked: url and sha256, and category/variant/seed or a name."""
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
+        raise CheckpointError(f"{where} is not a checkpoint manifest (no 'checkpoints' list)")
+    if not isinstance(data.get("version", 1), int) or data.get("version", 1) > MANIFEST_VERSION:
+        raise CheckpointError(f"{where} has manifest version {data.get('version')!r}; this adnlib reads up to "
+                              f"{MANIFEST_VERSION}: upgrade adnlib")
+    entries: dict[Key, dict[str, Any]] = {}
+    for i, entry in enumerate(data["checkpoints"]):
+        if not isinstance(entry, dict) or not entry.get("url") or not entry.get("sha256"):
+            raise CheckpointError(f"{where}: checkpoint entry {i} needs a 'url' and a 'sha256'")
+        _full_hash(entry["sha256"], f"{where}: checkpoint entry {i}")
+        if all(k in entry for k in ("category", "variant", "seed")):
+            try:
+                key: Key = (str(entry["category"]), str(entry["variant"]), int(entry["seed"]))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{where}: checkpoint entry {i} has a seed that is not a whole number") from exc
+        elif entry.get("name"):
+            key = str(entry["name"])
+        else:
+            raise CheckpointError(f"{where}: checkpoint entry {i} needs a category, variant and seed, or a name")
+        if key in entries:
+            raise CheckpointError(f"{where}: checkpoint {key} is listed twice")
+        entries[key] = entry
+    return list(entries.items())
+
+
+def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | None, out: str | Path, *,
+                   assets_dir: str | Path | None = None, require_finished: bool = True) -> Path:
+    """Write a manifest of trained runs' checkpoint.pt files, ready to publish (e.g. as GitHub release assets).
+
+    run_dirs: a grid folder (<category>/<variant>/seed<k>/checkpoint.pt, as `adnlib grid` writes), a run folder,
+    or several. Each checkpoint.pt is placed in `assets_dir` (default: the manifest's folder; a hard link, or a copy
+    where linking fails) under a unique name carrying its hash, <category>_<variant>_seed<k>-<sha256[:8]>.pt (a run
+    outside a grid: <folder name>-<sha256[:8]>.pt), which is the URL base_url/<name>. base_url None: URLs relative to
+    the manifest, to serve the folder as it is. require_finished: refuse a run without metrics.json (interrupted).
+    """
+    out = Path(out)
+    assets = Path(assets_dir) if assets_dir is not None else out.parent
+    entries, seen = [], set()
+    for checkpoint in _checkpoint_files(run_dirs):
+        if require_finished and not (checkpoint.parent / "metrics.json").is_file():
+            raise CheckpointError(f"{checkpoint.parent} has no metrics.json: an unfinished run? Finish it (--resume), "
+                                  "or pass require_finished=False to publish it as it is")
+        key, digest = _run_key(checkpoint), file_sha256(checkpoint)
+        stem = key.get("name") or f"{key['category']}_{key['variant']}_seed{key['seed']}"
+        asset = f"{_UNSAFE.sub('_', stem)}-{digest[:8]}.pt"
+        if asset in seen:
+            raise CheckpointError(f"two runs would be published as {asset} (the same cell from two grids?)")
+        seen.add(asset)
+        _place(checkpoint, assets / asset)
+        relative = Path(os.path.relpath(assets / asset, out.parent)).as_posix()
+        url = f"{base_url.rstrip('/')}/{quote(asset)}" if base_url else quote(relative)
+        entries.append({**key, "url": url, "sha256": digest, "size": checkpoint.stat().st_size})
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "adnlib": __version__,
+                "checkpoints": entries}
+    _write_text(out, json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def _checkpoint_files(run_dirs) -> list[Path]:
+    folders = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    files = []
+    for folder in map(Path, folders):
+        if folder.is_file():
+            files.append(folder)
+        elif (folder / "checkpoint.pt").is_file():
+            files.append(folder / "checkpoint.pt")
+        else:
+            found = sorted(folder.glob("*/*/seed*/checkpoint.pt"))
+            if not found:
+                raise CheckpointError(f"no checkpoint.pt in {folder} (a run folder, or a grid folder "
+                                      "<category>/<variant>/seed<k>/checkpoint.pt)")
+            files += found
+    return files
+
+
+def _run_key(checkpoint: Path) -> dict[str, Any]:
+    """{category, variant, seed} from a grid cell's path (<category>/<variant>/seed<k>), else {name: folder}."""
+    seed = re.fullmatch(r"seed(\d+)", checkpoint.parent.name)
+    if seed and len(checkpoint.parents) > 3:
+        return {"category": checkpoint.parents[2].name, "variant": checkpoint.parents[1].name, "seed": int(seed[1])}
+    return {"name": checkpoint.resolve().parent.name}
+
+
+def _place(source: Path, target: Path) -> None:
+    """`target` becomes `source`'s content: a hard link, or a copy (via a temporary file) where linking fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and os.path.samefile(source, target):
+        return
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
