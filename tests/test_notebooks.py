@@ -46,11 +46,36 @@ def test_notebook_is_clean_and_parameterised(name):
     assert len(tagged) == 1
     for parameter in ("data_root", "preset", "device", "output_dir"):
         assert f"{parameter} = " in tagged[0].source
-    assert '"../data/demo"' in tagged[0].source and f'"../runs/{name}"' in tagged[0].source
-    assert nb.cells[0].cell_type == "markdown" and "Goal" in nb.cells[0].source
+    # paths resolved from the repository (or ADNLIB_DATA / ADNLIB_RUNS), not from the kernel's folder
+    assert "data_root = None" in tagged[0].source and "output_dir = None" in tagged[0].source
+    source = "".join(c.source for c in code)
+    assert "paths.data_root(data_root)" in source and f'paths.output_dir("{name}", output_dir)' in source
+    assert "../" not in source
+    # a course page: what you will learn, prerequisites, runtime; exercises; references with links
+    assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source
+    assert "Prerequisites" in nb.cells[0].source and "Runtime" in nb.cells[0].source
     assert "Exercises" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## References")
+    assert "https://arxiv.org/abs/2008.12577" in nb.cells[-1].source  # DifferNet, at least
     assert code[-1].metadata.get("jupyter", {}).get("source_hidden") is True, "solutions in a collapsed cell"
     assert "input(" not in "".join(c.source for c in code)
+
+
+def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatch):
+    # catches paths resolved against the working directory (what "../data/demo" did) and ignored variables
+    from adnlib.data.demo import DEFAULT_DEMO_ROOT
+    from adnlib.teach import paths
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ADNLIB_DATA", raising=False)
+    monkeypatch.delenv("ADNLIB_RUNS", raising=False)
+    assert paths.data_root(None).resolve() == DEFAULT_DEMO_ROOT.resolve()
+    assert paths.output_dir("03_x") == paths.REPOSITORY / "runs" / "03_x"
+    (paths.REPOSITORY / "runs" / "03_x").rmdir()
+    monkeypatch.setenv("ADNLIB_DATA", str(tmp_path / "mydata"))
+    monkeypatch.setenv("ADNLIB_RUNS", str(tmp_path / "myruns"))
+    assert paths.data_root(None) == tmp_path / "mydata" and not (tmp_path / "mydata").exists()  # not generated
+    assert paths.output_dir("03_x") == tmp_path / "myruns" / "03_x" and (tmp_path / "myruns" / "03_x").is_dir()
+    assert paths.data_root("given") == __import__("pathlib").Path("given")  # an explicit path wins
 
 
 # --- headless runs ----------------------------------------------------------------------------------------------
