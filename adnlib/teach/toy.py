@@ -34,7 +34,11 @@ def toy_data(kind: str = "moons", n: int = 2000, noise: float = 0.06, seed: int 
 
 
 def toy_flow(n_coupling_blocks: int = 8, hidden: int = 64, clamp: float = 3.0, seed: int = 0):
-    """A small DifferNet-style flow on 2 dimensions (each coupling block transforms one coordinate given the other)."""
+    """A small DifferNet-style flow on 2 dimensions: n × [fixed permutation, GLOW coupling]; maps (N, 2) -> (N, 2).
+
+    Each GLOW block transforms both coordinates (first x₁ given x₂, then x₂ given the new x₁); the fixed
+    permutations between blocks change which coordinate is transformed first, i.e. which is coupled with which.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         state = np.random.get_state()  # FrEIA's PermuteRandom reseeds numpy's global RNG
