@@ -335,6 +335,10 @@ def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.Dat
     """A printable table from seed_summary and paired_comparison: one row per (category, variant) of the summary,
     AUROC as "mean ± std" (%), ΔAUROC with its CI (a '*' where the CI excludes 0) and DeLong's p ("<0.001")."""
     merged = summary.merge(comparison, on=["category", "variant"], how="left", suffixes=("", "_pair"))
+    order = {v: i for i, v in enumerate(("differnet", "se", "cbam"))}  # the baseline first, as in the paper
+    merged = merged.assign(_mean_last=merged["category"] == "mean",
+                           _variant=merged["variant"].map(lambda v: order.get(v, len(order))))
+    merged = merged.sort_values(["_mean_last", "category", "_variant"], kind="stable").reset_index(drop=True)
     level = comparison.attrs.get("level", 0.95)
     return pd.DataFrame({
         "category": merged["category"],
