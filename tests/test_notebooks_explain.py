@@ -70,8 +70,19 @@ def test_notebook_has_its_own_parameters(name):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     for parameter in ("category", "variants", "epochs", "checkpoints"):
         assert f"{parameter} = " in tagged[0].source
+    assert 'checkpoints = "auto"' in tagged[0].source  # notebook 03's models by default, trained here only if missing
     source = "".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "make_demo_dataset(data_root)" in source and "tqdm.auto" in source
+    assert "paths.data_root(data_root)" in source and "paths.output_dir(" in source and "tqdm.auto" in source
+    assert "find_checkpoint(" in source
+    # a course page: what you will learn, prerequisites, runtimes; references at the end
+    first = nb.cells[0].source
+    assert all(part in first for part in ("What you will learn", "Prerequisites", "Runtime", "not measured yet"))
+    assert nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## References")
+    assert "https://arxiv.org/abs/2008.12577" in nb.cells[-1].source
+    assert "https://arxiv.org/abs/2401.08686" in nb.cells[-1].source
+    for cell in nb.cells:  # training and scoring cells are tagged long (their own time limit)
+        if cell.cell_type == "code" and ("train(" in cell.source or "run_grid(" in cell.source):
+            assert "long" in cell.metadata.get("tags", []), cell.source[:80]
 
 
 @pytest.mark.slow
@@ -83,7 +94,10 @@ def test_01_attention_modules(tmp_path, demo_root):
     assert summary["parameters"][0]["se"] == 64 * 4 + 4 + 4 * 64 + 64
     assert set(summary["variants"]) == {"se", "cbam"}
     for variant, entry in summary["variants"].items():
-        assert entry["trained_epochs"] == 1 and 0 <= entry["auroc"] <= 1
+        # no notebook 03 next to it: trained here, and the notebook says so
+        assert entry["model"] == "trained here" and entry["epochs"] == 1 and 0 <= entry["auroc"] <= 1
+        assert entry["backbone_weights"] == "random"
+        assert [row["block"] for row in entry["gate_difference"]] == [1, 2, 3]
         blocks = {(row["block"], row["images"]) for row in entry["blocks"]}
         assert blocks == {(b, kind) for b in (1, 2, 3) for kind in ("normal", "defective")}
         _check_block_statistics(out, summary, variant, entry["blocks"], demo_root)
@@ -97,6 +111,32 @@ def test_01_attention_modules(tmp_path, demo_root):
     for name, size in expected.items():
         assert _size(out / name) == size, name
     assert _widget_drew_a_figure(executed)
+    texts = _markdown_outputs(executed)
+    assert any("trained here" in t and "Random backbone" in t for t in texts)
+    assert any("three lines == SEBlock" in t for t in _stream_outputs(executed))
+
+
+def _markdown_outputs(executed) -> list[str]:
+    return [str(o["data"]["text/markdown"]) for c in executed.cells for o in c.get("outputs", [])
+            if "text/markdown" in o.get("data", {})]
+
+
+def _stream_outputs(executed) -> list[str]:
+    return [o["text"] for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
+
+
+@pytest.mark.slow
+def test_01_loads_the_models_of_03(tmp_path, demo_root):
+    # A finished run laid out as notebook 03 writes it: 01 must load it instead of training, and say so.
+    from adnlib.config import preset
+    from adnlib.run.train import train
+    cell = tmp_path / "03_training_attentdiffernet" / "runs" / "disc" / "se" / "seed0"
+    train(preset("smoke", variant="se", epochs=2), demo_root, "disc", cell, progress=False)
+    out, executed = _run("01_attention_modules", tmp_path, demo_root, variants=["se"], n_show=1, max_images=4)
+    assert not (out / "models").exists(), "01 trained although 03's checkpoint was there"
+    entry = json.loads((out / "attention_modules.json").read_text())["variants"]["se"]
+    assert entry["model"] == str(cell / "checkpoint.pt") and entry["epochs"] == 2
+    assert any(str(cell / "checkpoint.pt") in t and "2 epochs" in t for t in _markdown_outputs(executed))
 
 
 @pytest.mark.slow
@@ -106,8 +146,9 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
     # the quirk is shown, and handled: one activation per scale and call (smoke: 2 scales)
     for model in ("differnet", "se"):
         assert summary["hooked_activations"][model] == {"whole_model": 2, "per_scale": [1, 1]}
-        assert summary["models"][model]["trained_epochs"] == 1
-    assert summary["grid"]["columns"] == ["input", "differnet: input gradient", "differnet: gradcam", "se: gradcam"]
+        assert summary["models"][model]["model"] == "trained here" and summary["models"][model]["epochs"] == 1
+    assert summary["grid"]["columns"] == ["input", "differnet: DifferNet localisation",
+                                          "ours: input gradient (differnet)", "differnet: gradcam", "se: gradcam"]
     assert summary["grid"]["rows"] == 3 and len(summary["images"]) == 3
     assert [row["label"] for row in summary["images"]] == [0, 1, 1]
     maps = np.load(out / "maps.npz")  # the correlations in the table are those of the saved maps
@@ -117,7 +158,43 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
             for b in range(a + 1, len(names)):
                 expected = np.corrcoef(maps[names[a]][i].ravel(), maps[names[b]][i].ravel())[0, 1]
                 assert row[f"corr({names[a]} | {names[b]})"] == pytest.approx(expected, abs=1e-6)
-    # 4 columns x 2.2 in x 100 dpi; 3 rows x 2.2 in + a 0.4 in title band
-    assert _size(out / "gradcam_grid.png") == (880, 700) == tuple(summary["grid"]["size_px"])
+    # 5 columns x 2.2 in x 100 dpi; 3 rows x 2.2 in + a 0.4 in title band
+    assert _size(out / "gradcam_grid.png") == (1100, 700) == tuple(summary["grid"]["size_px"])
     assert _size(out / "gradcam_scales.png") == (880, 480)  # input, 2 scales, mean; one row per model
+    assert _size(out / "differnet_localization_steps.png") == (660, 480)  # 2 copies + the image; 2 rows
     assert _widget_drew_a_figure(executed)
+    _check_localization(out, summary, maps, demo_root)
+    _check_seed_baseline(summary, maps, _markdown_outputs(executed))
+
+
+def _check_localization(out, summary, maps, demo_root):
+    """The grid's DifferNet localisation is differnet_localization of the saved model on the listed images."""
+    import torch
+
+    from adnlib.data.datasets import AnomalyDataset
+    from adnlib.explain.localization import differnet_localization, normalise_maps
+    from adnlib.run.checkpoint import model_from_checkpoint
+
+    assert summary["localization"] == {"model": "differnet", "sigma": 3.0, "angles": [0.0, 180.0], "mode": "fixed"}
+    model = model_from_checkpoint(out / "models" / "differnet" / "checkpoint.pt", "cpu")
+    test_set = AnomalyDataset(demo_root, "disc", "test", summary["img_size"])
+    index = {str(s.path): i for i, s in enumerate(test_set.samples)}
+    images = torch.stack([test_set[index[path]][0] for path in summary["image_paths"]])
+    expected = normalise_maps(differnet_localization(model, images))
+    np.testing.assert_allclose(maps["differnet: DifferNet localisation"], expected, atol=1e-4)
+
+
+def _check_seed_baseline(summary, maps, texts):
+    """DifferNet vs DifferNet (seed + 1) is computed like DifferNet vs SE, and the verdict follows the numbers."""
+    baseline = summary["seed_baseline"]
+    assert baseline["name"] == "differnet, seed 1" and baseline["same_backbone"] is True
+    assert baseline["source"]["model"] == "trained here" and baseline["source"]["seed"] == 1
+    seeds, attention = [], []
+    for i, row in enumerate(baseline["table"]):
+        expected = np.corrcoef(maps["differnet: gradcam"][i].ravel(), maps["differnet, seed 1: gradcam"][i].ravel())
+        assert row["corr(differnet | differnet, seed 1)"] == pytest.approx(expected[0, 1], abs=1e-6)
+        seeds.append(row["corr(differnet | differnet, seed 1)"])
+        attention.append(row["corr(differnet | se)"])
+    text = next(t for t in texts if "seed 1) **" in t)
+    assert f"**{np.mean(seeds):.2f}**" in text and f"**{np.mean(attention):.2f}**" in text
+    assert ("agree less" in text) == (np.mean(attention) < np.mean(seeds))

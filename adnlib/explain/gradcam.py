@@ -1,4 +1,6 @@
-"""Explain an anomaly score: Grad-CAM (pytorch-grad-cam) on the backbone, and DifferNet's input-gradient map.
+"""Explain an anomaly score: Grad-CAM (pytorch-grad-cam) on the backbone, and our input-gradient map.
+
+(DifferNet's own localisation, the official code's gradient map, is `adnlib.explain.localization`.)
 
 The one call is ``anomaly_cam(model, images)`` -> (B,H,W) maps in [0,1]. Its target is each image's anomaly score
 s(x) = mean_d z_d² of one copy of the image (the model's score averages this over rotated copies; see `rotations`).
@@ -247,10 +249,12 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def input_gradient_map(model, images: torch.Tensor, *, sigma: float = 4.0, channels: str = "sum",
                        rotations=None) -> np.ndarray:
-    """DifferNet's explanation: how strongly each pixel moves the anomaly score; (B,3,S,S) -> (B,S,S) in [0,1].
+    """Ours: how strongly each pixel moves the anomaly score; (B,3,S,S) -> (B,S,S) in [0,1].
 
-    The gradient of the score with respect to the [0,1] input image is blurred per channel with a Gaussian (sigma
-    px), made absolute and reduced over the colour channels: channels="sum" as in the DifferNet paper, or "max".
+    A simplified relative of DifferNet's localisation (`adnlib.explain.localization.differnet_localization`, the
+    official recipe), not the same map: here the gradient of the score (mean z², without −log|det J|) with respect
+    to the [0,1] input image is blurred per channel with a Gaussian (sigma px), made absolute and reduced over the
+    colour channels (channels="sum" or "max"), and not squared.
     All scales contribute (the whole model is differentiated). rotations: as in `anomaly_cam`; here the score is
     averaged over the rotated copies and differentiated with respect to the un-rotated image, so the rotations are
     undone by the chain rule.
@@ -326,7 +330,7 @@ def cam_browser(models: dict, images: torch.Tensor, titles: Sequence[str], *, gr
                 rotations=None):
     """An ipywidgets browser over `images`: pick an image, a CAM method and the scales; computes on demand.
 
-    models: {name: model}. Shows the input, the input-gradient map of `gradient_model` (default the first model)
+    models: {name: model}. Shows the input, our input-gradient map of `gradient_model` (default the first model)
     and each model's CAM. The figure is an Image widget (`adnlib.explain.viewer.figure_viewer`): a headless run
     draws the
     first view and goes on.
@@ -341,8 +345,8 @@ def cam_browser(models: dict, images: torch.Tensor, titles: Sequence[str], *, gr
 
     def render(image: int, method: str, scales):
         batch = images[image:image + 1]
-        columns = {f"{gradient_model}: input gradient": input_gradient_map(models[gradient_model], batch,
-                                                                           rotations=rotations)}
+        columns = {f"ours: input gradient ({gradient_model})": input_gradient_map(models[gradient_model], batch,
+                                                                                  rotations=rotations)}
         for name, model in models.items():
             columns[f"{name}: {method}"] = anomaly_cam(model, batch, scales, method, rotations=rotations)
         return cam_grid_figure(batch, columns, [titles[image]], cell_inches=2.6)
