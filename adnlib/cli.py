@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_grid_parser(sub)
     _add_notebooks_parser(sub)
+    _add_compare_parser(sub)
     p = sub.add_parser("score", help="print the anomaly score of each image")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs="+", type=Path)
@@ -129,6 +130,23 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
 def _add_grid_parser(sub) -> None:
     p = sub.add_parser("grid", help="train categories x variants and print an AUROC table")
     p.add_argument("--data", type=Path, required=True)
@@ -144,6 +162,16 @@ def _add_grid_parser(sub) -> None:
     _add_maths_options(p)
     p.add_argument("--rerun", action="store_true",
                    help="retrain the cells of --out saved with another config (default: refuse them)")
+    p.add_argument("--engine", choices=("serial", "ray"), default="serial",
+                   help="serial: one cell after another here (default); ray: a Ray task per cell (docs/cluster.md)")
+    p.add_argument("--address", help="Ray cluster for --engine ray: none starts a local Ray on this machine; auto "
+                                     "(the cluster this machine belongs to), HOST:PORT or ray://HOST:10001")
+    p.add_argument("--gpus-per-cell", type=_non_negative_float, default=0, metavar="N",
+                   help="GPUs per cell with --engine ray (0.5: two cells share a GPU); default 0")
+    p.add_argument("--cpus-per-cell", type=_positive_float, default=1, metavar="N",
+                   help="CPUs (and torch threads) per cell with --engine ray; default 1")
+    p.add_argument("--max-retries", type=_non_negative, default=2, metavar="N",
+                   help="run a failed cell again up to N times (it resumes its checkpoint); default 2")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
 
@@ -155,6 +183,27 @@ def _add_notebooks_parser(sub) -> None:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a notebook parameter; VALUE is JSON (3, 0.5, true, null, '[\"se\"]', "
                         "'\"text\"'); NAME:str takes VALUE as a plain string (-p category:str bottle)")
+    p.add_argument("--baseline", type=Path, help="a folder of *.summary.json (an earlier --out): compare this run "
+                                                  "with it; exit 1 when a metric moved past its tolerance")
+    _add_comparison_options(p)
+
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare the notebook summaries of a run with a baseline's (exit 1: drift)")
+    p.add_argument("run", type=Path, help="the run's --out folder (its *.summary.json files)")
+    p.add_argument("baseline", type=Path, help="the baseline's folder of *.summary.json files")
+    p.add_argument("--only", nargs="+", help="notebook names (default: every notebook of both)")
+    _add_comparison_options(p)
+
+
+def _add_comparison_options(p) -> None:
+    p.add_argument("--tolerance", action="append", default=[], metavar="PATTERN=VALUE",
+                   help="tolerance of the metrics matching PATTERN (a glob): 0.02 absolute, 5%% relative, "
+                        "abs:0.01+rel:0.05, exact; repeatable, the last one given wins (docs/regression.md)")
+    p.add_argument("--tolerances", type=Path, metavar="FILE.json", help="a JSON object {PATTERN: VALUE}")
+    p.add_argument("--exact", action="store_true", help="fail on any difference of a metric (timings excepted)")
+    p.add_argument("--all", action="store_true", help="list every metric and timing, unchanged ones included")
+    p.add_argument("--max-rows", type=_non_negative, default=40, help="rows per table (0: all; default 40)")
 
 
 def _config_from_args(args):
@@ -268,12 +317,19 @@ def _score(args) -> int:
 
 
 def _grid(args) -> int:
+    import pandas as pd
+
     from adnlib.config import preset
     from adnlib.data.datasets import category_dir, list_categories
     from adnlib.errors import DatasetError
     from adnlib.run.device import check_precision, resolve_device
-    from adnlib.run.grid import run_grid
+    from adnlib.run.grid import CELL_COLUMNS, run_grid
     _out_folder(args.out)
+    if args.engine == "serial" and (args.address or args.gpus_per_cell or args.cpus_per_cell != 1):
+        raise AdnlibError("--address, --gpus-per-cell and --cpus-per-cell are options of --engine ray")
+    if args.engine == "ray":
+        from adnlib.run.cluster import require_ray
+        require_ray()  # before anything: say what to install
     categories = args.categories or list_categories(args.data)
     if not categories:
         raise DatasetError(f"no categories found under {args.data}")
@@ -282,14 +338,45 @@ def _grid(args) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "weights": args.weights, "device": args.device}.items()
                  if v is not None}
     base = preset(args.preset, **overrides, **_maths_overrides(args))
-    check_precision(base.amp, resolve_device(base.device))
+    if args.engine == "serial":  # on Ray the workers' devices count, not this machine's
+        check_precision(base.amp, resolve_device(base.device))
     started = time.perf_counter()
     runs = run_grid(base, args.data, categories, args.variants, args.out, seeds=args.seeds,
-                    progress=not args.no_progress, rerun=args.rerun)
+                    progress=not args.no_progress, rerun=args.rerun, engine=args.engine, address=args.address,
+                    gpus_per_cell=args.gpus_per_cell, cpus_per_cell=args.cpus_per_cell,
+                    max_retries=args.max_retries, on_cell=_print_cell, on_failure="report")
     seconds = time.perf_counter() - started
-    _print_grid_report(args, categories, runs)
+    cells = pd.DataFrame(runs.attrs["cells"], columns=CELL_COLUMNS)
+    if len(runs):
+        _print_grid_report(args, categories, runs)
+    failed = cells[cells["status"] == "failed"]
+    if len(failed):
+        print(f"\nfailed cells ({len(failed)} of {len(cells)}):")
+        for cell, attempts, error in zip(failed["cell"], failed["attempts"], failed["error"]):
+            print(f"{cell} ({attempts} attempt{'s' * (attempts != 1)}): {error}")
     print(f"runs in {args.out}; wall time {seconds:.0f} s (cells trained now; reused ones cost nothing)")
+    if len(failed):
+        print(f"error: {len(failed)} of {len(cells)} grid cells failed (listed above); run the same command again "
+              "to retry them (finished cells are reused)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _print_cell(row: dict, finished: int, total: int) -> None:
+    """One line on stderr per finished grid cell (above the progress bar), in the order they finish."""
+    from tqdm.auto import tqdm
+    if row["status"] == "failed":
+        attempts = f" after {row['attempts']} attempt{'s' * (row['attempts'] != 1)}" if row["attempts"] else ""
+        text = f"FAILED{attempts}: {row['error']}"
+    else:
+        where = [f"{row['seconds']:.0f} s"] if row["status"] != "reused" else []
+        where += [f"{k} {row[k]}" for k in ("node",) if row[k]]
+        gpus = row["cuda_visible_devices"]
+        if gpus is not None:
+            where.append(f"CUDA_VISIBLE_DEVICES={gpus}" if gpus else "no GPU")
+        auroc = "n/a" if row["auroc"] is None else f"{row['auroc'] * 100:.2f} %"
+        text = f"AUROC {auroc} ({', '.join([row['status'], *where])})"
+    tqdm.write(f"cell {finished}/{total} {row['cell']}: {text}", file=sys.stderr)
 
 
 def _print_grid_report(args, categories: list[str], runs) -> None:
@@ -316,13 +403,47 @@ def _notebooks(args) -> int:
         raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
     _out_folder(args.out)
     params = _notebook_parameters(args.parameter)
+    baseline = _baseline(args, names) if args.baseline else None  # a bad baseline stops us before any run
     runs = run_all(args.out, params, names)
     failed = [r.name for r in runs if not r.ok]
     print(f"executed notebooks and their artefacts are in {args.out}")
+    status = 0
+    if baseline is not None:
+        from adnlib.teach.regression import load_summaries
+        print(f"\ncompared with the baseline {args.baseline}:")
+        status = _report(args, load_summaries(args.out), baseline, names)
     if failed:
         print(f"error: {len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
-    return 0
+    return status
+
+
+def _baseline(args, names) -> dict:
+    """The baseline's summaries, checked before anything runs: readable, this schema, every notebook present."""
+    from adnlib.teach.regression import load_summaries, tolerance_rules
+    tolerance_rules(args.tolerance, args.tolerances)  # a malformed tolerance: the error now, not after the run
+    summaries = load_summaries(args.baseline)
+    absent = [n for n in names if n not in summaries]
+    if absent:
+        raise AdnlibError(f"--baseline {args.baseline} has no summary of {', '.join(absent)} (it has "
+                          f"{', '.join(sorted(summaries))}); run it with the same --only")
+    return summaries
+
+
+def _report(args, run: dict, baseline: dict, names=None) -> int:
+    """Compare, print the report, return 0 (nothing past its tolerance) or 1."""
+    from adnlib.teach.regression import compare_summaries, format_comparison, tolerance_rules
+    rules = tolerance_rules(args.tolerance, args.tolerances)
+    result = compare_summaries(run, baseline, rules, exact=args.exact, only=names)
+    print(format_comparison(result, show_all=args.all, max_rows=args.max_rows))
+    return result.status
+
+
+def _compare(args) -> int:
+    from adnlib.teach.regression import load_summaries
+    run, baseline = load_summaries(args.run), load_summaries(args.baseline)
+    print(f"run {args.run} against baseline {args.baseline}" + (" (exact)" if args.exact else ""))
+    return _report(args, run, baseline, args.only)
 
 
 def _notebook_parameters(pairs: list[list[str]]) -> dict:
@@ -384,7 +505,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0, 1: a notebook failed, 2: bad input, 130: interrupted).
+    """Run one command; returns the exit status (0, 1: a notebook or grid cell failed, 2: bad input, 130: interrupted).
 
     Warnings print as one `warning: ...` line while the command runs; the process's warning machinery
     (warnings.formatwarning, showwarning, filters) is restored on return, so an embedding program keeps its own.
@@ -394,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # bad arguments (already reported in one line), --help, --version
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
-               "grid": _grid, "notebooks": _notebooks}[args.command]
+               "grid": _grid, "notebooks": _notebooks,
+               "compare": _compare}[args.command]
     with _brief_warnings():
         try:
             return command(args)
@@ -405,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
             hint = ""
             if args.command == "train" and (args.out / "checkpoint.pt").exists():
                 hint = "; continue from the last checkpoint by running the same command with --resume"
+            elif args.command == "grid":
+                hint = "; run the same command again: finished cells are reused, interrupted ones resume"
             print(f"error: interrupted{hint}", file=sys.stderr)
             return 130
 

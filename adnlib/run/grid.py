@@ -3,108 +3,91 @@
 A cell is out_dir/<category>/<variant>/seed<k>. Cells with the same seed are paired: the same flow
 initialisation, data order, training and test rotations (docs/protocol.md §9), so `adnlib.run.stats` can compare
 the variants on the same test images.
+
+Each cell is trained by `adnlib.run.cell.run_cell`, an idempotent unit (reuse a finished run, resume an interrupted
+one, else train; attempts recorded in the cell's attempts.json). Two engines call it: 'serial' (`run_serial`, in
+this process) and 'ray' (`adnlib.run.cluster.run_ray`, a Ray task per cell on a local or remote Ray cluster; Ray is
+imported only there). Both stream each finished cell's row, retry a failing cell and let the others finish.
 """
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from adnlib.config import Config
-from adnlib.errors import OutputExistsError
+from adnlib.errors import AdnlibError, ConfigError, OutputExistsError
+from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir, NOT_RESULT_FIELDS: public here as before
+    CELL_COLUMNS,
+    NOT_RESULT_FIELDS,
+    NOT_RETRIED,
+    GridCell,
+    _Refused,
+    cell_action,
+    cell_differences,
+    cell_dir,
+    cell_row,
+    error_text,
+    reused_row,
+    run_cell,
+)
 
-# Fields that do not change a run's numbers: a finished cell that differs only there is reused.
-NOT_RESULT_FIELDS = ("num_workers",)
-
-
-def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
-    """The config dict a cell's metrics.json or checkpoint.pt was written with (None if it holds none)."""
-    path = cell / name
-    if name == "metrics.json":
-        try:
-            return json.loads(path.read_text()).get("config")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise OutputExistsError(f"grid cell {cell} holds an unreadable metrics.json ({exc}); pass --rerun to "
-                                    "replace it, or choose another output folder") from exc
-    import torch
-
-    from adnlib.run.checkpoint import load_checkpoint
-    try:  # memory-mapped: reads the small config without loading the (up to 700 MB) weights
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
-        ckpt = load_checkpoint(path)
-    return ckpt.get("config") if isinstance(ckpt, dict) else None
+ENGINES = ("serial", "ray")
 
 
-def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any, Any]] | None:
-    """How the run saved in `cell` differs from `requested`, as {field: (saved, requested)}; None: nothing saved.
+class GridError(AdnlibError, RuntimeError):
+    """Some cells of a grid failed (after the others finished): .runs holds the finished cells' rows (collect_grid),
+    .cells every cell's outcome (a CELL_COLUMNS table, with the failures' errors)."""
 
-    A finished cell (metrics.json) is compared on every field but NOT_RESULT_FIELDS; an interrupted one
-    (checkpoint.pt only) on every field a resume may not change (adnlib.run.train.RESUMABLE_CHANGES). A saved run
-    without a config (an older adnlib) differs in a pseudo-field 'config'.
-    """
-    from adnlib.run.checkpoint import config_differences
-    cell = Path(cell)
-    if (cell / "metrics.json").exists():
-        name, ignore = "metrics.json", NOT_RESULT_FIELDS
-    elif (cell / "checkpoint.pt").exists():
-        from adnlib.run.train import RESUMABLE_CHANGES
-        name, ignore = "checkpoint.pt", RESUMABLE_CHANGES
-    else:
-        return None
-    saved = _saved_config(cell, name)
-    if not isinstance(saved, dict):
-        return {"config": ("not recorded", "given")}
-    requested_dict = requested.to_dict()
-    unknown = {k: (v, None) for k, v in saved.items() if k not in requested_dict and k not in ignore}
-    try:
-        saved_config = Config.from_dict({k: v for k, v in saved.items() if k in requested_dict})
-    except (TypeError, ValueError) as exc:  # a config this version cannot build
-        return {"config": (f"invalid ({exc})", "given")}
-    return {**config_differences(saved_config, requested, ignore=ignore), **unknown}
-
-
-def _describe(cell: Path, diff: dict[str, tuple[Any, Any]]) -> str:
-    fields = ", ".join(f"{k}: {a!r} there, {b!r} requested" for k, (a, b) in diff.items())
-    return f"{cell} ({fields})"
-
-
-def cell_dir(out_dir: str | Path, category: str, variant: str, seed: int) -> Path:
-    """The folder of one grid cell."""
-    return Path(out_dir) / category / variant / f"seed{seed}"
+    def __init__(self, message: str, runs: pd.DataFrame, cells: pd.DataFrame):
+        super().__init__(message)
+        self.runs, self.cells = runs, cells
 
 
 def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume: bool, rerun: bool) -> list:
-    """(category, variant, seed, folder, action) per cell, action 'reuse' | 'resume' | 'train'; refuses cells saved
+    """A GridCell per (category, variant, seed), with its action 'reuse' | 'resume' | 'train'; refuses cells saved
     with another config (unless rerun) before anything trains."""
     plan, refused = [], []
     for category, variant, seed in cells:
-        cell = cell_dir(out_dir, category, variant, seed)
-        if cell.exists() and not cell.is_dir():
-            raise OutputExistsError(f"grid cell {cell} is a file")
-        diff = cell_differences(cell, base.replace(variant=variant, seed=seed)) if resume else None
-        if diff is None:
-            action = "train"
-        elif not diff:
-            action = "reuse" if (cell / "metrics.json").exists() else "resume"
-        elif rerun:
-            action = "train"
-        else:
-            refused.append(_describe(cell, diff))
+        folder = cell_dir(out_dir, category, variant, seed)
+        try:
+            action = cell_action(folder, base.replace(variant=variant, seed=seed), resume=resume, rerun=rerun)
+        except _Refused as exc:
+            refused.append(str(exc))
             continue
-        plan.append((category, variant, seed, cell, action))
+        plan.append(GridCell(category, variant, seed, folder, action))
     if refused:
         raise OutputExistsError(f"grid cell(s) saved with another config: {'; '.join(refused)}. Pass --rerun "
                                 "(rerun=True) to retrain them, or choose another output folder")
     return plan
 
 
+def run_serial(base: Config, data_root: str | Path, cells: list[GridCell], *, run_id: str,
+               done: Callable[[dict], None], max_retries: int = 2, progress: bool = True) -> None:
+    """The serial engine: each cell in turn in this process, an error retried up to max_retries times (resuming
+    the cell's checkpoint) unless another attempt would only repeat it (cell.NOT_RETRIED); a cell that still
+    fails is reported to `done` as a 'failed' row and the next cell starts. KeyboardInterrupt stops the grid."""
+    for cell in cells:
+        for attempt in range(max_retries + 1):
+            try:
+                row = run_cell(base, data_root, cell, run_id=run_id, progress=progress)
+                break
+            except Exception as exc:  # noqa: BLE001 - reported as the cell's row; the grid goes on
+                if attempt == max_retries or isinstance(exc, NOT_RETRIED):
+                    row = cell_row(cell, "failed", attempts=attempt + 1, error=error_text(exc))
+                    break
+        done(row)
+
+
 def run_grid(base: Config, data_root: str | Path, categories: list[str], variants: list[str],
              out_dir: str | Path, *, seeds: list[int] | None = None, progress: bool = True, resume: bool = True,
-             rerun: bool = False) -> pd.DataFrame:
+             rerun: bool = False, engine: str = "serial", address: str | None = None, gpus_per_cell: float = 0,
+             cpus_per_cell: float = 1, max_retries: int = 2, on_cell: Callable[[dict, int, int], None] | None = None,
+             on_failure: str = "raise") -> pd.DataFrame:
     """Train every (category, variant, seed) into out_dir/<category>/<variant>/seed<k> and return their rows
     (collect_grid). seeds: default [base.seed]; runs with one seed are paired across variants.
 
@@ -112,22 +95,58 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     variant and seed) is reused, an interrupted one is resumed; a cell saved with another config is refused with
     an OutputExistsError naming every such cell and field, before anything trains, unless rerun=True, which
     retrains it from scratch. resume=False retrains every cell.
+
+    engine: 'serial' (in this process) or 'ray' (a Ray task per cell, adnlib.run.cluster: address None starts a
+    local Ray, 'auto' | 'HOST:PORT' | 'ray://HOST:10001' joins a cluster; gpus_per_cell and cpus_per_cell are the
+    task's resources). A failing cell is retried up to max_retries times, resuming its checkpoint; the others go on.
+    on_cell(row, finished, total) is called as each cell finishes (a CELL_COLUMNS dict). The returned table's
+    attrs["cells"] lists every cell's row; with failed cells, on_failure='raise' (default) raises GridError once
+    the others have finished, 'report' returns the finished ones.
     """
-    from adnlib.run.train import train
     out_dir = Path(out_dir)
+    if on_failure not in ("raise", "report"):
+        raise ConfigError(f"on_failure must be 'raise' or 'report', not {on_failure!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown grid engine {engine!r}; choose {' or '.join(ENGINES)}")
+    if engine == "ray":
+        from adnlib.run.cluster import require_ray
+        require_ray()
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"output folder {out_dir} is a file")
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
-    cells = [(c, v, s) for c in categories for v in variants for s in seeds]
-    plan = _plan(base, out_dir, cells, resume, rerun)
-    bar = tqdm(plan, desc="grid cells", disable=not progress)
-    for category, variant, seed, cell, action in bar:
-        bar.set_postfix_str(f"{category}/{variant}/seed{seed}")
-        if action == "reuse":
-            continue
-        train(base.replace(variant=variant, seed=seed), data_root, category, cell, progress=progress,
-              resume=action == "resume", overwrite=action == "train")
-    return collect_grid(out_dir, categories, variants, seeds)
+    plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun)
+    rows = []
+    bar = tqdm(total=len(plan), desc="grid cells", disable=not progress)
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        bar.update()
+        bar.set_postfix_str(f"{row['cell']} {row['status']}")
+        if on_cell is not None:
+            on_cell(row, len(rows), len(plan))
+
+    for cell in (c for c in plan if c.action == "reuse"):
+        done(reused_row(cell))
+    todo, run_id = [c for c in plan if c.action != "reuse"], uuid.uuid4().hex[:12]
+    with bar:
+        if engine == "ray":
+            from adnlib.run.cluster import run_ray
+            run_ray(base, data_root, todo, run_id=run_id, done=done, address=address, gpus_per_cell=gpus_per_cell,
+                    cpus_per_cell=cpus_per_cell, max_retries=max_retries)
+        else:
+            run_serial(base, data_root, todo, run_id=run_id, done=done, max_retries=max_retries, progress=progress)
+    return _result(out_dir, categories, variants, seeds, rows, on_failure)
+
+
+def _result(out_dir: Path, categories, variants, seeds, rows: list[dict], on_failure: str) -> pd.DataFrame:
+    runs = collect_grid(out_dir, categories, variants, seeds)
+    runs.attrs["cells"] = rows  # plain records: pandas compares attrs when it combines frames
+    cells = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    failed = cells[cells["status"] == "failed"]
+    if len(failed) and on_failure == "raise":
+        errors = "; ".join(f"{c}: {e}" for c, e in zip(failed["cell"], failed["error"]))
+        raise GridError(f"{len(failed)} of {len(cells)} grid cells failed ({errors}); the others finished", runs, cells)
+    return runs
 
 
 GRID_COLUMNS = ["category", "variant", "seed", "auroc", "auroc_best", "best_epoch", "epochs", "backbone_weights",

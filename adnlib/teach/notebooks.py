@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,17 +80,11 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
 
     The notebook runs with notebooks/ as working directory (as in JupyterLab); its artefacts go to the folder given by
     its `output_dir` parameter (out_dir/<name> unless set). It runs on the `adnlib` papermill engine
-    (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Raises NotebookError naming the failing or stalled
-    cell.
+    (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Afterwards, failed or not, the run's summary (key
+    numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
+    out_dir/<name>.summary.json and into the executed notebook's metadata. Raises NotebookError naming the failing
+    or stalled cell.
     """
-    import papermill as pm
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from papermill.engines import papermill_engines
-    from papermill.exceptions import PapermillExecutionError
-
-    from adnlib.teach.nbengine import HeadlessEngine
-
-    papermill_engines.register("adnlib", HeadlessEngine)
     limits = limits or CellLimits.for_run(parameters)
     source = Path(source) if source else NOTEBOOK_DIR / f"{name}.ipynb"
     if not source.is_file():
@@ -99,19 +94,57 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     output = out_dir / f"{name}.ipynb"
     params = {"output_dir": str(out_dir / name), **(parameters or {})}
     started = time.perf_counter()
+    error = _execute(name, source, output, params, kernel=kernel, progress=progress, limits=limits)
+    seconds = time.perf_counter() - started
+    _write_summary(name, out_dir, output, source, params, seconds, error)
+    if error is not None:
+        raise error
+    return NotebookRun(name, output, seconds)
+
+
+def _execute(name: str, source: Path, output: Path, params: dict, *, kernel: str, progress: bool,
+             limits: CellLimits) -> NotebookError | None:
+    """Run the notebook with papermill on the `adnlib` engine; the failure as a NotebookError (its cause set)."""
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.engines import papermill_engines
+    from papermill.exceptions import PapermillExecutionError
+
+    from adnlib.teach.nbengine import HeadlessEngine
+
+    papermill_engines.register("adnlib", HeadlessEngine)
     try:
         pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
                             progress_bar=progress, engine_name="adnlib", timeout_func=limits)
+        return None
     except PapermillExecutionError as exc:
         first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
-        raise NotebookError(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "
-                            f"with {exc.ename}: {exc.evalue} — see {output}") from exc
+        return _caused(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "
+                       f"with {exc.ename}: {exc.evalue} — see {output}", exc)
     except CellTimeoutError as exc:
-        raise NotebookError(f"{name}: {exc} — see {output}") from exc
+        return _caused(f"{name}: {exc} — see {output}", exc)
     except (DeadKernelError, TimeoutError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NotebookError(f"{name}: {type(exc).__name__}: {first} — see {output}") from exc
-    return NotebookRun(name, output, time.perf_counter() - started)
+        return _caused(f"{name}: {type(exc).__name__}: {first} — see {output}", exc)
+
+
+def _caused(message: str, cause: BaseException) -> NotebookError:
+    error = NotebookError(message)
+    error.__cause__ = cause
+    return error
+
+
+def _write_summary(name: str, out_dir: Path, output: Path, source: Path, params: dict, seconds: float,
+                   error: NotebookError | None) -> None:
+    """The run's summary (adnlib.teach.regression). A problem here is a warning: it never hides the notebook's own
+    result, and a later comparison reports the missing summary."""
+    from adnlib.teach.regression import summarize_run, write_summary
+    try:
+        summary = summarize_run(name, out_dir, seconds=seconds, parameters=params, source=source,
+                                error=None if error is None else str(error))
+        write_summary(summary, out_dir, output)
+    except Exception as exc:  # noqa: BLE001 (the notebook ran; its summary is secondary)
+        warnings.warn(f"{name}: no summary written ({type(exc).__name__}: {exc})", stacklevel=2)
 
 
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,

@@ -1,0 +1,227 @@
+"""One grid cell (category, variant, seed): an idempotent unit that trains and evaluates into its own folder.
+
+`run_cell` is what both grid engines call (adnlib.run.grid's serial loop, adnlib.run.cluster's Ray tasks). Called
+again after a crash (an engine's retry, or the same grid command run again) it looks at its folder: a finished run
+whose config equals the requested one is reused, an interrupted one resumes from checkpoint.pt (train's resume
+reaches the numbers of an uninterrupted run), anything else trains from scratch. train() writes every result file
+atomically, so a kill at any moment leaves a folder that the next call can use.
+
+Before training, a cell checks that it can read the category's data and write its folder (on a cluster, each
+worker must see the same paths), and records the attempt in `<cell>/attempts.json`: run id, attempt number, action,
+host, process id, CUDA_VISIBLE_DEVICES, the engine's context (Ray node), start and end times and the outcome.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adnlib.config import Config
+from adnlib.errors import (
+    AdnlibError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    OutputExistsError,
+    TrainingDivergedError,
+)
+
+# Fields that do not change a run's numbers: a finished cell that differs only there is reused.
+NOT_RESULT_FIELDS = ("num_workers",)
+ATTEMPTS_FILE = "attempts.json"
+# Failures that another attempt would only repeat: a cell fails at once on them (the engines retry the others).
+NOT_RETRIED = (ConfigError, OutputExistsError, CheckpointError, TrainingDivergedError)
+# One row per cell as the engines report it (run_grid's runs.attrs["cells"]).
+CELL_COLUMNS = ["cell", "category", "variant", "seed", "status", "auroc", "auroc_best", "seconds", "attempts",
+                "host", "node", "cuda_visible_devices", "error"]
+
+
+class CellAccessError(AdnlibError, PermissionError):
+    """A worker cannot read the data root or write the results folder of its cell."""
+
+
+class _Refused(OutputExistsError):
+    """A cell saved with another config (the message describes the cell and the fields)."""
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One cell of a grid and what the plan decided for it: 'reuse' | 'resume' | 'train'."""
+    category: str
+    variant: str
+    seed: int
+    folder: Path
+    action: str = "train"
+
+    @property
+    def name(self) -> str:
+        return f"{self.category}/{self.variant}/seed{self.seed}"
+
+
+def cell_dir(out_dir: str | Path, category: str, variant: str, seed: int) -> Path:
+    """The folder of one grid cell."""
+    return Path(out_dir) / category / variant / f"seed{seed}"
+
+
+def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
+    """The config dict a cell's metrics.json or checkpoint.pt was written with (None if it holds none)."""
+    path = cell / name
+    if name == "metrics.json":
+        try:
+            return json.loads(path.read_text()).get("config")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise OutputExistsError(f"grid cell {cell} holds an unreadable metrics.json ({exc}); pass --rerun to "
+                                    "replace it, or choose another output folder") from exc
+    import torch
+
+    from adnlib.run.checkpoint import load_checkpoint
+    try:  # memory-mapped: reads the small config without loading the (up to 700 MB) weights
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
+        ckpt = load_checkpoint(path)
+    return ckpt.get("config") if isinstance(ckpt, dict) else None
+
+
+def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any, Any]] | None:
+    """How the run saved in `cell` differs from `requested`, as {field: (saved, requested)}; None: nothing saved.
+
+    A finished cell (metrics.json) is compared on every field but NOT_RESULT_FIELDS; an interrupted one
+    (checkpoint.pt only) on every field a resume may not change (adnlib.run.train.RESUMABLE_CHANGES). A saved run
+    without a config (an older adnlib) differs in a pseudo-field 'config'.
+    """
+    from adnlib.run.checkpoint import config_differences
+    cell = Path(cell)
+    if (cell / "metrics.json").exists():
+        name, ignore = "metrics.json", NOT_RESULT_FIELDS
+    elif (cell / "checkpoint.pt").exists():
+        from adnlib.run.train import RESUMABLE_CHANGES
+        name, ignore = "checkpoint.pt", RESUMABLE_CHANGES
+    else:
+        return None
+    saved = _saved_config(cell, name)
+    if not isinstance(saved, dict):
+        return {"config": ("not recorded", "given")}
+    requested_dict = requested.to_dict()
+    unknown = {k: (v, None) for k, v in saved.items() if k not in requested_dict and k not in ignore}
+    try:
+        saved_config = Config.from_dict({k: v for k, v in saved.items() if k in requested_dict})
+    except (TypeError, ValueError) as exc:  # a config this version cannot build
+        return {"config": (f"invalid ({exc})", "given")}
+    return {**config_differences(saved_config, requested, ignore=ignore), **unknown}
+
+
+def cell_action(folder: str | Path, config: Config, *, resume: bool = True, rerun: bool = False) -> str:
+    """What a cell's folder calls for: 'reuse' (finished with this config), 'resume' (interrupted, this config) or
+    'train' (nothing saved, resume=False, or saved with another config and rerun=True). A cell saved with another
+    config raises OutputExistsError naming it and the fields, unless rerun."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"grid cell {folder} is a file")
+    diff = cell_differences(folder, config) if resume else None
+    if diff is None:
+        return "train"
+    if not diff:
+        return "reuse" if (folder / "metrics.json").exists() else "resume"
+    if rerun:
+        return "train"
+    fields = ", ".join(f"{k}: {a!r} there, {b!r} requested" for k, (a, b) in diff.items())
+    raise _Refused(f"{folder} ({fields})")
+
+
+def check_access(data_root: str | Path, cell: GridCell) -> None:
+    """CellAccessError unless this process can read the cell's category under data_root and write its folder."""
+    from adnlib.data.datasets import category_dir
+    host = socket.gethostname()
+    try:
+        folder = category_dir(data_root, cell.category)
+    except DatasetError as exc:
+        raise CellAccessError(f"on host {host}: {exc} (every worker must see the data root at the same path)") from exc
+    unreadable = [p for p in (folder, folder / "train", folder / "test")
+                  if p.is_dir() and not os.access(p, os.R_OK | os.X_OK)]
+    if unreadable:
+        raise CellAccessError(f"on host {host}: cannot read {unreadable[0]} (permissions)")
+    try:
+        cell.folder.mkdir(parents=True, exist_ok=True)
+        probe = cell.folder / f".write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CellAccessError(f"on host {host}: cannot write the results folder {cell.folder} ({exc.strerror or exc}; "
+                              "every worker must be able to write --out at the same path)") from exc
+
+
+def read_attempts(folder: str | Path, run_id: str | None = None) -> list[dict]:
+    """The attempts recorded in a cell's attempts.json (only those of grid run `run_id` when given)."""
+    try:
+        attempts = json.loads((Path(folder) / ATTEMPTS_FILE).read_text()).get("attempts", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [a for a in attempts if run_id is None or a.get("run") == run_id]
+
+
+def _record(folder: Path, attempts: list[dict]) -> None:
+    from adnlib.run.checkpoint import write_json
+    write_json(folder / ATTEMPTS_FILE, {"attempts": attempts})
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as one line: 'Type: message'."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+
+
+def cell_row(cell: GridCell, status: str, *, metrics: dict | None = None, attempt: dict | None = None,
+             attempts: int = 0, seconds: float | None = None, error: str | None = None) -> dict:
+    """One CELL_COLUMNS row: a cell's outcome as an engine reports it."""
+    metrics, attempt = metrics or {}, attempt or {}
+    node = attempt.get("node_ip") or attempt.get("host")
+    if attempt.get("node_id"):
+        node = f"{node} ({attempt['node_id'][:8]})"
+    return {"cell": cell.name, "category": cell.category, "variant": cell.variant, "seed": cell.seed,
+            "status": status, "auroc": metrics.get("auroc"), "auroc_best": metrics.get("auroc_best"),
+            "seconds": seconds, "attempts": attempts, "host": attempt.get("host"), "node": node,
+            "cuda_visible_devices": attempt.get("cuda_visible_devices"), "error": error}
+
+
+def reused_row(cell: GridCell) -> dict:
+    """The row of a cell whose finished run is reused (nothing written)."""
+    return cell_row(cell, "reused", metrics=json.loads((cell.folder / "metrics.json").read_text()), seconds=0.0)
+
+
+def run_cell(base: Config, data_root: str | Path, cell: GridCell, *, run_id: str, progress: bool = False,
+             context: dict | None = None) -> dict:
+    """Train and evaluate one cell into cell.folder (base with the cell's variant and seed) -> its row (cell_row).
+
+    Idempotent: the first attempt of grid run `run_id` does what the plan decided (cell.action); a later attempt
+    of the same run (a retry after a crash or an error) looks at the folder again and resumes the checkpoint.pt
+    the crashed attempt left (or reuses a run it finished). context: what the engine adds to the attempt's record
+    (e.g. the Ray node). Raises what training raised, after recording it in attempts.json.
+    """
+    from adnlib.run.train import train
+    config = base.replace(variant=cell.variant, seed=cell.seed)
+    check_access(data_root, cell)
+    history = read_attempts(cell.folder)
+    earlier = [a for a in history if a.get("run") == run_id]
+    action = cell.action if not earlier else cell_action(cell.folder, config, rerun=cell.action == "train")
+    if action == "reuse":
+        return reused_row(cell)
+    attempt = {"run": run_id, "attempt": len(earlier) + 1, "action": action, "host": socket.gethostname(),
+               "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), **(context or {}),
+               "started": time.time(), "ended": None, "outcome": None}
+    _record(cell.folder, [*history, attempt])
+    started = time.perf_counter()
+    try:
+        result = train(config, data_root, cell.category, cell.folder, progress=progress, resume=action == "resume",
+                       overwrite=action == "train")
+    except BaseException as exc:
+        attempt.update(ended=time.time(), outcome=error_text(exc))
+        _record(cell.folder, [*history, attempt])
+        raise
+    attempt.update(ended=time.time(), outcome="ok", resumed_from_epoch=result.metrics.get("resumed_from_epoch"))
+    _record(cell.folder, [*history, attempt])
+    status = "resumed" if action == "resume" else "trained"
+    return cell_row(cell, status, metrics=result.metrics, attempt=attempt, attempts=attempt["attempt"],
+                    seconds=time.perf_counter() - started)
