@@ -11,6 +11,7 @@ import pandas as pd
 import papermill  # noqa: F401  (test extra: a broken install fails these tests, never skips them)
 import pytest
 from sklearn.metrics import roc_auc_score
+from test_prose import check_03_sentences, check_04_sentences, check_06_sentences
 
 from adnlib.teach import paper
 from adnlib.teach.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
@@ -122,6 +123,7 @@ def test_03_training(tmp_path, demo_root):
         assert table.loc[variant, "auroc_best_%"] == pytest.approx(100 * m["auroc_best"], abs=0.051)
     assert "feature_norm" in set(pd.read_csv(out / "shrinkage.csv")["quantity"])
     assert {"training_curves.png", "feature_shrinkage.png", "cold_start.png"} <= set(_pngs(out))
+    check_03_sentences(out, variants)  # the generated sentences state this run's numbers (random weights)
     opened = json.loads((out / "runs_open_gates" / "disc" / "se" / "seed0" / "metrics.json").read_text())
     assert opened["attention_init"] == "open" and opened["seeds"] == m["seeds"]  # paired with the standard runs
 
@@ -148,6 +150,7 @@ def test_04_evaluation(tmp_path, demo_root):
     assert threshold["confusion [[TN, FP], [FN, TP]]"] == expected and np.sum(expected) == 25
     assert {"rotations.png", "score_distributions.png", "roc_curves.png", "auroc_per_defect.png",
             "confusion_matrix.png", "auroc_vs_rotations.png"} <= set(_pngs(out))
+    check_04_sentences(out)
 
 
 @pytest.mark.slow
@@ -182,6 +185,7 @@ def test_06_benchmark_report(tmp_path, demo_root):
     executed = nbformat.read(out.parent / "06_benchmark_report.ipynb", as_version=4)
     verdict = [o for c in executed.cells for o in c.get("outputs", []) if "DeLong p" in str(o.get("data", ""))]
     assert verdict and f"{paired['delta'].iloc[1]:+.1f} AUROC points" in str(verdict[0]["data"])
+    check_06_sentences(out, random_weights=True)
 
 
 # --- helpers the notebooks rely on ---------------------------------------------------------------------------
