@@ -1,0 +1,137 @@
+"""The widgets, live: JupyterLab on 127.0.0.1 (with a token), notebooks 01 and 04 opened in Debian's Chromium
+(Playwright), run with the smoke parameters; moving the attention viewer's slider (01) and the threshold slider
+(04) must redraw the figure the widget shows. The server and its kernels are stopped also when the test fails.
+"""
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import papermill as pm
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from test_book import _browser
+
+from adnlib.teach.notebooks import NOTEBOOK_DIR
+
+SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "checkpoints": ""}
+PARAMETERS = {"01_attention_modules": SMOKE,
+              "04_auroc_evaluation": {**SMOKE, "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4}}
+START_TIMEOUT_S = 90
+RUN_TIMEOUT_MS = int(os.environ.get("ADNLIB_LAB_RUN_TIMEOUT_MS", 900_000))  # the notebook, training included
+SCREENS = Path(__file__).resolve().parents[1] / "runs" / "lab-screens"
+REDRAW_TIMEOUT_MS = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path, demo_root):
+    """Prepared notebooks (parameters injected, not executed) and a JupyterLab server on them."""
+    for name, parameters in PARAMETERS.items():
+        pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), prepare_only=True,
+                            parameters={"data_root": str(demo_root), "output_dir": str(tmp_path / name),
+                                        **parameters}, progress_bar=False)
+    port, token = _free_port(), secrets.token_hex(16)
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               f"--ServerApp.root_dir={tmp_path}", f"--IdentityProvider.token={token}",
+               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               f"--LabApp.workspaces_dir={tmp_path / '.workspaces'}"]  # no tabs restored from earlier sessions
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI runs as root; jupyter refuses that unless told
+        command.append("--allow-root")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "JUPYTER_PLATFORM_DIRS": "1"}
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"jupyter lab did not start within {START_TIMEOUT_S} s (exit {server.poll()})")
+                time.sleep(1)
+        yield base, token
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def _run_all(page) -> None:
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    # a notebook prepared outside Lab asks which kernel to start: the preferred one (Python 3)
+    select = page.locator(".jp-Dialog button.jp-mod-accept")
+    try:
+        select.wait_for(state="visible", timeout=20_000)
+        select.click()
+    except PlaywrightTimeout:
+        pass  # no dialog: the kernel starts on its own
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.locator(".jp-Notebook:visible").first.click()
+    page.keyboard.press("Control+Shift+C")  # the command palette
+    page.keyboard.type("Run All Cells")
+    page.keyboard.press("Enter")
+
+
+# per notebook: the slider to move, the key (the viewer's block slider starts at its maximum, the threshold slider
+# at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text
+WATCH = {"01_attention_modules": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
+                                  "el => el.getAttribute('src')"),
+         "04_auroc_evaluation": (".jp-OutputArea .widget-slider", "ArrowRight", ".jp-OutputArea .widget-html",
+                                 "el => el.innerText")}
+
+
+def _move_slider_and_watch(page, name: str) -> tuple[str, str]:
+    """Press a key on the notebook's slider -> (what the widget showed before, after)."""
+    slider_selector, key, shown_selector, read = WATCH[name]
+    slider = page.locator(slider_selector + ":visible").last
+    slider.wait_for(state="attached", timeout=RUN_TIMEOUT_MS)
+    shown = page.locator(shown_selector + ":visible").last
+    shown.wait_for(state="attached", timeout=REDRAW_TIMEOUT_MS)
+    shown.scroll_into_view_if_needed(timeout=REDRAW_TIMEOUT_MS)
+    before = shown.evaluate(read)
+    slider.locator(".noUi-handle, [role='slider'], input").first.focus()
+    page.keyboard.press(key)
+    page.wait_for_function(f"([el, old]) => ({read})(el) !== old", arg=[shown.element_handle(), before],
+                           timeout=REDRAW_TIMEOUT_MS)
+    return before, shown.evaluate(read)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PARAMETERS))
+def test_moving_a_slider_redraws_the_figure(lab, name):
+    from playwright.sync_api import sync_playwright
+    base, token = lab
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}", timeout=120_000)
+            try:
+                _run_all(page)
+                before, after = _move_slider_and_watch(page, name)
+            finally:  # what the page showed, for the CI artefacts (and for a failure)
+                SCREENS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
+            assert before and after and before != after
+            assert not errors, errors
+        finally:
+            browser.close()
