@@ -1,4 +1,4 @@
-"""Command line: `adnlib demo-data | train | evaluate | score` (also `python -m adnlib`).
+"""Command line: `adnlib demo-data | train | evaluate | score | localize ...` (also `python -m adnlib`).
 
 Bad input ends with one line `error: ...` on stderr and exit status 2, never a traceback.
 """
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_parser(sub)
     _add_notebooks_parser(sub)
     _add_compare_parser(sub)
+    _add_localize_parser(sub)
     p = sub.add_parser("score", help="print the anomaly score of each image")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("images", nargs="+", type=Path)
@@ -112,6 +113,19 @@ def _add_maths_options(p) -> None:
                    help="SE/CBAM gates: standard init (default, gates near 0.5) or open (gates start at 0.95)")
     p.add_argument("--test-rotations", choices=("random", "fixed"),
                    help="random (official: fresh angles at every evaluation) or fixed (evenly spaced)")
+
+
+def _add_localize_parser(sub) -> None:
+    p = sub.add_parser("localize", help="anomaly maps vs ground-truth masks: pixel AUROC and PRO per method")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="dataset root with <category>/ground_truth masks")
+    p.add_argument("--category", required=True)
+    p.add_argument("--method", action="extend", nargs="+", choices=("differnet", "gradcam", "cbam-spatial"),
+                   help="one or more (default differnet); cbam-spatial only for CBAM checkpoints")
+    p.add_argument("--overlays", type=_non_negative, default=4, help="overlay PNGs per method (default 4)")
+    p.add_argument("--n-boot", type=_positive, default=1000, help="bootstrap resamples comparing methods")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--out", type=Path, required=True)
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -295,6 +309,59 @@ def _evaluate(args) -> int:
         write_csv(args.out / "scores.csv", scores)
         write_json(args.out / "metrics.json", {**line, "roc": rep["roc"]})
     print(json.dumps(line))
+    return 0
+
+
+def _save_overlays(folder: Path, dataset, images, maps, masks, n: int) -> None:
+    """The first n test images, defective ones first: image | min-max stretched map over it | ground truth."""
+    import numpy as np
+    from PIL import Image
+
+    from adnlib.explain.attention_viz import overlay_heatmap, to_display
+    order = sorted(range(len(dataset)), key=lambda i: (dataset.samples[i].label == 0, i))[:n]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in order:
+        sample = dataset.samples[i]
+        truth = np.repeat(masks[i].numpy()[..., None].astype(np.float32), 3, axis=2)
+        row = np.concatenate([to_display(images[i]), overlay_heatmap(images[i], maps[i], normalize=True), truth], 1)
+        name = f"{sample.defect_type}_{sample.path.stem}.png"
+        Image.fromarray((row * 255).round().astype(np.uint8)).save(folder / name)
+
+
+def _localize(args) -> int:
+    import torch
+
+    from adnlib.data.datasets import AnomalyDataset
+    from adnlib.errors import CheckpointError
+    from adnlib.explain.localization_metrics import localization_metrics, method_maps, paired_localization_bootstrap
+    from adnlib.run.checkpoint import model_from_checkpoint, write_json
+    from adnlib.run.device import resolve_device
+    _out_folder(args.out)
+    methods = list(dict.fromkeys(args.method or ["differnet"]))
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(args.checkpoint, device)
+    trained_on = model.checkpoint_info.get("category")
+    if trained_on and trained_on != args.category:
+        raise CheckpointError(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}")
+    if "cbam-spatial" in methods and model.config.variant != "cbam":
+        raise CheckpointError(f"--method cbam-spatial needs a CBAM checkpoint; {args.checkpoint} is variant "
+                              f"{model.config.variant!r}")
+    dataset = AnomalyDataset(args.data, args.category, "test", model.config.img_size, cache=True, masks=True)
+    masks = dataset.all_masks()
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    result, all_maps = {"category": args.category, "checkpoint": str(args.checkpoint),
+                        "variant": model.config.variant, "img_size": model.config.img_size, "methods": {}}, {}
+    for method in methods:
+        start = time.perf_counter()
+        all_maps[method] = method_maps(model, images, method)
+        seconds = time.perf_counter() - start
+        result["methods"][method] = {**localization_metrics(masks.numpy(), all_maps[method]), "seconds": seconds}
+        _save_overlays(args.out / "overlays" / method, dataset, images, all_maps[method], masks, args.overlays)
+    result["comparisons"] = {f"{m} - {methods[0]}": paired_localization_bootstrap(
+        masks.numpy(), all_maps[methods[0]], all_maps[m], n_boot=args.n_boot) for m in methods[1:]}
+    write_json(args.out / "localization.json", result)
+    print(json.dumps({m: {k: v[k] for k in ("pixel_auroc", "pro", "n_images", "seconds")}
+                      for m, v in result["methods"].items()}))
     return 0
 
 
@@ -516,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
                "grid": _grid, "notebooks": _notebooks,
-               "compare": _compare}[args.command]
+               "compare": _compare, "localize": _localize}[args.command]
     with _brief_warnings():
         try:
             return command(args)

@@ -8,6 +8,11 @@ Images are found as the official code's torchvision ``ImageFolder`` finds them: 
 in sorted order; a sample's defect type is its top class folder's name. Files and folders whose names start with
 '.' are ignored at every level, as are other files (README, masks elsewhere). Every image loads as 8-bit RGB (the
 official loader's ``convert('RGB')``; 16-bit grayscale .pgm/.png is scaled to 8 bits first).
+
+Pixel-level ground truth (optional, for localisation): as in MVTec AD, the mask of ``test/<defect>/<dirs>/<name>.<ext>``
+is ``<category>/ground_truth/<defect>/<dirs>/<name>_mask.png`` (nonzero = defect, the image's size); normal images
+have empty masks. ``AnomalyDataset(..., masks=True)`` checks that every defective test image has one;
+``dataset.mask(i)`` reads one, resized like the image (nearest).
 """
 from __future__ import annotations
 
@@ -146,6 +151,58 @@ def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
+def _mask_file(folder: Path, stem: str) -> Path | None:
+    for suffix in (".png", *sorted(IMAGE_SUFFIXES - {".png"})):
+        for name in (f"{stem}_mask{suffix}", f"{stem}_mask{suffix.upper()}"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def find_masks(root: str | Path, category: str, samples: list[Sample]) -> dict[Path, Path | None]:
+    """{image path: its mask file, or None for a normal image}, in the MVTec AD layout (see the module docstring).
+
+    DatasetError when the ground_truth folder is missing or a defective image has no mask (naming the file).
+    """
+    folder = category_dir(root, category)
+    truth = folder / "ground_truth"
+    if not truth.is_dir():
+        raise DatasetError(f"no ground-truth masks: {truth} is missing (pixel-level evaluation needs "
+                           "<category>/ground_truth/<defect>/<name>_mask.png, as in MVTec AD)")
+    found, missing = {}, []
+    for sample in samples:
+        if sample.label == 0:
+            found[sample.path] = None
+            continue
+        relative = sample.path.relative_to(folder / "test" / sample.defect_type)
+        mask = _mask_file(truth / sample.defect_type / relative.parent, sample.path.stem)
+        if mask is None:
+            missing.append(truth / sample.defect_type / relative.parent / f"{sample.path.stem}_mask.png")
+        found[sample.path] = mask
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DatasetError(f"defective test image without a ground-truth mask: {missing[0]} is missing{more}")
+    return found
+
+
+def load_mask(mask_path: Path | None, image_path: Path, size: int) -> torch.Tensor:
+    """A mask file -> bool tensor (size, size), resized nearest; None -> all False. DatasetError names the file
+    when it is unreadable or its size differs from the image's."""
+    if mask_path is None:
+        return torch.zeros(size, size, dtype=torch.bool)
+    try:
+        with Image.open(mask_path) as m, Image.open(image_path) as img:
+            if m.size != img.size:
+                raise DatasetError(f"mask {mask_path} is {m.size[0]}x{m.size[1]} px but its image {image_path} is "
+                                   f"{img.size[0]}x{img.size[1]} px")
+            m = m.convert("L").resize((size, size), Image.NEAREST)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"cannot read mask {mask_path}: {type(exc).__name__}") from exc
+    return torch.from_numpy(np.asarray(m) > 127)
+
+
 MIN_IMAGE_PX = 16  # smaller than this is a placeholder or an icon, not an inspection image: refused
 
 
@@ -156,14 +213,18 @@ class AnomalyDataset(Dataset):
     cache: keep the resized images in memory after the first read (small datasets, many epochs).
     smallest_scale: pixels of the model's smallest input scale, img_size / 2**(n_scales-1). An image smaller than
         that is upsampled at every scale: allowed, but warned about, naming the file.
+    masks: find the ground-truth masks now (test split; DatasetError if a defective image has none). `mask(i)`
+        works without it too (finding them on first use).
     """
 
     def __init__(self, root: str | Path, category: str, split: str = "train", img_size: int = 448,
-                 skip_corrupt: bool = False, cache: bool = False, smallest_scale: int | None = None):
+                 skip_corrupt: bool = False, cache: bool = False, smallest_scale: int | None = None,
+                 masks: bool = False):
         self.root, self.category, self.split, self.img_size = Path(root), category, split, img_size
         self.smallest_scale = smallest_scale
         self.samples = find_samples(root, category, split)
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self._masks = find_masks(root, category, self.samples) if masks else None
         if skip_corrupt:
             self.check(skip_corrupt=True)
 
@@ -229,6 +290,17 @@ class AnomalyDataset(Dataset):
             if self._cache is not None:
                 self._cache[i] = image
         return image, self.samples[i].label, i
+
+    def mask(self, i: int) -> torch.Tensor:
+        """Ground-truth mask of item i: bool (S,S), resized like the image (nearest); all False for normal images."""
+        if self._masks is None:
+            self._masks = find_masks(self.root, self.category, self.samples)
+        path = self.samples[i].path
+        return load_mask(self._masks[path], path, self.img_size)
+
+    def all_masks(self) -> torch.Tensor:
+        """Every item's mask, (N,S,S) bool (reads them all: sizes are checked)."""
+        return torch.stack([self.mask(i) for i in range(len(self))]) if len(self) else torch.zeros(0, 0, 0)
 
     @property
     def labels(self) -> np.ndarray:

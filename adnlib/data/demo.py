@@ -1,8 +1,10 @@
 """A small generated dataset in the MVTec AD layout, so that everything runs offline on a laptop.
 
 Two categories: 'disc' (object-like: a machined disc on a dark table) and 'weave' (texture-like: a woven fabric),
-three defect types each. Generation is deterministic (fixed seeds), takes a few seconds and ~2 MB. The defects are
-deliberately large and clear: the demo teaches the pipeline, it is not a benchmark.
+three defect types each. Each defective test image comes with its exact defect mask, in the MVTec AD layout:
+``<category>/ground_truth/<defect>/<name>_mask.png`` (0/255, the image's size): the pixels the defect changed.
+Generation is deterministic (fixed seeds), takes a few seconds and ~2 MB. The defects are deliberately
+large and clear: the demo teaches the pipeline, it is not a benchmark.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ DEFAULT_DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"  # <re
 SIZE = 224
 N_TRAIN, N_TEST_GOOD, N_TEST_PER_DEFECT = 40, 10, 5
 DEFECTS = {"disc": ("crack", "stain", "chip"), "weave": ("cut", "hole", "dye")}
-_MARKER = ".adnlib-demo-v1"
+_MARKER = ".adnlib-demo-v2"  # v2: ground-truth masks (the images are those of v1, bit for bit)
+_OLD_MARKERS = (".adnlib-demo-v1",)
+MASK_CHANGE = 8  # a painted pixel belongs to the mask if some channel changed by more than this (0..255)
 
 
 def _grid(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -66,37 +70,68 @@ def _line(rng: np.random.Generator, width: float) -> np.ndarray:
     return (dist < width) & (along < SIZE * rng.uniform(0.25, 0.35))
 
 
-def _add_defect(img: np.ndarray, category: str, defect: str, rng: np.random.Generator) -> np.ndarray:
+def _defect_region(img: np.ndarray, defect: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(image (H,W,3) float, region (H,W) bool) for one defect: a copy of img with the region painted."""
     img = img.copy()
     if defect == "crack":
-        img[_line(rng, 4.0)] = 15.0
+        region = _line(rng, 4.0)
+        img[region] = 15.0
     elif defect == "stain":
-        img[_blob(rng, 30, (22, 30))] = np.array([40.0, 150.0, 60.0]) * rng.uniform(0.9, 1.1)
+        colour = np.array([40.0, 150.0, 60.0]) * rng.uniform(0.9, 1.1)  # drawn before the blob, as in v1
+        region = _blob(rng, 30, (22, 30))
+        img[region] = colour
     elif defect == "chip":
         x, y = _grid()
         a = np.arctan2(y - SIZE / 2, x - SIZE / 2)
         start = rng.uniform(-np.pi, np.pi)
-        wedge = (np.mod(a - start, 2 * np.pi) < 0.9) & (np.hypot(x - SIZE / 2, y - SIZE / 2) > SIZE * 0.2)
-        img[wedge] = 40.0
+        region = (np.mod(a - start, 2 * np.pi) < 0.9) & (np.hypot(x - SIZE / 2, y - SIZE / 2) > SIZE * 0.2)
+        img[region] = 40.0
     elif defect == "cut":
-        img[_line(rng, 5.0)] = 235.0
+        region = _line(rng, 5.0)
+        img[region] = 235.0
     elif defect == "hole":
-        img[_blob(rng, 50, (20, 28))] = 10.0
+        region = _blob(rng, 50, (20, 28))
+        img[region] = 10.0
     elif defect == "dye":
-        m = _blob(rng, 50, (28, 36))
-        img[m] = img[m][:, [2, 0, 1]] * 1.2  # a colour shift: channels swapped
+        region = _blob(rng, 50, (28, 36))
+        img[region] = img[region][:, [2, 0, 1]] * 1.2  # a colour shift: channels swapped
     else:
+        raise ValueError(f"unknown defect {defect!r}")
+    return img, region
+
+
+def _as_uint8(img: np.ndarray) -> np.ndarray:
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def defect_with_mask(img: np.ndarray, category: str, defect: str,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Paste one defect -> (image (H,W,3) float, exact mask (H,W) bool).
+
+    The mask is the painted region less the pixels the paint left (nearly) unchanged in the saved 8-bit image
+    (a chip's wedge over the dark table, which is already the chip's colour): what a defect detector could see.
+    """
+    if defect not in DEFECTS.get(category, ()):
         raise ValueError(f"unknown defect {defect!r} for {category!r}")
-    return img
+    out, region = _defect_region(img, defect, rng)
+    changed = np.abs(_as_uint8(out).astype(np.int16) - _as_uint8(img).astype(np.int16)).max(axis=2) > MASK_CHANGE
+    return out, region & changed
+
+
+def _add_defect(img: np.ndarray, category: str, defect: str, rng: np.random.Generator) -> np.ndarray:
+    return defect_with_mask(img, category, defect, rng)[0]
 
 
 def _save(img: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
+    Image.fromarray(_as_uint8(img)).save(path)
 
 
 def make_demo_dataset(root: str | Path = DEFAULT_DEMO_ROOT, force: bool = False) -> Path:
-    """Generate the demo dataset under `root` (idempotent: an existing complete one is kept) and return root."""
+    """Generate the demo dataset under `root` (idempotent: an existing complete one is kept) and return root.
+
+    A folder made by an older version (no masks) is completed: the images come out the same, the masks are added.
+    """
     root = Path(root)
     if (root / _MARKER).exists() and not force:
         return root
@@ -110,6 +145,10 @@ def make_demo_dataset(root: str | Path = DEFAULT_DEMO_ROOT, force: bool = False)
             _save(draw(rng), base / "test" / "good" / f"{i:03d}.png")
         for defect in defects:
             for i in range(N_TEST_PER_DEFECT):
-                _save(_add_defect(draw(rng), category, defect, rng), base / "test" / defect / f"{i:03d}.png")
+                img, mask = defect_with_mask(draw(rng), category, defect, rng)
+                _save(img, base / "test" / defect / f"{i:03d}.png")
+                _save(mask.astype(np.float32) * 255, base / "ground_truth" / defect / f"{i:03d}_mask.png")
+    for old in _OLD_MARKERS:
+        (root / old).unlink(missing_ok=True)
     (root / _MARKER).write_text("generated by adnlib.data.demo.make_demo_dataset\n")
     return root

@@ -1,0 +1,201 @@
+"""Issue 14: demo masks, mask loading, pixel AUROC / PRO against hand-computed cases, and `adnlib localize`."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adnlib.cli import main
+from adnlib.data.datasets import AnomalyDataset
+from adnlib.errors import DatasetError
+from adnlib.explain import localization_metrics as lm
+
+
+def _row(values, defect):
+    """One image of one row: maps (1,1,W) and masks (1,1,W) from lists."""
+    return np.array(defect, bool)[None, None], np.array(values, float)[None, None]
+
+
+# Row layout: A (region of 1 px) | normal | B (3 px) | 4 normal pixels: 2 regions, 5 normal pixels.
+DEFECT = [1, 0, 1, 1, 1, 0, 0, 0, 0]
+
+
+# --- metrics ------------------------------------------------------------------------------------------------------
+def test_pro_weights_regions_equally_unlike_pixel_recall():
+    # catches PRO computed as pixel recall (0.5 here) or regions labelled wrongly
+    masks, maps = _row([.9, .7, .5, .5, .5, .1, .1, .1, .1], DEFECT)
+    # thresholds .9: (fpr 0, pro .5); .7: (.2, .5); .5: (.2, 1); area to .3 = .2*.5 + .1*1 = .2 -> /.3
+    assert lm.pro_score(masks, maps) == pytest.approx(0.2 / 0.3)
+    assert lm.pixel_auroc(masks, maps) == pytest.approx(17 / 20)  # .9 beats 5 normals, each .5 beats 4
+
+
+def test_pro_interpolates_at_the_fpr_limit_and_handles_ties():
+    # catches a missing interpolation at 0.3 (or stopping at the last point below it) and ties split apart
+    masks, maps = _row([.9, .5, .5, .5, .5, .5, .1, .1, .1], DEFECT)
+    # points (0,0), (0,.5), (.4,1): at .3 the curve is .875; area = .3*(.5+.875)/2
+    assert lm.pro_score(masks, maps) == pytest.approx(0.3 * (0.5 + 0.875) / 2 / 0.3)
+    fpr, pro = lm.pro_curve(masks, maps)
+    assert fpr.tolist() == pytest.approx([0, 0, .4, 1]) and pro.tolist() == pytest.approx([0, .5, 1, 1])
+
+
+def test_one_region_perfect_and_inverted_maps():
+    # catches a reversed threshold direction (PRO of a perfect map must be 1, of an inverted one 0)
+    masks = np.zeros((1, 6, 6), bool)
+    masks[0, 1:3, 1:4] = True
+    assert lm.region_weights(masks)[1] == 1
+    assert lm.pro_score(masks, masks.astype(float)) == pytest.approx(1.0)
+    assert lm.pixel_auroc(masks, masks.astype(float)) == pytest.approx(1.0)
+    assert lm.pro_score(masks, 1.0 - masks) == pytest.approx(0.0)
+    assert lm.pixel_auroc(masks, 1.0 - masks) == pytest.approx(0.0)
+
+
+def test_regions_are_labelled_per_image_and_normal_images_count_in_the_fpr():
+    # catches labelling the stack in 3D (one merged region) and FPR over defective images only
+    masks = np.zeros((3, 1, 4), bool)
+    masks[0, 0, 0] = True  # 1 px region
+    masks[1, 0, :3] = True  # 3 px region at the same place in the next image: 3D labelling would merge them
+    maps = np.zeros((3, 1, 4))
+    maps[0, 0, 0], maps[1, 0, :3] = 1.0, [1.0, 0, 0]  # region 1 fully found, region 2 one third
+    maps[2] = [[0.5, 0.0, 0.0, 0.0]]  # the normal image (empty mask): one false positive among its 4 pixels
+    assert lm.region_weights(masks)[1] == 2
+    # 8 normal pixels (3 + 1 + 4); t=1: fpr 0, pro (1 + 1/3)/2; t=.5: fpr 1/8; t=0: fpr 1, pro 1
+    p0, f1 = (1 + 1 / 3) / 2, 1 / 8
+    y_at = p0 + (1 - p0) * (0.3 - f1) / (1 - f1)
+    assert lm.pro_score(masks, maps) == pytest.approx((f1 * p0 + (0.3 - f1) * (p0 + y_at) / 2) / 0.3)
+
+
+def test_metrics_refuse_masks_without_defects():
+    # catches a silent NaN when only normal images are given
+    with pytest.raises(ValueError, match="both defect pixels and normal"):
+        lm.pro_score(np.zeros((2, 4, 4), bool), np.random.rand(2, 4, 4))
+
+
+def test_paired_bootstrap_of_identical_maps_is_zero_and_of_a_better_map_positive():
+    # catches an unpaired bootstrap (different images for A and B) and swapped A/B signs
+    rng = np.random.default_rng(0)
+    masks = np.zeros((12, 16, 16), bool)
+    for i in range(8):
+        masks[i, 3 + i % 4:8 + i % 4, 4:9] = True
+    noisy = rng.random(masks.shape)
+    good = masks + 0.8 * rng.random(masks.shape)
+    same = lm.paired_localization_bootstrap(masks, noisy, noisy, n_boot=50)
+    assert same["pro"]["low"] == same["pro"]["high"] == same["pro"]["delta"] == 0
+    better = lm.paired_localization_bootstrap(masks, noisy, good, n_boot=200)
+    for metric in ("pixel_auroc", "pro"):
+        r = better[metric]
+        assert r["delta"] == pytest.approx(r["b"] - r["a"]) and 0 < r["low"] <= r["delta"] <= r["high"]
+    assert better["pro"]["b"] == pytest.approx(lm.pro_score(masks, good))
+
+
+# --- masks --------------------------------------------------------------------------------------------------------
+def test_demo_masks_mark_exactly_the_changed_pixels(demo_root):
+    # catches masks misplaced or missing: every defective demo image's mask covers the pixels that differ from
+    # the defect-free image drawn with the same seed
+    from adnlib.data.demo import SIZE, _disc, defect_with_mask
+    rng = np.random.default_rng(7)
+    clean = _disc(rng)
+    img, mask = defect_with_mask(clean, "disc", "stain", rng)
+    changed = np.abs(np.clip(img, 0, 255).astype(np.uint8).astype(int)
+                     - np.clip(clean, 0, 255).astype(np.uint8).astype(int)).max(2) > 8
+    assert mask.shape == (SIZE, SIZE) and mask.any() and np.array_equal(mask, changed)
+    files = sorted((demo_root / "disc" / "ground_truth").rglob("*_mask.png"))
+    assert len(files) == 15
+    m = np.asarray(Image.open(files[0]))
+    assert m.shape == (SIZE, SIZE) and set(np.unique(m)) == {0, 255}
+
+
+def test_dataset_masks_resized_nearest_and_empty_for_normal_images(demo_root):
+    # catches masks paired with the wrong image, bilinear (non-binary) resizing, non-empty normal masks
+    d = AnomalyDataset(demo_root, "disc", "test", 64, masks=True)
+    masks = d.all_masks()
+    assert masks.shape == (len(d), 64, 64) and masks.dtype == torch.bool
+    for i, s in enumerate(d.samples):
+        assert bool(masks[i].any()) == (s.label == 1), s.path
+    full = np.asarray(Image.open(demo_root / "disc/ground_truth/crack/000_mask.png")) > 127
+    i = [str(s.path).endswith("crack/000.png") for s in d.samples].index(True)
+    expected = np.asarray(Image.fromarray(full).resize((64, 64), Image.NEAREST))
+    assert np.array_equal(d.mask(i).numpy(), expected)
+
+
+def _copy_category(demo_root, dest, n_good=3, n_bad=3, n_train=8):
+    for split, n in (("train/good", n_train), ("test/good", n_good), ("test/crack", n_bad)):
+        (dest / "disc" / split).mkdir(parents=True)
+        for f in sorted((demo_root / "disc" / split).iterdir())[:n]:
+            shutil.copy(f, dest / "disc" / split / f.name)
+    (dest / "disc/ground_truth/crack").mkdir(parents=True)
+    for f in sorted((demo_root / "disc/ground_truth/crack").iterdir())[:n_bad]:
+        shutil.copy(f, dest / "disc/ground_truth/crack" / f.name)
+    return dest
+
+
+def test_dataset_mask_errors_name_the_file(demo_root, tmp_path):
+    # catches a missing mask or a mask of the wrong size passing silently (or failing without the file's name)
+    root = _copy_category(demo_root, tmp_path / "d")
+    AnomalyDataset(root, "disc", "test", 64)  # without masks=True nothing about masks is required
+    (root / "disc/ground_truth/crack/001_mask.png").unlink()
+    with pytest.raises(DatasetError, match="001_mask.png is missing"):
+        AnomalyDataset(root, "disc", "test", 64, masks=True)
+    Image.new("L", (100, 100)).save(root / "disc/ground_truth/crack/001_mask.png")
+    d = AnomalyDataset(root, "disc", "test", 64, masks=True)
+    with pytest.raises(DatasetError, match="001_mask.png is 100x100 px but its image .*001.png is 224x224"):
+        d.all_masks()
+    shutil.rmtree(root / "disc/ground_truth")
+    with pytest.raises(DatasetError, match="ground_truth is missing"):
+        AnomalyDataset(root, "disc", "test", 64, masks=True)
+
+
+def test_old_demo_folders_are_regenerated_with_masks(tmp_path):
+    # catches a marker that was not bumped: a v1 demo folder would never get its masks
+    from adnlib.data.demo import make_demo_dataset
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo/.adnlib-demo-v1").write_text("old\n")
+    root = make_demo_dataset(tmp_path / "demo")
+    assert (root / "weave/ground_truth/dye/004_mask.png").is_file()
+    assert not (root / ".adnlib-demo-v1").exists()
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_run(demo_root, tmp_path_factory):
+    from adnlib.config import preset
+    from adnlib.run.train import train
+    root = _copy_category(demo_root, tmp_path_factory.mktemp("loc") / "data")
+    out = tmp_path_factory.mktemp("loc_run")
+    train(preset("smoke", weights="none", device="cpu"), root, "disc", out, progress=False)
+    return root, out / "checkpoint.pt"
+
+
+@pytest.mark.slow
+def test_localize_writes_metrics_and_overlays(smoke_run, tmp_path, capsys):
+    # catches a command that does not run end to end, or writes metrics outside [0,1] / no overlays
+    root, ckpt = smoke_run
+    rc = main(["localize", "--checkpoint", str(ckpt), "--data", str(root), "--category", "disc",
+               "--method", "differnet", "gradcam", "--overlays", "2", "--n-boot", "50", "--device", "cpu",
+               "--out", str(tmp_path / "loc")])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "loc/localization.json").read_text())
+    for method in ("differnet", "gradcam"):
+        m = result["methods"][method]
+        assert 0 <= m["pixel_auroc"] <= 1 and 0 <= m["pro"] <= 1 and m["n_images"] == 6 and m["seconds"] > 0
+        assert len(list((tmp_path / "loc/overlays" / method).glob("crack_*.png"))) == 2
+    assert "gradcam - differnet" in result["comparisons"]
+
+
+@pytest.mark.slow
+def test_localize_bad_input_is_one_error_line(smoke_run, tmp_path, capsys):
+    # catches tracebacks (or silent runs) for: no masks, another category's checkpoint, cbam-spatial on DifferNet
+    root, ckpt = smoke_run
+    bare = tmp_path / "bare"
+    shutil.copytree(root, bare)
+    shutil.rmtree(bare / "disc/ground_truth")
+    shutil.copytree(bare / "disc", bare / "weave")
+    cases = {"ground_truth is missing": (bare, "disc", "differnet"),
+             "trained on category 'disc', not 'weave'": (bare, "weave", "differnet"),
+             "cbam-spatial needs a CBAM checkpoint": (root, "disc", "cbam-spatial")}
+    for expected, (data, category, method) in cases.items():
+        rc = main(["localize", "--checkpoint", str(ckpt), "--data", str(data), "--category", category,
+                   "--method", method, "--device", "cpu", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error:") and expected in err and "\n" not in err, err
