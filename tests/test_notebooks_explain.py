@@ -7,6 +7,7 @@ import json
 
 import nbformat
 import numpy as np
+import pandas as pd
 import papermill  # noqa: F401  (test extra: a broken install fails these tests, never skips them)
 import pytest
 from PIL import Image
@@ -165,6 +166,19 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
     assert _widget_drew_a_figure(executed)
     _check_localization(out, summary, maps, demo_root)
     _check_seed_baseline(summary, maps, _markdown_outputs(executed))
+    _check_pixel_metrics(out, "\n".join(_markdown_outputs(executed)))
+
+
+def _check_pixel_metrics(out, text):
+    """The pixel table has every model x method, and its sentence names the table's best map by PRO."""
+    pixel = pd.read_csv(out / "pixel_metrics.csv")
+    assert set(zip(pixel["model"], pixel["method"])) == {(m, k) for m in ("differnet", "se")
+                                                          for k in ("differnet", "gradcam")}
+    assert pixel["pixel_auroc"].between(0, 1).all() and pixel["pro"].between(0, 1).all()
+    for model, part in pixel.groupby("model"):
+        best = part.loc[part["pro"].idxmax()]
+        assert f"**{model}**: the best map by PRO is `{best['method']}` (PRO {best['pro']:.3f}" in text
+    assert "ΔPRO" in text
 
 
 def _check_localization(out, summary, maps, demo_root):
