@@ -135,16 +135,15 @@ def check_06_sentences(out, random_weights: bool) -> None:
 @pytest.mark.slow
 def test_sentences_agree_with_the_numbers_with_a_saved_weights_file(weights_file, demo_root, tmp_path):
     """The second backbone setting (the first, random weights, is checked by tests/test_notebooks.py's runs of
-    03, 04 and 06): a saved AlexNet state dict passed as a path gives other numbers, and the sentences follow."""
+    03, 04 and 06): a saved AlexNet state dict passed as a path gives other numbers, and the sentences of 03 and 06
+    (the verdicts that can come out either way) follow."""
     common = {"data_root": str(demo_root), **FAST, "weights": str(weights_file)}
-    run_notebook("03_training_attentdiffernet", tmp_path, {**common, "variants": ["differnet", "se"], "epochs": 2,
+    run_notebook("03_training_attentdiffernet", tmp_path, {**common, "variants": ["differnet", "se"], "epochs": 1,
                                                            "eval_every": 1})
     out = tmp_path / "03_training_attentdiffernet"
     assert json.loads((out / "metrics_se.json").read_text())["backbone_weights"] == str(weights_file)
     check_03_sentences(out, ["differnet", "se"])
-    run_notebook("04_auroc_evaluation", tmp_path, {**common, "variants": ["differnet"], "checkpoints": "",
-                                                   "n_rotations": 2, "max_rotations": 4})
-    check_04_sentences(tmp_path / "04_auroc_evaluation")
+    # (04's sentences are read straight off its table; tests/test_notebooks.py checks them with random weights)
     run_notebook("06_benchmark_report", tmp_path, {**common, "categories": ["disc"],
                                                    "variants": ["differnet", "se"]})
     check_06_sentences(tmp_path / "06_benchmark_report", random_weights=False)
