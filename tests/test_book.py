@@ -30,7 +30,7 @@ SCREENS = REPOSITORY / "runs" / "book-screens"
 def book(demo_root, tmp_path_factory):
     """The book of notebooks 01 (attention viewer) and 04 (threshold slider), executed with smoke parameters."""
     run = tmp_path_factory.mktemp("executed")
-    run_notebook("01_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": ""})
+    run_notebook("01_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
     run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
                                               "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4})
     return build_book(run, tmp_path_factory.mktemp("book"))

@@ -51,11 +51,11 @@ def test_demo_size_options(tmp_path):
     assert Image.open(root / "disc" / "train" / "good" / "000.png").size == (96, 96)
 
 
-# Catches a main that crashes on a code path (official loader, amp, whole run, report) or writes wrong/missing JSON.
+# Catches a main that crashes on a code path (official loader, amp, report) or writes wrong/missing JSON.
 @pytest.mark.slow
 def test_main_smoke_writes_json(gpu_bench, tmp_path, capsys):
     out_file = tmp_path / "gpu.json"
-    gpu_bench.main(TINY + ["--whole-run", "--whole-run-size", "4", "--whole-run-epochs", "1", "--json", str(out_file)])
+    gpu_bench.main(TINY + ["--json", str(out_file)])  # without --whole-run: minutes of the suite's budget
     out = json.loads(out_file.read_text())
     assert [(r["path"], r["precision"]) for r in out["rows"]] == [
         ("official way", "float32"), ("adnlib", "float32"), ("adnlib", "amp (bf16 backbone)")]
@@ -64,8 +64,5 @@ def test_main_smoke_writes_json(gpu_bench, tmp_path, capsys):
             assert math.isfinite(r[key]) and r[key] > 0, (r["path"], key)
     assert math.isfinite(out["rows"][2]["amp_score_change"])
     assert out["first_step_loss"]["abs_diff"] < 1e-4 * max(1.0, abs(out["first_step_loss"]["official"]))
-    assert [r["variant"] for r in out["whole_run"]] == ["differnet", "se"]
-    for r in out["whole_run"]:
-        assert r["n_train"] == 4 and r["wall_s"] >= r["train_s"] > 0 and r["eval_s"] >= 0
     assert out["machine"]["device"] == "cpu" and out["machine"]["torch"] == torch.__version__
     assert "| official way | float32 |" in capsys.readouterr().out

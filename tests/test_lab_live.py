@@ -19,7 +19,7 @@ from test_book import _browser
 
 from adnlib.teach.notebooks import NOTEBOOK_DIR
 
-SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "checkpoints": ""}
+SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "checkpoints": "", "epochs": 1}
 PARAMETERS = {"01_attention_modules": SMOKE,
               "04_auroc_evaluation": {**SMOKE, "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4}}
 START_TIMEOUT_S = 90
