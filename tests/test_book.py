@@ -102,5 +102,6 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book):
         broken = [src for src, complete, width in found["images"] if not complete or width == 0]
         assert not broken, (name, broken)
     assert len(results["01_attention_modules"]["images"]) >= 3 and len(results["04_auroc_evaluation"]["images"]) >= 5
+    assert (book / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js").is_file()  # the formula's renderer, local
     # the saved widget state is rendered: the attention viewer's sliders and the threshold slider
     assert results["01_attention_modules"]["widgets"] >= 1 and results["04_auroc_evaluation"]["widgets"] >= 1

@@ -3,8 +3,9 @@
 `build_book(run_dir, out_dir)` assembles a Sphinx source folder (the README's overview as the front page, one page
 per executed notebook, in course order), builds it with myst-nb and the book theme, and returns the HTML folder.
 Pages request nothing outside the site: myst-nb's widget JavaScript (require.js and
-`@jupyter-widgets/html-manager`, which it loads from CDNs by default) is taken from the npm registry once, at
-build time, into a vendor cache, with its licence files, and served from the site's `_static/`.
+`@jupyter-widgets/html-manager`, which it loads from CDNs by default) and MathJax (Sphinx's default is a CDN) are
+taken from the npm registry once, at build time, into a vendor cache, with their licence files, and served from the
+site's `_static/`.
 
     python -m adnlib.teach.book [--run runs/<stamp>] [--out runs/book]     # `make book`
 """
@@ -26,11 +27,13 @@ from adnlib.teach.notebooks import NOTEBOOKS
 from adnlib.teach.paths import REPOSITORY
 
 # Pinned: the html-manager that ipywidgets 8 embeds (ipywidgets._version.__html_manager_version__ is ^1.0.1)
-VENDOR_PACKAGES = {"requirejs": "2.3.7", "@jupyter-widgets/html-manager": "1.0.15"}
+VENDOR_PACKAGES = {"requirejs": "2.3.7", "@jupyter-widgets/html-manager": "1.0.15", "mathjax": "3.2.2"}
 VENDOR_FILES = {"requirejs": ["require.js", "LICENSE"],
                 # the AMD bundle myst-nb loads, its fonts and licences (not the other bundles or the 14 MB source map)
                 "@jupyter-widgets/html-manager": ["dist/embed-amd.js", "dist/*.txt", "dist/*.woff*", "dist/*.ttf",
-                                                  "dist/*.eot", "dist/*.svg", "LICENSE"]}
+                                                  "dist/*.eot", "dist/*.svg", "LICENSE"],
+                # the notebooks' formulas: Sphinx would load MathJax from a CDN
+                "mathjax": ["es5/tex-mml-chtml.js", "es5/output/chtml/fonts/woff-v2/*", "LICENSE"]}
 NPM_TIMEOUT_S = 300
 
 
@@ -91,6 +94,7 @@ nb_execution_mode = "off"  # the notebooks were executed by `make demo`; the boo
 nb_ipywidgets_js = {{"requirejs/require.js": {{}},
                     "html-manager/dist/embed-amd.js": {{"data-jupyter-widgets-cdn": "_static/html-manager/"}}}}
 myst_enable_extensions = ["dollarmath"]
+mathjax_path = "mathjax/es5/tex-mml-chtml.js"  # served by the site (Sphinx's default is a CDN address)
 exclude_patterns = ["_build"]
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
@@ -121,6 +125,7 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
         shutil.copy(run_dir / f"{name}.ipynb", src / f"{name}.ipynb")
     shutil.copytree(vendor / "requirejs", src / "_static" / "requirejs")
     shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
+    shutil.copytree(vendor / "mathjax", src / "_static" / "mathjax")
     return notebooks
 
 
@@ -137,12 +142,14 @@ def build_book(run_dir: str | Path | None = None, out_dir: str | Path = REPOSITO
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise BookError(f"sphinx-build failed: {(result.stderr or result.stdout).strip()[-2000:]}")
-    # the widget bundle asks for its fonts under the module path it was loaded as, from the site's root
-    fonts = html / "@jupyter-widgets" / "html-manager" / "dist"
-    fonts.mkdir(parents=True)
-    for font in (html / "_static" / "html-manager" / "dist").glob("*"):
-        if font.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg"):
-            shutil.copy(font, fonts / font.name)
+    # the widget bundle asks for its fonts relative to the module path it was loaded as, from the site's root:
+    # @jupyter-widgets/html-manager/dist/ or, depending on the order in which require.js resolves it,
+    # @jupyter-widgets/ (both seen in Chromium)
+    for fonts in (html / "@jupyter-widgets" / "html-manager" / "dist", html / "@jupyter-widgets"):
+        fonts.mkdir(parents=True, exist_ok=True)
+        for font in (html / "_static" / "html-manager" / "dist").glob("*"):
+            if font.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg"):
+                shutil.copy(font, fonts / font.name)
     return html
 
 
