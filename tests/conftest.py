@@ -28,3 +28,19 @@ def tiny_root(demo_root, tmp_path_factory):
         for f in sorted((demo_root / "disc" / split).iterdir())[:n]:
             shutil.copy(f, root / "disc" / split / f.name)
     return root
+
+
+def load_benchmark(filename: str, name: str | None = None):
+    """A module of benchmarks/ (not a package), imported with benchmarks/ on the path for its own imports."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name or Path(filename).stem, folder / filename)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module

@@ -1,14 +1,13 @@
 """Issue 15: benchmarks/gpu.py, the device benchmark, smoke-tested on CPU at tiny sizes (no GPU here), and the
 demo generator's size options that its whole run uses."""
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_benchmark
 from PIL import Image
 
 from adnlib.data.demo import make_demo_dataset
@@ -20,14 +19,7 @@ TINY = ["--device", "cpu", "--img-size", "256", "--batch-images", "2", "--rotati
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_bench", REPO / "benchmarks" / "gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return module
+    return load_benchmark("gpu.py", "gpu_bench")
 
 
 # Catches a train_step (or a reference) that drifts from the official protocol: rotation, normalisation, loss.

@@ -1,12 +1,10 @@
 """Issue 9: one public training step, explicit state (generators, attention statistics, compile), the result files
 of a finished run, and the defects of train/checkpoint/evaluate/model. Smoke preset on a 14-image copy of the demo
 data, offline, CPU."""
-import importlib.util
 import json
 import os
 import random
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from attention_reference import direct_attention
+from conftest import load_benchmark
 from torch import nn
 
 import adnlib.model.network as model_mod
@@ -92,13 +91,7 @@ def test_train_step_from_cached_embeddings(tiny_root):
 
 
 def test_train_runs_train_step_and_the_benchmarks_time_it(tiny_root, monkeypatch):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_common", REPO / "benchmarks" / "bench_common.py")
-        common = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(common)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    common = load_benchmark("bench_common.py")
     assert common.train_step is train_step and common.training_batch is training_batch  # not a copy
 
     calls = []
