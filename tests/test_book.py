@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 from adnlib.teach.book import build_book
+from adnlib.teach.hosted import launch_urls, repository_url
 from adnlib.teach.notebooks import run_notebook
 from adnlib.teach.paths import REPOSITORY
 
@@ -76,9 +77,11 @@ def _visit(browser, url: str, name: str) -> dict:
     page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
                                                "e.naturalWidth])")
+    links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
-    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count()}
+    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
+             "links": links}
     page.close()
     return found
 
@@ -105,3 +108,8 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book):
     assert (book / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js").is_file()  # the formula's renderer, local
     # the saved widget state is rendered: the attention viewer's sliders and the threshold slider
     assert results["01_attention_modules"]["widgets"] >= 1 and results["04_auroc_evaluation"]["widgets"] >= 1
+    # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote)
+    for name in ("01_attention_modules", "04_auroc_evaluation"):
+        urls = launch_urls(name, repository_url())
+        assert results[name]["links"].get("Open in Colab") == urls["colab"], results[name]["links"]
+        assert results[name]["links"].get("Open in Kaggle") == urls["kaggle"]

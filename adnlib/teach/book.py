@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.teach.hosted import badges_as_links
 from adnlib.teach.notebooks import NOTEBOOKS
 from adnlib.teach.paths import REPOSITORY
 
@@ -122,7 +123,11 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     (src / "conf.py").write_text(CONF.format())
     (src / "index.md").write_text(_front_page(notebooks, run_dir))
     for name in notebooks:
-        shutil.copy(run_dir / f"{name}.ipynb", src / f"{name}.ipynb")
+        nb = json.loads((run_dir / f"{name}.ipynb").read_text())
+        for cell in nb["cells"][:1]:  # the Colab/Kaggle badges: links here (no image from outside the site)
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = badges_as_links(source)
+        (src / f"{name}.ipynb").write_text(json.dumps(nb, ensure_ascii=False))
     shutil.copytree(vendor / "requirejs", src / "_static" / "requirejs")
     shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
     shutil.copytree(vendor / "mathjax", src / "_static" / "mathjax")
