@@ -113,6 +113,7 @@ import sys
 
 if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or "google.colab" in sys.modules:
     import subprocess
+    from importlib import invalidate_caches
     from importlib.metadata import version
 
     repository = "{repository}"  # python -m adnlib.teach.hosted --repository URL
@@ -121,6 +122,7 @@ if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or "google.colab" in sys.modules:
     pins = [f"{{name}}=={{version(name)}}" for name in ("torch", "torchvision")]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                     f"adnlib[notebooks] @ git+{{repository}}@{branch}", *pins], check=True)
+    invalidate_caches()  # the package installed a moment ago becomes importable in this kernel
     from adnlib.teach.hosted import prepare
 
     prepare()'''
