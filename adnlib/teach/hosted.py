@@ -194,10 +194,11 @@ def _sync_notebook(nb, name: str, repository: str, branch: str) -> bool:
     setup = [c for c in nb.cells if SETUP_TAG in c.metadata.get("tags", [])]
     if setup:
         setup[0].source = setup_cell_source(repository, branch)
+        setup[0].metadata["tags"] = [SETUP_TAG, "hide-input"]
     else:
         at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
         cell = nbformat.v4.new_code_cell(setup_cell_source(repository, branch), id=SETUP_TAG)
-        cell.metadata["tags"] = [SETUP_TAG]
+        cell.metadata["tags"] = [SETUP_TAG, "hide-input"]  # the book folds it away (myst-nb's tag)
         if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
             del cell["id"]
         nb.cells.insert(at, cell)
