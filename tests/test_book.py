@@ -6,6 +6,7 @@ notebook 04's threshold slider) must render from their saved state, and no reque
 A screenshot of each page is kept under runs/book-screens/ (a CI artefact, not committed).
 """
 import http.server
+import json
 import shutil
 import threading
 from functools import partial
@@ -25,6 +26,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
 PAGE_TIMEOUT_MS = 60_000
 SCREENS = REPOSITORY / "runs" / "book-screens"
+FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ and $$\\mathrm{TPR}(t) = P(s > t)$$"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,11 @@ def book(demo_root, tmp_path_factory):
     run_notebook("01_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
     run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
                                               "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4})
+    # formulas on a page with widgets: the widget bundle calls MathJax 2's API, the book loads MathJax 3
+    executed = run / "04_auroc_evaluation.ipynb"
+    nb = json.loads(executed.read_text())
+    nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": FORMULA})
+    executed.write_text(json.dumps(nb))
     return build_book(run, tmp_path_factory.mktemp("book"))
 
 
@@ -72,15 +79,18 @@ def _visit(browser, url: str, name: str) -> dict:
             else None)
     page.goto(url, wait_until="networkidle", timeout=PAGE_TIMEOUT_MS)
     widgets = page.locator(".widget-slider, .jupyter-widgets .widget-hslider, .slider-container")
+    formulas = page.locator("mjx-container")
     if name != "index":
         widgets.first.wait_for(state="attached", timeout=PAGE_TIMEOUT_MS)
+    if name == "04_auroc_evaluation":
+        formulas.first.wait_for(state="attached", timeout=PAGE_TIMEOUT_MS)
     page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
                                                "e.naturalWidth])")
     links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
-    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
+    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(), "formulas": formulas.count(),
              "links": links}
     page.close()
     return found
@@ -108,6 +118,7 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book):
     assert (book / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js").is_file()  # the formula's renderer, local
     # the saved widget state is rendered: the attention viewer's sliders and the threshold slider
     assert results["01_attention_modules"]["widgets"] >= 1 and results["04_auroc_evaluation"]["widgets"] >= 1
+    assert results["04_auroc_evaluation"]["formulas"] == 2  # typeset by the local MathJax, beside the widgets
     # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote)
     for name in ("01_attention_modules", "04_auroc_evaluation"):
         urls = launch_urls(name, repository_url())

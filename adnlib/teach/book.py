@@ -96,9 +96,33 @@ nb_ipywidgets_js = {{"requirejs/require.js": {{}},
                     "html-manager/dist/embed-amd.js": {{"data-jupyter-widgets-cdn": "_static/html-manager/"}}}}
 myst_enable_extensions = ["dollarmath"]
 mathjax_path = "mathjax/es5/tex-mml-chtml.js"  # served by the site (Sphinx's default is a CDN address)
+html_js_files = ["mathjax-widgets.js"]  # before MathJax (deferred): widgets typeset through MathJax 2's API
 exclude_patterns = ["_build"]
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
+
+
+# @jupyter-widgets/html-manager typesets widget labels with MathJax 2's API, `MathJax.Hub.Queue(["Typeset", ...])`,
+# whenever `window.MathJax` exists; the book loads MathJax 3, which has no `Hub`, so a page with both widgets and
+# formulas raised "Cannot read properties of undefined (reading 'Queue')". This runs before MathJax (which Sphinx
+# loads deferred) and gives every object assigned to window.MathJax a `Hub.Queue` that MathJax 3 carries out.
+MATHJAX_WIDGETS_JS = """(function () {
+  var hub = {Queue: function (command) {
+    var mathjax = window.MathJax;
+    if (Array.isArray(command) && command[0] === "Typeset" && mathjax && mathjax.typesetPromise) {
+      mathjax.typesetPromise([command[2]]).catch(function (error) { console.warn(error); });
+    }
+  }};
+  var current = window.MathJax;
+  function withHub(value) {
+    if (value && typeof value === "object" && !value.Hub) { value.Hub = hub; }
+    return value;
+  }
+  Object.defineProperty(window, "MathJax", {configurable: true, enumerable: true,
+    get: function () { return current; }, set: function (value) { current = withHub(value); }});
+  withHub(current);
+})();
+"""
 
 
 def _front_page(notebooks: list[str], run_dir: Path) -> str:
@@ -131,6 +155,7 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     shutil.copytree(vendor / "requirejs", src / "_static" / "requirejs")
     shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
     shutil.copytree(vendor / "mathjax", src / "_static" / "mathjax")
+    (src / "_static" / "mathjax-widgets.js").write_text(MATHJAX_WIDGETS_JS)
     return notebooks
 
 
