@@ -90,8 +90,8 @@ def _visit(browser, url: str, name: str) -> dict:
     links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
-    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(), "formulas": formulas.count(),
-             "links": links}
+    found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
+             "formulas": formulas.count(), "links": links}
     page.close()
     return found
 
