@@ -9,8 +9,9 @@ interface and `ray stop --force` sees only this cluster's processes:
 It starts a head node (0 CPU, no GPU: it runs no cell) and a second node declaring 2 GPUs (2 CPUs), connects, and runs
 `adnlib grid --engine ray --address 127.0.0.1:PORT --gpus-per-cell 1` over DATA's categories (disc, weave, broken:
 a category with a corrupt image) while a watcher SIGKILLs the worker of disc/differnet/seed0 once its first
-checkpoint is saved. Then it runs the same command for disc and weave again (everything reused). It writes what
-happened to RESULT.json for the test to check, and always stops the cluster.
+checkpoint is saved. Then it runs the same command for disc and weave again (everything reused), and one new cell
+(disc, seed 1) through the Ray client (`--address ray://127.0.0.1:10001`). It writes what happened to RESULT.json
+for the test to check, and always stops the cluster.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 PORT = 6379
 ADDRESS = f"127.0.0.1:{PORT}"
+CLIENT_ADDRESS = "ray://127.0.0.1:10001"  # the head's Ray client server (ray[client])
 KILLED_CELL = ("disc", "differnet", 0)
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -48,6 +50,7 @@ def start_cluster(temp_dir: str, tries: int = 2) -> None:
     for attempt in range(1, tries + 1):
         try:
             ray_cli("start", "--head", "--port", str(PORT), "--num-cpus", "0", "--num-gpus", "0",
+                    "--ray-client-server-port", CLIENT_ADDRESS.rsplit(":", 1)[1],
                     "--include-dashboard=false", "--temp-dir", temp_dir, *common)
             ray_cli("start", "--address", ADDRESS, "--num-cpus", "2", "--num-gpus", "2", *common)
             return
@@ -116,6 +119,9 @@ def scenario(data: Path, out: Path) -> dict:
         result["kill"] = kill
         result["rerun"] = grid([*base, "--categories", "disc", "weave"])
     result["disconnected"] = not ray.is_initialized()
+    # a new cell through the Ray client (what a laptop uses to reach a remote cluster): ray://, not a driver
+    client = [CLIENT_ADDRESS if arg == ADDRESS else arg for arg in base]
+    result["client"] = grid([*client, "--categories", "disc", "--seeds", "1"])
     return result
 
 

@@ -130,7 +130,8 @@ def test_ray_grid_on_a_two_node_cluster(cluster_root, tmp_path, monkeypatch, cap
     """The Ray engine on a real cluster (head + a node declaring 2 GPUs, on 127.0.0.1 in private namespaces):
     cells of --gpus-per-cell 1 run two at once, each with its own CUDA_VISIBLE_DEVICES; a SIGKILLed worker's cell
     is retried and resumes its checkpoint, to the serial engine's numbers exactly; a cell that always fails
-    exhausts its retries and is reported while the others finish; run again, every finished cell is reused."""
+    exhausts its retries and is reported while the others finish; run again, every finished cell is reused; a new
+    cell runs through the Ray client (ray://)."""
     pytest.importorskip("ray", reason="the Ray engine needs `pip install adnlib[cluster]`")
     why = _namespaces_work()
     if why:
@@ -193,10 +194,16 @@ def _check_ray_grid(result: dict, ray_out: Path, serial_out: Path, log: str) -> 
     assert metrics["resumed_from_epoch"] >= 1
     assert len(attempts["broken"]) == 2 and len(attempts["weave"]) == 1
 
-    ray_rows, serial_rows = (collect_grid(d, ["disc", "weave"]).set_index("category") for d in (ray_out, serial_out))
+    ray_rows, serial_rows = (collect_grid(d, ["disc", "weave"], seeds=[0]).set_index("category")
+                             for d in (ray_out, serial_out))
     assert ray_rows[["auroc", "auroc_best", "best_epoch"]].equals(serial_rows[["auroc", "auroc_best", "best_epoch"]])
     for category in ("disc", "weave"):  # the scores themselves, image for image
         scores = [(d / category / "differnet" / "seed0" / "scores.csv").read_text() for d in (ray_out, serial_out)]
         assert scores[0] == scores[1], category
     assert result["rerun"]["exit"] == 0 and result["rerun"]["stderr"].count("(reused)") == 2
     assert result["disconnected"]
+    # through the Ray client (ray://): the new cell ran on the GPU node, once, and finished
+    assert result["client"]["exit"] == 0, result["client"]["stderr"]
+    (client,) = json.loads((ray_out / "disc" / "differnet" / "seed1" / "attempts.json").read_text())["attempts"]
+    assert client["node_id"] == gpu_node and client["outcome"] == "ok" and client["cuda_visible_devices"] in ("0", "1")
+    assert (ray_out / "disc" / "differnet" / "seed1" / "metrics.json").exists()
