@@ -19,15 +19,26 @@ def demo_root(tmp_path_factory):
     return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo")
 
 
+def _cut_down(demo_root, root, defects: dict[str, str]):
+    """The demo categories in `defects` ({category: one defect}) cut to 8 train, 3 good and 3 defective test images."""
+    for category, defect in defects.items():
+        for split, n in (("train/good", 8), ("test/good", 3), (f"test/{defect}", 3)):
+            (root / category / split).mkdir(parents=True)
+            for f in sorted((demo_root / category / split).iterdir())[:n]:
+                shutil.copy(f, root / category / split / f.name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_root(demo_root, tmp_path_factory):
     """8 train, 3 normal and 3 anomalous test images of 'disc'."""
-    root = tmp_path_factory.mktemp("tiny") / "data"
-    for split, n in (("train/good", 8), ("test/good", 3), ("test/crack", 3)):
-        (root / "disc" / split).mkdir(parents=True)
-        for f in sorted((demo_root / "disc" / split).iterdir())[:n]:
-            shutil.copy(f, root / "disc" / split / f.name)
-    return root
+    return _cut_down(demo_root, tmp_path_factory.mktemp("tiny") / "data", {"disc": "crack"})
+
+
+@pytest.fixture(scope="session")
+def tiny_grid_root(demo_root, tmp_path_factory):
+    """Both demo categories cut down to 8 train, 3 good and 3 defective test images: a grid of 4 cells in seconds."""
+    return _cut_down(demo_root, tmp_path_factory.mktemp("grid") / "data", {"disc": "crack", "weave": "hole"})
 
 
 def load_benchmark(filename: str, name: str | None = None):

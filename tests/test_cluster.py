@@ -28,14 +28,10 @@ def _broken_category(root: Path, like: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_root2(demo_root, tmp_path_factory):
+def tiny_root2(tiny_grid_root, tmp_path_factory):
     """Both demo categories cut down to 8 train, 3 good and 3 defective test images, and a broken category."""
     root = tmp_path_factory.mktemp("tiny2") / "data"
-    for category, defect in (("disc", "crack"), ("weave", "hole")):
-        for split, folder, n in (("train", "good", 8), ("test", "good", 3), ("test", defect, 3)):
-            (root / category / split / folder).mkdir(parents=True)
-            for f in sorted((demo_root / category / split / folder).iterdir())[:n]:
-                shutil.copy(f, root / category / split / folder / f.name)
+    shutil.copytree(tiny_grid_root, root)
     _broken_category(root, root / "disc")
     return root
 

@@ -111,19 +111,6 @@ def test_cli_bad_input_in_a_real_process(demo_root, tmp_path):
         proc.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_grid_root(demo_root, tmp_path_factory):
-    """Both demo categories cut down to 8 train, 3 good and 3 defective test images: a grid of 4 cells in seconds."""
-    import shutil
-    root = tmp_path_factory.mktemp("grid") / "data"
-    for category, defect in (("disc", "crack"), ("weave", "hole")):
-        for split, folder, n in (("train", "good", 8), ("test", "good", 3), ("test", defect, 3)):
-            (root / category / split / folder).mkdir(parents=True)
-            for f in sorted((demo_root / category / split / folder).iterdir())[:n]:
-                shutil.copy(f, root / category / split / folder / f.name)
-    return root
-
-
 @pytest.mark.slow  # trains 4 tiny cells: ~5 s on an idle 2-core machine, more under load
 def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_path, capsys, monkeypatch):
     """`adnlib grid` trains every requested (category, variant) cell once and prints the categories x variants table
