@@ -109,8 +109,11 @@ def _add_maths_options(p) -> None:
     """Options that change the maths (each recorded in metrics.json); the defaults are the official protocol."""
     p.add_argument("--amp", action="store_true",
                    help="bfloat16 autocast for the backbone (CUDA with bf16, or CPU); default float32 as officially")
-    p.add_argument("--attention-init", choices=("standard", "open"),
-                   help="SE/CBAM gates: standard init (default, gates near 0.5) or open (gates start at 0.95)")
+    p.add_argument("--attention-init", choices=("standard", "open", "reference"),
+                   help="SE/CBAM gates: standard init (default, gates near 0.5), open (gates start at 0.95) or "
+                        "reference (the CBAM authors' code: needs --variant cbam --cbam-spatial-bn)")
+    p.add_argument("--cbam-spatial-bn", action="store_true",
+                   help="CBAM: the BatchNorm after the spatial convolution of the authors' code (not in the paper)")
     p.add_argument("--test-rotations", choices=("random", "fixed"),
                    help="random (official: fresh angles at every evaluation) or fixed (evenly spaced)")
 
@@ -236,7 +239,8 @@ def _config_from_args(args):
 
 def _maths_overrides(args) -> dict:
     overrides = {"attention_init": args.attention_init, "test_rotations": args.test_rotations}
-    return {**{k: v for k, v in overrides.items() if v is not None}, **({"amp": True} if args.amp else {})}
+    flags = {"amp": args.amp, "cbam_spatial_bn": args.cbam_spatial_bn}
+    return {**{k: v for k, v in overrides.items() if v is not None}, **{k: True for k, v in flags.items() if v}}
 
 
 def _out_folder(path: Path | None) -> None:
@@ -448,7 +452,7 @@ def _print_cell(row: dict, finished: int, total: int) -> None:
 
 def _print_grid_report(args, categories: list[str], runs) -> None:
     from adnlib.run.grid import auroc_table, grid_report
-    from adnlib.run.stats import format_comparison
+    from adnlib.run.stats import MIN_SEEDS_FOR_VERDICT, comparison_footer, format_comparison
     weights = ", ".join(sorted(set(runs["backbone_weights"])))
     seeds = sorted(set(runs["seed"]))
     if len(seeds) == 1:
@@ -457,9 +461,12 @@ def _print_grid_report(args, categories: list[str], runs) -> None:
     summary, comparison = grid_report(args.out, categories, args.variants, seeds)
     if len(seeds) > 1 or comparison is not None:
         print(f"\nimage AUROC (%), last evaluation, mean ± std over seeds {seeds}; paired difference with "
-              f"differnet: 95% interval (bootstrap over test images and seeds), DeLong p; * = interval excludes 0. "
-              f"Weights: {weights}")
+              f"differnet. Weights: {weights}")
         print(format_comparison(summary, comparison).to_string(index=False))
+        print(comparison_footer(comparison))
+        if len(seeds) < MIN_SEEDS_FOR_VERDICT:
+            print(f"no verdict: {len(seeds)} seed{'s' * (len(seeds) != 1)}; a verdict needs "
+                  f"{MIN_SEEDS_FOR_VERDICT} (--seeds 0 1 2)")
 
 
 def _notebooks(args) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from adnlib.errors import ConfigError
 
 VARIANTS = ("differnet", "se", "cbam")
-ATTENTION_INITS = ("standard", "open")
+ATTENTION_INITS = ("standard", "open", "reference")  # reference: CBAM with cbam_spatial_bn only
 MAX_SEED = 2 ** 32 - 1  # numpy's global RNG (seeded with config.seed) takes seeds in [0, 2**32 - 1]
 FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
                               "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
@@ -82,6 +82,10 @@ class Config:
         if self.attention_init not in ATTENTION_INITS:
             raise ConfigError(f"attention_init must be one of {', '.join(ATTENTION_INITS)}, "
                               f"not {self.attention_init!r}")
+        if self.attention_init == "reference" and self.variant != "differnet" and not (
+                self.variant == "cbam" and self.cbam_spatial_bn):
+            raise ConfigError("attention_init 'reference' is the CBAM authors' initialisation, which needs "
+                              "variant 'cbam' with cbam_spatial_bn=True (--cbam-spatial-bn)")
         if self.test_rotations not in ("random", "fixed"):
             raise ConfigError(f"test_rotations must be 'random' or 'fixed', not {self.test_rotations!r}")
         for name in ("epochs", "eval_every", "batch_size", "n_train_rotations", "n_test_rotations",

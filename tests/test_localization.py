@@ -78,6 +78,27 @@ def test_shapes_default_angles_and_batch_independence(model, image):
         differnet_localization(model, pair, torch.zeros(1, 2))
 
 
+def test_maps_are_equal_across_calls_and_paired_models_see_the_same_angles(image, monkeypatch):
+    # catches default angles drawn from torch's global generator under random test rotations (the paper preset):
+    # two calls on the same image then gave maps 87 % apart, and two compared models saw different copies
+    import adnlib.explain.localization as loc
+    config = preset("smoke", variant="se", weights="none", test_rotations="random", n_test_rotations=3)
+    first = AttentDifferNet(config).eval()
+    second = AttentDifferNet(config.replace(variant="differnet")).eval()
+    np.testing.assert_array_equal(differnet_localization(first, image), differnet_localization(first, image))
+    seen, real = [], loc.copy_gradients
+
+    def recording(model, images, angles):
+        seen.append(angles.clone())
+        return real(model, images, angles)
+
+    monkeypatch.setattr(loc, "copy_gradients", recording)
+    for m in (first, second):
+        differnet_localization(m, image)
+    assert torch.equal(seen[0], seen[1])
+    assert torch.equal(seen[0][0], fixed_angles(3))  # the official fixed angles
+
+
 def test_leaves_the_model_untouched(model, image):
     # wrong code caught: backward() into the parameters (their .grad filled), requires_grad not restored, train mode
     flags = [p.requires_grad for p in model.parameters()]

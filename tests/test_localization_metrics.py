@@ -89,6 +89,50 @@ def test_paired_bootstrap_of_identical_maps_is_zero_and_of_a_better_map_positive
     assert better["pro"]["b"] == pytest.approx(lm.pro_score(masks, good))
 
 
+def test_regions_touching_only_at_a_corner_are_one_region_as_in_mvtec_ad():
+    # catches 4-connectivity: MVTec AD's evaluation labels with np.ones((3, 3)), so these two pixels form ONE
+    # region, and PRO weighs them as one
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, 0, 0] = masks[0, 1, 1] = True  # diagonal contact only
+    masks[0, 3, 3] = True  # a second region, apart
+    assert lm.region_weights(masks)[1] == 2
+    maps = np.zeros((1, 4, 4))
+    maps[0, 0, 0] = 1.0  # finds half of the diagonal region, nothing of the lone pixel
+    # 8-connected: regions {(0,0),(1,1)} and {(3,3)} -> PRO at the first threshold (1 + 0) / 2 * 1/2 = 0.25;
+    # 4-connected would see 3 regions -> 1/3
+    fpr, pro = lm.pro_curve(masks, maps)
+    assert pro[1] == pytest.approx(0.25)
+    assert fpr[1] == 0
+
+
+def test_localization_bootstrap_replicates_are_stratified_resamples():
+    # catches an unstratified draw (replicates with no normal image), a replicate computed from other images than
+    # its draw, and A/B drawn separately
+    rng = np.random.default_rng(1)
+    masks = np.zeros((10, 8, 8), bool)
+    for i in range(6):
+        masks[i, i:i + 2, 2:5] = True
+    a, b = rng.random(masks.shape), masks + rng.random(masks.shape)
+    result = lm.paired_localization_bootstrap(masks, a, b, n_boot=40, seed=5)
+    from adnlib.run.stats import stratified_resamples
+    draws = stratified_resamples(np.random.default_rng(5), masks.reshape(10, -1).any(1), 40)
+    assert (masks.reshape(10, -1).any(1)[draws[:, 4:]]).all()  # defective images (stratum True) last
+    replicate = [lm.pro_score(masks[d], b[d]) - lm.pro_score(masks[d], a[d]) for d in draws]
+    low, high = np.percentile(replicate, [2.5, 97.5])
+    assert result["pro"]["low"] == pytest.approx(low, abs=0.02)  # quantised maps: close, not equal
+    assert result["pro"]["high"] == pytest.approx(high, abs=0.02)
+
+
+def test_normalised_maps_keep_tiny_maps_stretched_and_constant_maps_zero():
+    # catches an absolute epsilon: DifferNet maps of 1e-13 came out with a maximum of 0.098
+    from adnlib.explain.localization import normalise_maps
+    tiny = np.random.default_rng(0).random((2, 5, 5)) * 1e-13
+    stretched = normalise_maps(tiny)
+    assert stretched.max(axis=(1, 2)).tolist() == pytest.approx([1.0, 1.0])
+    assert stretched.min(axis=(1, 2)).tolist() == pytest.approx([0.0, 0.0])
+    assert (normalise_maps(np.full((1, 3, 3), 7e-14)) == 0).all()
+
+
 # --- masks --------------------------------------------------------------------------------------------------------
 def test_demo_masks_mark_exactly_the_changed_pixels(demo_root):
     # catches masks misplaced or missing: every defective demo image's mask covers the pixels that differ from

@@ -179,11 +179,14 @@ def test_06_benchmark_report(tmp_path, demo_root):
     assert {"comparison_bars.png", "paper_means.png", "forest_plot.png"} <= set(_pngs(out))
     paired = pd.read_csv(out / "paired_comparison.csv")  # two seeds per variant, paired, one row per category
     assert list(zip(paired["category"], paired["variant"])) == [("disc", "se"), ("mean", "se")]
-    assert (paired["n_seeds"] == 2).all() and (paired["ci_low"] <= paired["delta"]).all()
+    assert (paired["n_seeds"] == 2).all()
+    assert (paired["ci_low"] <= paired["delta"]).all()
+    assert (paired["interval"] == "test images only").all()  # two seeds: no verdict
+    assert not paired["beyond_noise"].any()
     summary = pd.read_csv(out / "seed_summary.csv")
     assert set(summary["n_seeds"]) == {2}
     executed = nbformat.read(out.parent / "06_benchmark_report.ipynb", as_version=4)
-    verdict = [o for c in executed.cells for o in c.get("outputs", []) if "DeLong p" in str(o.get("data", ""))]
+    verdict = [o for c in executed.cells for o in c.get("outputs", []) if "AUROC points, 95" in str(o.get("data", ""))]
     assert verdict and f"{paired['delta'].iloc[1]:+.1f} AUROC points" in str(verdict[0]["data"])
     check_06_sentences(out, random_weights=True)
 

@@ -36,7 +36,8 @@ def test_flows_start_equal_for_every_variant(attention_init):
 
 
 def test_variants_with_one_seed_see_the_same_batches_and_angles(tiny_root, monkeypatch):
-    # catches a data order or rotation generator that depends on the variant (or on draws the attention makes)
+    # catches a data order or rotation generator that depends on the variant (or on draws the attention makes),
+    # for any of the three variants
     seen, real_step = {}, train_mod.train_step
 
     def recording(variant):
@@ -45,15 +46,52 @@ def test_variants_with_one_seed_see_the_same_batches_and_angles(tiny_root, monke
             return real_step(model, optimizer, images, angles, **kwargs)
         return step
 
-    for variant in ("differnet", "cbam"):
+    for variant in VARIANTS:
         monkeypatch.setattr(train_mod, "train_step", recording(variant))
         train(preset("smoke", variant=variant, batch_size=3, epochs=2, eval_every=2), tiny_root, "disc",
               progress=False)
-    assert len(seen["differnet"]) == len(seen["cbam"]) == 6  # 8 images in batches of 3, two epochs
-    for (images_a, angles_a), (images_b, angles_b) in zip(seen["differnet"], seen["cbam"]):
-        assert torch.equal(images_a, images_b) and torch.equal(angles_a, angles_b)
+    for variant in VARIANTS:
+        assert len(seen[variant]) == 6  # 8 images in batches of 3, two epochs
+    for variant in VARIANTS[1:]:
+        for (images_a, angles_a), (images_b, angles_b) in zip(seen["differnet"], seen[variant]):
+            assert torch.equal(images_a, images_b), variant
+            assert torch.equal(angles_a, angles_b), variant
     # and the two epochs differ (a reshuffle and fresh angles, not one batch replayed)
     assert not torch.equal(seen["differnet"][0][1], seen["differnet"][3][1])
+
+
+def test_no_two_random_streams_of_seeds_0_to_4_coincide():
+    # catches streams derived as seed + offset (seed 0's training rotations were seed 1's flow initialisation) and
+    # a stream that depends on the variant
+    from adnlib.model.network import init_seeds
+    from adnlib.seeds import STREAMS, stream_seed, stream_seeds
+    seeds = {(k, purpose): stream_seed(k, purpose) for k in range(5) for purpose in STREAMS}
+    assert len(set(seeds.values())) == len(seeds)
+    assert init_seeds(2) == {p: stream_seeds(2)[p] for p in ("flow_init", "attention_init")}
+    first_angles = torch.rand(4, generator=torch.Generator().manual_seed(stream_seed(0, "train_rotations")))
+    flow_draws = torch.rand(4, generator=torch.Generator().manual_seed(stream_seed(1, "flow_init")))
+    assert not torch.equal(first_angles, flow_draws)
+    with pytest.raises(ValueError, match="unknown random stream"):
+        stream_seed(0, "test_rotation")
+
+
+def test_training_uses_the_derived_streams(tiny_root, monkeypatch):
+    # catches a rotation generator seeded from config.seed (or seed + k) directly instead of its own stream
+    from adnlib.seeds import stream_seed
+    first, real_step = [], train_mod.train_step
+
+    def step(model, optimizer, images=None, angles=None, **kwargs):
+        first.append((images.clone(), angles.clone()))
+        return real_step(model, optimizer, images, angles, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", step)
+    config = preset("smoke", seed=1, epochs=1)
+    result = train(config, tiny_root, "disc", progress=False)
+    images, angles = first[0]
+    expected = training_batch(images, config, torch.Generator().manual_seed(stream_seed(1, "train_rotations")))[1]
+    assert torch.equal(angles, expected)
+    assert result.metrics["seeds"]["train_rotations"] == stream_seed(1, "train_rotations")
+    assert result.metrics["seeds"]["data_order"] == stream_seed(1, "data_order")
 
 
 def test_float32_is_the_default_and_amp_is_refused_where_it_cannot_run(monkeypatch):
@@ -174,3 +212,19 @@ def test_cbam_spatial_batchnorm_switch_and_modes():
     assert all(not b.training for b in frozen.backbone.blocks)
     frozen(x)
     assert all(int(b.spatial.bn.num_batches_tracked) == 0 for b in frozen.backbone.blocks)
+
+
+def test_reference_init_is_the_cbam_authors_and_only_where_it_exists():
+    # catches a 'reference' option that leaves PyTorch's default biases or BatchNorm weight (the spatial map would
+    # then not start at exactly 0.5), or one accepted where the authors' code has no such initialisation
+    model = AttentDifferNet(preset("smoke", variant="cbam", cbam_spatial_bn=True, attention_init="reference"))
+    model.eval()
+    model(model.prepare(torch.rand(2, 3, 128, 128)))
+    for block in model.backbone.blocks:
+        assert torch.equal(block.last_spatial_map, torch.full_like(block.last_spatial_map, 0.5))
+        assert torch.count_nonzero(block.channel.mlp[0].bias) == 0
+        assert torch.count_nonzero(block.channel.mlp[2].bias) == 0
+        assert torch.count_nonzero(block.channel.mlp[2].weight) > 0  # the MLP's weights keep their default init
+    for bad in (dict(variant="se"), dict(variant="cbam")):
+        with pytest.raises(ConfigError, match="cbam_spatial_bn"):
+            preset("smoke", attention_init="reference", **bad)

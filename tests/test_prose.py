@@ -18,25 +18,30 @@ from adnlib.teach.notebooks import run_notebook
 FAST = {"preset": "smoke", "device": "cpu"}
 
 
-def _comparison(delta, low, high, beyond):
+def _comparison(delta, low, high, beyond, p=0.01, n_seeds=3):
     frame = pd.DataFrame([{"category": "mean", "variant": "se", "delta": delta, "delta_std": 1.0, "ci_low": low,
-                           "ci_high": high, "p_delong": 0.01, "n_seeds": 3, "n_images": 50,
-                           "beyond_noise": beyond}])
+                           "ci_high": high, "p": p, "p_holm": p, "p_delong": 0.01, "n_seeds": n_seeds,
+                           "n_images": 50, "beyond_noise": beyond}])
     frame.attrs["level"] = 0.95
     return frame
 
 
-@pytest.mark.parametrize("delta,low,high,beyond,expected", [
-    (2.5, 0.5, 4.5, True, "better than DifferNet"),
-    (-2.5, -4.5, -0.5, True, "worse than DifferNet"),
-    (1.0, -1.0, 3.0, False, "cannot be told apart from noise"),
+@pytest.mark.parametrize("delta,low,high,beyond,p,n_seeds,expected", [
+    (2.5, 0.5, 4.5, True, 0.01, 3, "better than DifferNet"),
+    (-2.5, -4.5, -0.5, True, 0.01, 3, "worse than DifferNet"),
+    (1.0, -1.0, 3.0, False, 0.4, 3, "cannot be told apart from noise"),
+    (2.5, 0.5, 4.5, False, np.nan, 1, "no verdict"),
 ])
-def test_gain_verdict_covers_every_outcome(delta, low, high, beyond, expected):
-    # catches a verdict written for one outcome (e.g. always "better"), or numbers not taken from the table
-    text = gain_verdict(_comparison(delta, low, high, beyond), "imagenet")
-    assert expected in text and f"{delta:+.1f} AUROC points" in text and f"[{low:+.1f}, {high:+.1f}]" in text
+def test_gain_verdict_covers_every_outcome(delta, low, high, beyond, p, n_seeds, expected):
+    # catches a verdict written for one outcome (e.g. always "better"), a verdict from one seed, or numbers not
+    # taken from the table
+    text = gain_verdict(_comparison(delta, low, high, beyond, p, n_seeds), "imagenet")
+    assert expected in text
+    assert f"{delta:+.1f} AUROC points" in text
+    assert f"[{low:+.1f}, {high:+.1f}]" in text
     assert "random" not in text
-    assert "**random** backbone weights" in gain_verdict(_comparison(delta, low, high, beyond), "random")
+    assert "**random** backbone weights" in gain_verdict(_comparison(delta, low, high, beyond, p, n_seeds),
+                                                         "random")
 
 
 @pytest.mark.parametrize("last,word", [(0.5, "shrank"), (1.0, "kept its size"), (2.0, "grew")])
@@ -127,7 +132,10 @@ def check_06_sentences(out, random_weights: bool) -> None:
     mean = paired.loc["mean"]
     assert f"{mean['delta']:+.1f} AUROC points" in text
     assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in text
-    claim = "The interval excludes 0" if mean["beyond_noise"] else "The interval includes 0"
+    if np.isnan(mean["p"]):
+        claim = "no verdict"
+    else:
+        claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
     assert claim in text
     assert ("**random** backbone weights" in text) == random_weights
 

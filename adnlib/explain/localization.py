@@ -13,10 +13,11 @@ i·360°/n (``get_fixed = True``), each copy ImageNet-normalised, and then
 `differnet_localization` does exactly this, with two deliberate differences, neither of which changes a map after
 step 4: each copy's gradient is that of its *own* NLL (the official batch mean divides every gradient by the
 number of copies in the batch, B·n, and so the map by (B·n)²; here a map does not depend on which images share its
-batch), and the angles may be any (B, n) (default: the model's test angles, `adnlib.data.transforms.test_angles`;
-the official code always uses the fixed ones). The copies are built by ``model.prepare(images, angles)`` (PIL's
-nearest rotation, as the official ``torchvision`` rotate of PIL images), so the gradient is taken with respect to
-the normalised rotated input the backbone sees, as in the official code.
+batch), and the angles may be any (B, n). By default they are the official fixed ones, i·360°/n with n the
+model's number of test rotations, whatever its `test_rotations` mode: so a map is the same at every call, and two
+models compared on an image see the same copies (docs/protocol.md §2). The copies are built by
+``model.prepare(images, angles)`` (PIL's nearest rotation, as the official ``torchvision`` rotate of PIL images),
+so the gradient is taken with respect to the normalised rotated input the backbone sees, as in the official code.
 """
 from __future__ import annotations
 
@@ -60,19 +61,19 @@ def rotate_back(gradients: np.ndarray, angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def differnet_localization(model, images: torch.Tensor, angles: torch.Tensor | None = None, sigma: float = 3.0,
-                           generator: torch.Generator | None = None) -> np.ndarray:
+def differnet_localization(model, images: torch.Tensor, angles: torch.Tensor | None = None,
+                           sigma: float = 3.0) -> np.ndarray:
     """DifferNet's official localisation map: images (B,3,S,S) uint8 or [0,1] -> maps (B,S,S) float32, >= 0.
 
     Per image: the gradient of each rotated copy's NLL (including −log|det J|) w.r.t. that copy, rotated back by
     −angle, every channel blurred (signed) with a Gaussian of `sigma` px at the input resolution, then the mean of
-    |·| over channels and copies, squared (see the module docstring). angles (B,n) in degrees: default the model's
-    test angles (config n_test_rotations, test_rotations, rotation_degrees; `generator` for random ones). The
-    maps are not normalised (`normalise_maps` stretches each to [0,1] as the official figures do).
+    |·| over channels and copies, squared (see the module docstring). angles (B,n) in degrees: default the official
+    fixed angles i·360°/n, n = config.n_test_rotations (pass `adnlib.data.transforms.test_angles(..., "random",
+    generator=...)` for random ones). The maps are not normalised (`normalise_maps` stretches each to [0,1] as the
+    official figures do).
     """
-    c = model.config
     if angles is None:
-        angles = test_angles(len(images), c.n_test_rotations, c.test_rotations, c.rotation_degrees, generator)
+        angles = test_angles(len(images), model.config.n_test_rotations, "fixed")
     angles = torch.as_tensor(angles, dtype=torch.float32)
     if angles.ndim != 2 or angles.shape[0] != len(images):
         raise ValueError(f"angles must have shape (B, n) = ({len(images)}, n), not {tuple(angles.shape)}")
@@ -85,10 +86,15 @@ def differnet_localization(model, images: torch.Tensor, angles: torch.Tensor | N
 
 
 def normalise_maps(maps: np.ndarray) -> np.ndarray:
-    """Stretch each map (B,H,W) to [0,1] (min-max, as the official ``save_imgs``); constant maps become 0."""
+    """Stretch each map (B,H,W) to [0,1] (min-max, as the official ``save_imgs``); constant maps become 0.
+
+    Only an exactly constant map is guarded: DifferNet's gradient maps can be of order 1e-13, and an absolute
+    epsilon would squash them towards 0."""
+    maps = np.asarray(maps, dtype=np.float64)
     flat = maps.reshape(len(maps), -1)
     lo, hi = flat.min(1)[:, None, None], flat.max(1)[:, None, None]
-    return ((maps - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
+    span = hi - lo
+    return ((maps - lo) / np.where(span > 0, span, 1.0)).astype(np.float32)
 
 
 __all__ = ["copy_gradients", "rotate_back", "differnet_localization", "normalise_maps"]

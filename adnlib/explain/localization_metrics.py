@@ -5,14 +5,17 @@ images, normal ones included.
 
 * pixel AUROC: ``sklearn.metrics.roc_auc_score`` over every pixel of every image.
 * PRO (per-region overlap, Bergmann et al., MVTec AD, IJCV 2021): for each threshold t, every connected defect
-  region (``scipy.ndimage.label`` on each image's mask, 4-connectivity; regions never join across images) scores
+  region (``scipy.ndimage.label`` on each image's mask with 8-connectivity, ``np.ones((3, 3))``, as MVTec AD's
+  evaluation code labels them; regions never join across images) scores
   the fraction of its pixels with map >= t; PRO(t) is the mean over all regions, so a small defect counts as much
   as a large one (unlike pixel recall). FPR(t) is the fraction of normal pixels (of all images) with map >= t. The
   PRO-vs-FPR curve is integrated with the trapezoid rule from FPR 0 to `max_fpr` (0.3), interpolating at 0.3,
   and divided by 0.3: 1 is perfect, a random map gives about 0.15. The curve is exact (every distinct map value
   is a threshold), as the MVTec AD evaluation code computes it.
 * `paired_localization_bootstrap`: the difference B − A of a metric between two maps of the same images, with a
-  percentile interval from resampling images with replacement (the same images for both maps).
+  percentile interval from the same stratified bootstrap as the image-level comparisons
+  (`adnlib.run.stats.stratified_resamples`): defective and normal images are resampled separately, with
+  replacement, their counts kept, the same images for both maps.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from scipy.ndimage import label
 from sklearn.metrics import roc_auc_score
 
 MAX_FPR = 0.3
+EIGHT_CONNECTED = np.ones((3, 3), dtype=int)  # MVTec AD's evaluation: pixels touching at a corner join a region
 _BINS = 1000  # bootstrap replicates use the maps' values quantised to this many levels (per map stack)
 
 
@@ -48,7 +52,7 @@ def region_weights(masks: np.ndarray) -> tuple[np.ndarray, int]:
     weights = np.zeros(masks.shape, dtype=np.float64)
     n_regions = 0
     for i, mask in enumerate(masks):
-        labels, n = label(mask)
+        labels, n = label(mask, structure=EIGHT_CONNECTED)
         if n:
             sizes = np.bincount(labels.ravel())[1:]
             weights[i][mask] = 1.0 / sizes[labels[mask] - 1]
@@ -110,12 +114,14 @@ def _image_histograms(masks: np.ndarray, maps: np.ndarray, bins: int = _BINS) ->
     return out
 
 
-def _metrics_of_histograms(hist: np.ndarray, n_regions: int, max_fpr: float) -> tuple[float, float]:
-    """(pixel AUROC, PRO) of summed histograms (3, levels), thresholds from the highest level down."""
-    neg, pos, w = (np.concatenate([[0.0], np.cumsum(h[::-1])]) for h in hist)
-    fpr, tpr, pro = neg / neg[-1], pos / pos[-1], w / n_regions
-    auroc = float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
-    return auroc, _integrate(fpr, pro, max_fpr)
+def _metrics_of_histograms(hist: np.ndarray, n_regions: np.ndarray, max_fpr: float) -> np.ndarray:
+    """(pixel AUROC, PRO) of summed histograms (B, 3, levels), thresholds from the highest level down, n_regions
+    (B,) -> (B, 2)."""
+    neg, pos, w = (np.concatenate([np.zeros((len(hist), 1)), np.cumsum(hist[:, k, ::-1], axis=1)], axis=1)
+                   for k in range(3))
+    fpr, tpr, pro = neg / neg[:, -1:], pos / pos[:, -1:], w / n_regions[:, None]
+    auroc = np.sum((fpr[:, 1:] - fpr[:, :-1]) * (tpr[:, 1:] + tpr[:, :-1]) / 2, axis=1)
+    return np.stack([auroc, [_integrate(f, p, max_fpr) for f, p in zip(fpr, pro)]], axis=1)
 
 
 def paired_localization_bootstrap(masks, maps_a, maps_b, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
@@ -123,26 +129,30 @@ def paired_localization_bootstrap(masks, maps_a, maps_b, *, n_boot: int = 1000, 
     """Difference B − A in pixel AUROC and in PRO between two maps of the same images, with bootstrap intervals.
 
     -> {"pixel_auroc": {"a", "b", "delta", "low", "high"}, "pro": {...}, "n_boot", "level"}: a, b, delta exact;
-    low/high the percentile interval of the replicates, each a resample of images with replacement (the same
-    images for A and B; resamples without defect or without normal pixels are drawn again). In the replicates the
-    maps are quantised to 1000 levels each (quantiles of the pooled map): fast, and close to the exact values.
+    low/high the percentile interval of the replicates. Each replicate resamples the images with a defect and the
+    normal ones separately (`adnlib.run.stats.stratified_resamples`: counts kept, the same images for A and B).
+    In the replicates the maps are quantised to 1000 levels each (quantiles of the pooled map): fast, and close
+    to the exact values.
     """
+    from adnlib.run.stats import stratified_resamples
+
     masks, maps_a = _checked(masks, maps_a)
     _, maps_b = _checked(masks, maps_b)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     exact = {"pixel_auroc": (pixel_auroc(masks, maps_a), pixel_auroc(masks, maps_b)),
              "pro": (pro_score(masks, maps_a, max_fpr), pro_score(masks, maps_b, max_fpr))}
-    hists = [_image_histograms(masks, maps_a), _image_histograms(masks, maps_b)]
-    regions = np.array([label(m)[1] for m in masks])
-    has_pos, has_neg = masks.reshape(len(masks), -1).any(1), (~masks).reshape(len(masks), -1).any(1)
-    rng = np.random.default_rng(seed)
+    defective = masks.reshape(len(masks), -1).any(1)
+    if defective.all():
+        raise ValueError("the bootstrap needs normal pixels outside the defects; every image here is all defect")
+    draws = stratified_resamples(np.random.default_rng(seed), defective, n_boot)  # (B, N)
+    counts = np.stack([np.bincount(row, minlength=len(masks)) for row in draws]).astype(np.float64)  # (B, N)
+    regions = counts @ np.array([label(m, structure=EIGHT_CONNECTED)[1] for m in masks], dtype=np.float64)
     deltas = []
-    while len(deltas) < n_boot:
-        idx = rng.integers(0, len(masks), len(masks))
-        if not (has_pos[idx].any() and has_neg[idx].any()):
-            continue
-        a, b = (_metrics_of_histograms(h[idx].sum(0), regions[idx].sum(), max_fpr) for h in hists)
-        deltas.append((b[0] - a[0], b[1] - a[1]))
-    deltas = np.array(deltas)
+    for hist in (_image_histograms(masks, maps_a), _image_histograms(masks, maps_b)):
+        summed = (counts @ hist.reshape(len(masks), -1)).reshape(n_boot, 3, -1)  # every replicate at once
+        deltas.append(_metrics_of_histograms(summed, regions, max_fpr))
+    deltas = deltas[1] - deltas[0]  # (B, 2): B − A
     tail = (1 - level) / 2 * 100
     out = {"n_boot": n_boot, "level": level}
     for k, (name, (a, b)) in enumerate(exact.items()):

@@ -6,7 +6,9 @@ Each block stores what it applied on its last forward pass (detached), so notebo
 Initialisation (`init`): "standard" is PyTorch's default (what the SE and CBAM papers' code does): the gates start
 near sigmoid(0) = 0.5, so three blocks shrink AlexNet's features several-fold before the flow has learnt anything.
 "open" zeroes each gate's last layer and sets its bias to logit(OPEN_GATE): every gate starts at 0.95 for every
-input and learns from there (docs/protocol.md §8).
+input and learns from there. "reference" (CBAM with its spatial BatchNorm only) initialises as the CBAM authors'
+code does: every bias 0, the spatial convolution Kaiming-normal (fan_out), the spatial BatchNorm's weight 0, so the
+spatial map starts at exactly 0.5 (docs/protocol.md §8).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-INITS = ("standard", "open")
+INITS = ("standard", "open", "reference")
 OPEN_GATE = 0.95  # the value every gate starts at under init="open"
 
 
@@ -25,9 +27,10 @@ def _open(layer: nn.Module, logit_share: float = 1.0) -> None:
     nn.init.constant_(layer.bias, math.log(OPEN_GATE / (1 - OPEN_GATE)) * logit_share)
 
 
-def _check_init(init: str) -> None:
-    if init not in INITS:
-        raise ValueError(f"unknown attention init {init!r}; choose one of {', '.join(INITS)}")
+def _check_init(init: str, allowed: tuple[str, ...] = INITS) -> None:
+    if init not in allowed:
+        raise ValueError(f"unknown attention init {init!r} here; choose one of {', '.join(allowed)} (\"reference\" "
+                         "is CBAM's with its spatial BatchNorm)")
 
 
 def _hidden(channels: int, reduction: int) -> int:
@@ -39,7 +42,7 @@ class SEBlock(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16, init: str = "standard"):
         super().__init__()
-        _check_init(init)
+        _check_init(init, ("standard", "open"))
         self.channels, self.reduction = channels, reduction
         self.excitation = nn.Sequential(
             nn.Linear(channels, _hidden(channels, reduction)),
@@ -74,6 +77,9 @@ class ChannelAttention(nn.Module):
         )
         if init == "open":
             _open(self.mlp[2], 0.5)  # the shared MLP's output is added twice (average and max branch)
+        elif init == "reference":
+            nn.init.zeros_(self.mlp[0].bias)
+            nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.mlp(x.mean(dim=(2, 3))) + self.mlp(x.amax(dim=(2, 3))))
@@ -89,7 +95,7 @@ class SpatialAttention(nn.Module):
 
     def __init__(self, kernel_size: int = 7, batch_norm: bool = False, init: str = "standard"):
         super().__init__()
-        _check_init(init)
+        _check_init(init, INITS if batch_norm else ("standard", "open"))
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd to preserve the shape, not {kernel_size}")
         opened_conv = init == "open" and not batch_norm
@@ -97,6 +103,10 @@ class SpatialAttention(nn.Module):
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if batch_norm else None
         if init == "open":
             _open(self.bn if batch_norm else self.conv)  # BatchNorm: scale 0, shift logit(OPEN_GATE)
+        elif init == "reference":
+            nn.init.kaiming_normal_(self.conv.weight, mode="fan_out")
+            nn.init.zeros_(self.bn.weight)  # the map starts at sigmoid(0) = 0.5 exactly
+            nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)

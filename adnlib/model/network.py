@@ -16,14 +16,15 @@ from adnlib.data.transforms import normalize, rotate_nearest, test_angles, to_un
 from adnlib.model.backbone import AttentionAlexNet, MultiScaleEmbedding
 from adnlib.model.flow import build_flow, count_trainable
 from adnlib.model.weights import load_alexnet_features
+from adnlib.seeds import stream_seed
 
 _unfused_warned = False  # make_optimizer's fallback warning: once per process
 
 
 def init_seeds(seed: int) -> dict[str, int]:
     """The seeds of a model's initialisation: the flow's from the run's seed alone (the same for every variant),
-    the attention blocks' from a stream of their own."""
-    return {"flow_init": seed, "attention_init": seed + 3}
+    the attention blocks' from a stream of their own (`adnlib.seeds`)."""
+    return {purpose: stream_seed(seed, purpose) for purpose in ("flow_init", "attention_init")}
 
 
 def _warn_unfused(reason: str) -> None:
@@ -41,7 +42,8 @@ class AttentDifferNet(nn.Module):
         super().__init__()
         self.config = config
         if features is None:
-            features, backbone_weights = load_alexnet_features(config.weights, config.seed)
+            features, backbone_weights = load_alexnet_features(config.weights,
+                                                               stream_seed(config.seed, "random_backbone"))
         self.backbone_weights = backbone_weights or "unknown"
         # Paired initialisation: the flow's weights depend on the seed only, never on the variant, so DifferNet, SE
         # and CBAM with one seed start from the same flow (torch.equal); the attention blocks draw from a stream of

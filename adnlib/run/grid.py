@@ -150,7 +150,7 @@ def _result(out_dir: Path, categories, variants, seeds, rows: list[dict], on_fai
 
 
 GRID_COLUMNS = ["category", "variant", "seed", "auroc", "auroc_best", "best_epoch", "epochs", "backbone_weights",
-                "train_seconds"]
+                "attention_init", "train_seconds"]
 
 
 def _cell_paths(out_dir: Path, categories, variants, seeds) -> list[Path]:
@@ -197,7 +197,7 @@ def auroc_table(runs: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
 
 
 def grid_report(out_dir: str | Path, categories: list[str] | None = None, variants: list[str] | None = None,
-                seeds: list[int] | None = None, *, n_boot: int = 2000,
+                seeds: list[int] | None = None, *,
                 baseline: str = "differnet") -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(mean ± std of AUROC over seeds per category and variant, paired comparison of each variant with
     `baseline` on the same test images) of the finished cells (`adnlib.run.stats`); the comparison is None when
@@ -208,5 +208,4 @@ def grid_report(out_dir: str | Path, categories: list[str] | None = None, varian
     present = set(runs["variant"])
     if baseline not in present or len(present) < 2:
         return summary, None
-    return summary, paired_comparison(collect_scores(out_dir, categories, variants, seeds), baseline,
-                                      n_boot=n_boot)
+    return summary, paired_comparison(collect_scores(out_dir, categories, variants, seeds), baseline)

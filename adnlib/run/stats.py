@@ -1,30 +1,41 @@
-"""Paired comparisons of variants over seeds: mean ± std of AUROC, a stratified bootstrap CI and DeLong's test.
+"""Paired comparisons of variants over seeds: mean ± std of AUROC, a seed-aware interval and test, DeLong's test.
 
 Every run of a category scores the same test images, and runs with the same seed are paired (same flow
 initialisation, data order, angles), so a variant is compared with the baseline image by image and seed by seed.
+docs/protocol.md §9 gives the reasoning and the calibration (benchmarks/stats_calibration.py).
 
 * DeLong (the fast algorithm of Sun & Xu 2014; midranks, so a tie counts 1/2): the AUROCs of k score vectors on the
   same images and their covariance Σ = S10/n1 + S01/n0, from the structural components V10 (one per anomalous image:
   the fraction of normal images it outscores) and V01 (one per normal image: the fraction of anomalous images that
   outscore it). A difference, or a difference averaged over seeds, is a linear combination c of the AUROCs with
-  variance cᵀΣc; its normal p-value covers the sampling of test images only.
-* The paired bootstrap resamples test images with replacement within each class (class counts kept) and, with
-  several seeds, the seeds too, with the same indices for both variants so pairs stay paired; the percentile
-  interval of the seed-averaged ΔAUROC covers test-image resampling and seed-to-seed spread.
+  variance cᵀΣc. That variance covers the sampling of test images only: it treats the trained models as fixed.
+* The seed-aware interval (`seed_interval`): the per-seed differences Δ_s of S seeds vary with the training run as
+  well as with the test images, so the variance of their mean is s²/S (between seeds) + cᵀΣc (test images), with a
+  t quantile whose degrees of freedom follow Welch–Satterthwaite (S − 1 when the seed part dominates, large when
+  the test images dominate). A verdict ('beyond noise') needs at least MIN_SEEDS_FOR_VERDICT seeds; with fewer, the
+  interval is DeLong's over the test images only, and no verdict is given.
+* Several rows are several tests: the verdicts of the category rows are Holm-corrected over all category rows of
+  the table, those of the 'mean' rows over the variants.
+* The stratified bootstrap (`stratified_resamples`) resamples test images with replacement within each class
+  (class counts kept); `auroc_interval`, `paired_bootstrap` and the pixel-level bootstrap of
+  `adnlib.explain.localization_metrics` all draw from it.
 """
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, rankdata
+from scipy.stats import norm, rankdata, t
 
 _CHUNK = 4_000_000  # resampled scores ranked at once by the bootstrap (bounds its memory)
 _TINY = 1e-12  # a standard error or difference below this is zero (floating-point dust)
-COMPARISON_COLUMNS = ["category", "variant", "delta", "delta_std", "ci_low", "ci_high", "p_delong", "n_seeds",
-                      "n_images", "beyond_noise"]
+_DUST_VARIANCE = 1e-16  # a variance of AUROC differences below this is rounding (real ones are 1e-5 and more)
+MIN_SEEDS_FOR_VERDICT = 3  # fewer seeds cannot estimate the between-seed variance (docs/protocol.md §9)
+INTERVAL_SEEDS = "seeds + test images"
+INTERVAL_IMAGES = "test images only"
+COMPARISON_COLUMNS = ["category", "variant", "delta", "delta_std", "se", "df", "ci_low", "ci_high", "interval", "p",
+                      "p_holm", "p_delong", "n_seeds", "n_images", "beyond_noise", "verdict"]
 SUMMARY_COLUMNS = ["category", "variant", "mean", "std", "n_seeds"]
+NO_ATTENTION = "differnet"  # the variant without attention blocks: its attention initialisation is moot
 
 
 def _checked(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -108,56 +119,60 @@ def _paired_arrays(labels, scores_a, scores_b) -> tuple[np.ndarray, np.ndarray, 
     return labels, a, b
 
 
-def _draw(rng: np.random.Generator, labels: np.ndarray, n_seeds: int, n_boot: int,
-          resample_seeds: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of n_boot replicates: images (n_boot, n), the n1 anomalous ones first, each class drawn with
-    replacement from itself; seeds (n_boot, S), drawn with replacement if resample_seeds and S > 1."""
-    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
-    images = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)), rng.choice(neg, size=(n_boot, neg.size))],
-                            axis=1)
-    if resample_seeds and n_seeds > 1:
-        seeds = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-    else:
-        seeds = np.broadcast_to(np.arange(n_seeds), (n_boot, n_seeds))
-    return images, seeds
+def stratified_resamples(rng: np.random.Generator, strata, n_boot: int) -> np.ndarray:
+    """Indices (n_boot, n) of n_boot bootstrap resamples of n items, each stratum drawn with replacement from itself
+    (its size kept): strata (n,) bool or int labels. The items of each stratum occupy a fixed block of columns
+    (strata in sorted order), so that column j always holds an item of the same stratum."""
+    strata = np.asarray(strata)
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
+    blocks = [np.flatnonzero(strata == value) for value in np.unique(strata)]
+    return np.concatenate([rng.choice(block, size=(n_boot, block.size)) for block in blocks], axis=1)
 
 
-def _replicates(n1: int, a: np.ndarray, b: np.ndarray, images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Per replicate, the mean over its drawn seeds of AUROC(a_s) - AUROC(b_s) on its resampled images -> (B,)."""
+def _images_first_anomalous(rng: np.random.Generator, labels: np.ndarray, n_boot: int) -> np.ndarray:
+    """Stratified resamples (n_boot, n) with the n1 anomalous images in the first n1 columns."""
+    return stratified_resamples(rng, ~labels, n_boot)  # False (anomalous) sorts first
+
+
+def _replicates(n1: int, a: np.ndarray, b: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Per replicate, the mean over seeds of AUROC(a_s) - AUROC(b_s) on its resampled images -> (B,)."""
     step = max(1, _CHUNK // (2 * a.size))
     out = np.empty(len(images))
     for start in range(0, len(images), step):
         part = slice(start, start + step)
         diff = _resampled_auroc(a, images[part], n1) - _resampled_auroc(b, images[part], n1)  # (S, chunk)
-        out[part] = np.take_along_axis(diff.T, seeds[part], axis=1).mean(axis=1)
+        out[part] = diff.mean(axis=0)
     return out
 
 
-def _bootstrap(labels, a, b, n_boot: int, rng: np.random.Generator, resample_seeds: bool = True) -> np.ndarray:
-    if n_boot < 2:
-        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
-    images, seeds = _draw(rng, labels, a.shape[0], n_boot, resample_seeds)
-    return _replicates(int(labels.sum()), a, b, images, seeds)
+def _bootstrap(labels, a, b, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    return _replicates(int(labels.sum()), a, b, _images_first_anomalous(rng, labels, n_boot))
 
 
 def _interval(delta: float, replicates: np.ndarray, level: float) -> dict:
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    _check_level(level)
     low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
     return dict(delta=float(delta), low=float(low), high=float(high), se=float(np.std(replicates, ddof=1)),
                 n_boot=len(replicates))
 
 
-def paired_bootstrap(labels, scores_a, scores_b, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
-                     resample_seeds: bool = True) -> dict:
-    """Stratified paired bootstrap of the seed-averaged ΔAUROC: labels (n,), scores_a and scores_b (S, n) or (n,),
-    row s of a paired with row s of b -> dict(delta, low, high, se, n_boot), percentile interval at `level`.
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
 
-    Each replicate resamples the images within each class (class counts kept) and, if resample_seeds and S > 1,
-    the seed indices (the same for a and b); its statistic is the mean over drawn seeds of the AUROC difference.
+
+def paired_bootstrap(labels, scores_a, scores_b, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Stratified paired bootstrap over the test images of the seed-averaged ΔAUROC: labels (n,), scores_a and
+    scores_b (S, n) or (n,), row s of a paired with row s of b -> dict(delta, low, high, se, n_boot), percentile
+    interval at `level`.
+
+    Each replicate resamples the images within each class (class counts kept), the same images for a and b; the
+    trained models are held fixed, so the interval covers test-image sampling only (`seed_interval` adds the
+    between-seed part).
     """
     labels, a, b = _paired_arrays(labels, scores_a, scores_b)
-    replicates = _bootstrap(labels, a, b, n_boot, np.random.default_rng(seed), resample_seeds)
+    replicates = _bootstrap(labels, a, b, n_boot, np.random.default_rng(seed))
     return _interval(float(np.mean(_aurocs(labels, a) - _aurocs(labels, b))), replicates, level)
 
 
@@ -166,9 +181,57 @@ def auroc_interval(labels, scores, *, n_boot: int = 2000, level: float = 0.95, s
     scores (n,) -> dict(auroc, low, high, se, n_boot)."""
     labels, a = _checked(labels, scores)
     baseline = np.zeros_like(a)  # AUROC 0.5 in every replicate: the difference is AUROC − 0.5
-    replicates = _bootstrap(labels, a, baseline, n_boot, np.random.default_rng(seed), resample_seeds=False) + 0.5
+    replicates = _bootstrap(labels, a, baseline, n_boot, np.random.default_rng(seed)) + 0.5
     interval = _interval(float(_aurocs(labels, a)[0]), replicates, level)
     return {"auroc": interval.pop("delta"), **interval}
+
+
+def seed_interval(per_seed, image_variance: float, level: float = 0.95,
+                  min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict:
+    """Interval and test of the mean of per-seed differences: per_seed (S,) (one paired difference per training
+    seed, same test images), image_variance = the test-image variance of their mean (DeLong's cᵀΣc) ->
+    dict(delta, se, df, low, high, p, interval, verdict_possible).
+
+    S >= min_seeds: se² = s²/S + image_variance (s² the sample variance of per_seed, ddof 1), df by
+    Welch–Satterthwaite, (se²)² / ((s²/S)² / (S − 1)) (the image part has many degrees of freedom), interval
+    delta ± t_df·se, p two-sided from t_df. Fewer seeds: se² = image_variance, a normal interval labelled
+    "test images only", p NaN (no verdict: the between-seed variance is not estimated).
+    """
+    _check_level(level)
+    per_seed = np.asarray(per_seed, dtype=float)
+    n_seeds, delta = per_seed.size, float(per_seed.mean())
+    image_variance = float(image_variance) if image_variance > _DUST_VARIANCE else 0.0
+    if n_seeds < max(min_seeds, 2):
+        se = float(np.sqrt(image_variance))
+        half = float(norm.ppf((1 + level) / 2)) * se
+        return dict(delta=delta, se=se, df=np.inf, low=delta - half, high=delta + half, p=np.nan,
+                    interval=INTERVAL_IMAGES, verdict_possible=False)
+    seed_variance = float(per_seed.var(ddof=1)) / n_seeds
+    seed_variance = seed_variance if seed_variance > _DUST_VARIANCE else 0.0
+    variance = seed_variance + image_variance
+    df = np.inf if seed_variance <= 0 else variance ** 2 / (seed_variance ** 2 / (n_seeds - 1))
+    se = float(np.sqrt(variance))
+    half = float(t.ppf((1 + level) / 2, df)) * se
+    if se < _TINY:
+        p = 1.0 if abs(delta) < _TINY else 0.0
+    else:
+        p = float(2 * t.sf(abs(delta) / se, df))
+    return dict(delta=delta, se=se, df=float(df), low=delta - half, high=delta + half, p=p, interval=INTERVAL_SEEDS,
+                verdict_possible=True)
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (same order; NaN stays NaN and is not counted): p (m,) -> (m,).
+
+    The i-th smallest of the m p-values is multiplied by m − i + 1, made monotone, capped at 1 (Holm 1979)."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    order = present[np.argsort(p[present], kind="stable")]
+    m = order.size
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
 
 
 def _require_columns(frame: pd.DataFrame, columns, what: str) -> None:
@@ -188,8 +251,9 @@ def _seed_stats(category, variant, values) -> dict:
 def seed_summary(runs: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
     """Mean and std (ddof=1; NaN for one seed) over seeds of `value` (an AUROC in [0, 1]), in %.
 
-    runs: one row per run with columns category, variant, seed, <value>. Returns columns category, variant, mean,
-    std, n_seeds: a row per (category, variant), then per variant a row with category "mean": for each seed the
+    runs: one row per run with columns category, variant, seed, <value> (and optionally attention_init). Returns
+    columns category, variant, mean, std, n_seeds (and attention_init, if given: ValueError where one variant mixes
+    several): a row per (category, variant), then per variant a row with category "mean": for each seed the
     mean over the variant's categories (only seeds present in all of them), then mean/std over those seeds.
     """
     _require_columns(runs, ("category", "variant", "seed", value), "runs")
@@ -209,43 +273,62 @@ def seed_summary(runs: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
     for variant, run in frame.groupby("variant", sort=False):
         per_seed = run.pivot(index="seed", columns="category", values="percent").dropna()
         rows.append(_seed_stats("mean", variant, per_seed.mean(axis=1)))
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    if "attention_init" in runs.columns:
+        summary["attention_init"] = [_attention_init(runs, c, v) for c, v in zip(summary["category"],
+                                                                                  summary["variant"])]
+    return summary
 
 
-def _runs(frame: pd.DataFrame, category) -> dict:
-    """{(variant, seed): DataFrame of label, score indexed by path} for one category."""
-    runs = {}
-    for (variant, seed), run in frame.groupby(["variant", "seed"], sort=True):
-        twice = run["path"].duplicated()
-        if twice.any():
-            raise ValueError(f"category {category!r}: run {variant}/seed {seed} scores image "
-                             f"{run['path'][twice].iloc[0]!r} more than once")
-        runs[(variant, seed)] = run.set_index("path")[["label", "score"]]
-    return runs
+def _attention_init(runs: pd.DataFrame, category, variant) -> str:
+    """The one attention initialisation of a variant's runs ('' for DifferNet); ValueError if they mix several,
+    so that 'open' runs cannot pass for standard ones in a mean."""
+    if variant == NO_ATTENTION:
+        return ""
+    rows = runs[(runs["variant"] == variant) & ((runs["category"] == category) | (category == "mean"))]
+    values = sorted({str(v) for v in rows["attention_init"].fillna("standard")})
+    if len(values) > 1:
+        raise ValueError(f"variant {variant!r} mixes attention initialisations {values} in "
+                         f"{'the categories' if category == 'mean' else repr(category)}; compare them separately")
+    return values[0] if values else ""
 
 
-def _aligned(runs: dict, category) -> tuple[np.ndarray, np.ndarray, list]:
-    """Align every run of a category on the image paths -> labels (n,), scores (R, n), run keys (R,)."""
-    keys = list(runs)
-    reference = runs[keys[0]].sort_index()
-    for key in keys[1:]:
-        run = runs[key]
-        for path, have, lack in ((reference.index.difference(run.index), keys[0], key),
-                                 (run.index.difference(reference.index), key, keys[0])):
-            if len(path):
-                raise ValueError(f"category {category!r}: image {path[0]!r} is scored by run {have[0]}/seed "
-                                 f"{have[1]} but not by run {lack[0]}/seed {lack[1]}; paired runs must score the "
-                                 "same test images")
-        disagree = run["label"].reindex(reference.index).to_numpy() != reference["label"].to_numpy()
+def _aligned(frame: pd.DataFrame, category) -> tuple[np.ndarray, np.ndarray, list]:
+    """Align every run of a category on the image paths -> labels (n,), scores (R, n), run keys (R,) in
+    (variant, seed) order; ValueError naming the run and image where a run scores an image twice, where the runs'
+    images differ, or where they disagree on a label."""
+    twice = frame.duplicated(["variant", "seed", "path"])
+    if twice.any():
+        row = frame[twice].iloc[0]
+        raise ValueError(f"category {category!r}: run {row['variant']}/seed {row['seed']} scores image "
+                         f"{row['path']!r} more than once")
+    groups = frame.groupby(["variant", "seed"], sort=True)
+    keys = list(groups.groups)
+    run = groups.ngroup().to_numpy()
+    paths, column = np.unique(frame["path"].to_numpy(), return_inverse=True)
+    scores = np.full((len(keys), paths.size), np.nan)
+    labels = np.full((len(keys), paths.size), -1)
+    filled = np.zeros((len(keys), paths.size), dtype=bool)
+    scores[run, column] = frame["score"].to_numpy(dtype=float)
+    labels[run, column] = frame["label"].to_numpy()
+    filled[run, column] = True
+    for k in range(1, len(keys)):
+        for have, lack in ((0, k), (k, 0)):
+            missing = filled[have] & ~filled[lack]
+            if missing.any():
+                raise ValueError(f"category {category!r}: image {paths[missing][0]!r} is scored by run "
+                                 f"{keys[have][0]}/seed {keys[have][1]} but not by run {keys[lack][0]}/seed "
+                                 f"{keys[lack][1]}; paired runs must score the same test images")
+        disagree = labels[k] != labels[0]
         if disagree.any():
-            raise ValueError(f"category {category!r}: runs {keys[0][0]}/seed {keys[0][1]} and {key[0]}/seed "
-                             f"{key[1]} disagree on the label of image {reference.index[disagree][0]!r}")
-    scores = np.stack([runs[key]["score"].reindex(reference.index).to_numpy(dtype=float) for key in keys])
-    return reference["label"].to_numpy(), scores, keys
+            raise ValueError(f"category {category!r}: runs {keys[0][0]}/seed {keys[0][1]} and {keys[k][0]}/seed "
+                             f"{keys[k][1]} disagree on the label of image {paths[disagree][0]!r}")
+    return labels[0], scores, keys
 
 
-def _compare(category, variant, baseline, labels, scores, keys, n_boot, level, seed) -> tuple[dict, dict]:
-    """One category, one variant against the baseline -> (its table row, the parts the 'mean' row pools)."""
+def _compare(category, variant, baseline, labels, scores, keys) -> dict:
+    """One category, one variant against the baseline -> the paired parts: labels, a and b (S, n) of the seeds
+    both ran (in seed order), the seeds."""
     seeds = sorted({s for v, s in keys if v == variant} & {s for v, s in keys if v == baseline})
     if not seeds:
         raise ValueError(f"category {category!r}: variant {variant!r} shares no seed with the baseline "
@@ -253,71 +336,79 @@ def _compare(category, variant, baseline, labels, scores, keys, n_boot, level, s
     a = scores[[keys.index((variant, s)) for s in seeds]]
     b = scores[[keys.index((baseline, s)) for s in seeds]]
     labels, a, b = _paired_arrays(labels, a, b)
-    per_seed = _aurocs(labels, a) - _aurocs(labels, b)
-    rng = np.random.default_rng([seed, zlib.crc32(str(category).encode())])  # one stream per category
-    replicates = _bootstrap(labels, a, b, n_boot, rng)
-    interval = _interval(float(per_seed.mean()), replicates, level)
-    n_seeds = len(seeds)
+    return dict(labels=labels, a=a, b=b, seeds=seeds)
+
+
+def _seed_parts(part: dict, seeds: list) -> tuple[np.ndarray, float]:
+    """(per-seed ΔAUROC (S,), DeLong's variance of their mean over the test images) for `seeds` of one part."""
+    rows = [part["seeds"].index(s) for s in seeds]
+    a, b, labels = part["a"][rows], part["b"][rows], part["labels"]
+    n_seeds = len(rows)
     c = np.concatenate([np.full(n_seeds, 1 / n_seeds), np.full(n_seeds, -1 / n_seeds)])
     variance = float(c @ delong(labels, np.concatenate([a, b]))[1] @ c)
-    parts = dict(delta=interval["delta"], variance=variance, replicates=replicates, n_images=labels.size,
-                 per_seed=dict(zip(seeds, per_seed)))
-    return _row(category, variant, interval, per_seed, _normal_test(interval["delta"], variance)["p"],
-                n_seeds, labels.size), parts
+    return _aurocs(labels, a) - _aurocs(labels, b), variance
 
 
-def _row(category, variant, interval: dict, per_seed, p: float, n_seeds: int, n_images: int) -> dict:
-    per_seed = np.asarray(per_seed, dtype=float)
-    return dict(category=category, variant=variant, delta=100 * interval["delta"],
+def _row(category, variant, parts: list[dict], level: float) -> dict:
+    """The table row of one variant over `parts` (one per category; several for the 'mean' row): the seeds all of
+    them ran, the per-seed Δ averaged over the parts, the image variance sum_c var_c / C²."""
+    seeds = sorted(set.intersection(*(set(p["seeds"]) for p in parts)))
+    if not seeds:
+        raise ValueError(f"variant {variant!r}: no seed is paired in every category; the mean over categories "
+                         "needs at least one")
+    pieces = [_seed_parts(p, seeds) for p in parts]
+    per_seed = np.mean([d for d, _ in pieces], axis=0)
+    image_variance = sum(v for _, v in pieces) / len(pieces) ** 2
+    result = seed_interval(per_seed, image_variance, level)
+    p_delong = _normal_test(result["delta"], image_variance)["p"]
+    return dict(category=category, variant=variant, delta=100 * result["delta"],
                 delta_std=100 * float(per_seed.std(ddof=1)) if per_seed.size > 1 else np.nan,
-                ci_low=100 * interval["low"], ci_high=100 * interval["high"], p_delong=p, n_seeds=n_seeds,
-                n_images=n_images, beyond_noise=bool(interval["low"] > 0 or interval["high"] < 0))
+                se=100 * result["se"], df=result["df"], ci_low=100 * result["low"], ci_high=100 * result["high"],
+                interval=result["interval"], p=result["p"], p_holm=np.nan, p_delong=p_delong, n_seeds=len(seeds),
+                n_images=sum(int(p["labels"].size) for p in parts), beyond_noise=False, verdict="")
 
 
-def _mean_row(variant, parts: list[dict], level: float) -> dict:
-    """Category 'mean': the mean of the categories' deltas, their replicates averaged replicate by replicate
-    (categories resampled independently), DeLong variance sum_c var_c / C^2."""
-    count = len(parts)
-    delta = float(np.mean([p["delta"] for p in parts]))
-    interval = _interval(delta, np.mean([p["replicates"] for p in parts], axis=0), level)
-    variance = sum(p["variance"] for p in parts) / count ** 2
-    common = sorted(set.intersection(*(set(p["per_seed"]) for p in parts)))
-    per_seed = [np.mean([p["per_seed"][s] for p in parts]) for s in common]
-    return _row("mean", variant, interval, per_seed, _normal_test(delta, variance)["p"], len(common),
-                sum(p["n_images"] for p in parts))
+def _verdicts(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Holm over the category rows, Holm over the 'mean' rows; '*' (beyond_noise) where the adjusted p < 1 − level."""
+    table = table.copy()
+    for family in (table["category"] != "mean", table["category"] == "mean"):
+        table.loc[family, "p_holm"] = holm(table.loc[family, "p"].to_numpy(dtype=float))
+    beyond = table["p_holm"].to_numpy(dtype=float) < 1 - level
+    table["beyond_noise"] = beyond
+    table["verdict"] = np.where(table["p"].isna(), f"no verdict (needs {MIN_SEEDS_FOR_VERDICT} seeds)",
+                                np.where(beyond, "beyond noise", "within noise"))
+    return table
 
 
-def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, n_boot: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, level: float = 0.95) -> pd.DataFrame:
     """ΔAUROC of every variant against the baseline, per category and for the mean over categories.
 
     scores: one row per test image per run, columns category, variant, seed, path, label, score. In each category
     the seeds run by both the variant and the baseline are paired, and images are aligned by path (ValueError if
-    none is paired, or if the runs' images or labels differ). Returns columns category, variant, delta (mean over
-    paired seeds of AUROC(variant) - AUROC(baseline), ×100), delta_std (std over seeds of the per-seed Δ, ×100,
-    NaN for one seed), ci_low, ci_high (×100, stratified paired bootstrap, images and seeds resampled), p_delong
-    (DeLong's two-sided p of the seed-averaged Δ, variance cᵀΣc over the 2S AUROCs), n_seeds, n_images,
-    beyond_noise (the CI excludes 0). The CI covers test-image resampling and seed-to-seed spread; DeLong's p
-    covers the test images only.
+    none is paired, or if the runs' images or labels differ). Returns one row per (category, variant), then per
+    variant a row with category "mean" (the mean over its categories, on the seeds paired in all of them), with
+    columns (differences ×100, in AUROC points):
 
-    Each variant also gets a row with category "mean" over its categories: delta is the mean of their deltas; the
-    CI averages, replicate by replicate, bootstraps that resample within every category independently; p uses
-    var = sum_c var_c / C^2 (categories independent); delta_std and n_seeds use the seeds paired in every category;
-    n_images is the total. The bootstrap of a category draws from Generator([seed, crc32(category)]).
+    delta: mean over paired seeds of AUROC(variant) − AUROC(baseline); delta_std: std over seeds of the per-seed Δ;
+    se, df, ci_low, ci_high, interval, p: `seed_interval` ("seeds + test images" with >= 3 seeds, else
+    "test images only" and p NaN); p_holm: p Holm-corrected over the category rows (over the mean rows for those);
+    p_delong: DeLong's two-sided p of the seed-averaged Δ, conditional on the trained models (test images only);
+    n_seeds, n_images; beyond_noise: p_holm < 1 − level; verdict: "beyond noise", "within noise" or "no verdict".
     """
     _require_columns(scores, ("category", "variant", "seed", "path", "label", "score"), "scores")
+    _check_level(level)
     rows, pooled = [], {}
     for category, frame in scores.groupby("category", sort=False):
-        labels, matrix, keys = _aligned(_runs(frame, category), category)
+        labels, matrix, keys = _aligned(frame, category)
         for variant in pd.unique(frame["variant"]):
             if variant == baseline:
                 continue
-            row, parts = _compare(category, variant, baseline, labels, matrix, keys, n_boot, level, seed)
-            rows.append(row)
-            pooled.setdefault(variant, []).append(parts)
-    rows += [_mean_row(variant, parts, level) for variant, parts in pooled.items()]
-    table = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    table.attrs.update(level=level, n_boot=n_boot, baseline=baseline)
+            part = _compare(category, variant, baseline, labels, matrix, keys)
+            rows.append(_row(category, variant, [part], level))
+            pooled.setdefault(variant, []).append(part)
+    rows += [_row("mean", variant, parts, level) for variant, parts in pooled.items()]
+    table = _verdicts(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), level)
+    table.attrs.update(level=level, baseline=baseline)
     return table
 
 
@@ -331,22 +422,45 @@ def _delta_text(delta, low, high, beyond) -> str:
     return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]" + ("*" if bool(beyond) else "")
 
 
+def comparison_footer(comparison: pd.DataFrame) -> str:
+    """The lines that say how to read `format_comparison`'s table (interval kinds, '*', Holm, DeLong's p)."""
+    level = comparison.attrs.get("level", 0.95)
+    lines = [f"ΔAUROC: variant − {comparison.attrs.get('baseline', 'differnet')} in AUROC points, mean over paired "
+             f"seeds, with its {level:.0%} interval. With >= {MIN_SEEDS_FOR_VERDICT} seeds the interval covers "
+             "seed-to-seed training noise and the test images (t, Welch–Satterthwaite df); with fewer it covers "
+             "the test images only ('images' in the interval column) and gives no verdict."]
+    if "mean" in set(comparison["category"]):
+        lines.append(f"* = beyond noise: p (seeds) < {1 - level:.2g} after Holm's correction over all category rows "
+                     "(and, separately, over the variants' mean rows).")
+    lines.append("p (DeLong | models): test images only, conditional on these trained models; not a verdict.")
+    lines.append("docs/protocol.md §9; calibration: benchmarks/README.md.")
+    return "\n".join(lines)
+
+
 def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
     """A printable table from seed_summary and paired_comparison: one row per (category, variant) of the summary,
-    AUROC as "mean ± std" (%), ΔAUROC with its CI (a '*' where the CI excludes 0) and DeLong's p ("<0.001")."""
+    AUROC as "mean ± std" (%), ΔAUROC with its interval (a '*' where beyond noise after Holm), the interval's
+    kind, the seed-aware p (Holm-adjusted), DeLong's conditional p, the seeds and the attention initialisation.
+    `comparison_footer` says how to read it."""
     merged = summary.merge(comparison, on=["category", "variant"], how="left", suffixes=("", "_pair"))
     order = {v: i for i, v in enumerate(("differnet", "se", "cbam"))}  # the baseline first, as in the paper
     merged = merged.assign(_mean_last=merged["category"] == "mean",
                            _variant=merged["variant"].map(lambda v: order.get(v, len(order))))
     merged = merged.sort_values(["_mean_last", "category", "_variant"], kind="stable").reset_index(drop=True)
     level = comparison.attrs.get("level", 0.95)
-    return pd.DataFrame({
+    kinds = {INTERVAL_SEEDS: "seeds+images", INTERVAL_IMAGES: "images"}
+    table = pd.DataFrame({
         "category": merged["category"],
         "variant": merged["variant"],
         "AUROC %": [f"{m:.1f}" + ("" if pd.isna(s) else f" ± {s:.1f}") if not pd.isna(m) else ""
                     for m, s in zip(merged["mean"], merged["std"])],
         f"ΔAUROC [{level:.0%} CI]": [_delta_text(*r) for r in zip(merged["delta"], merged["ci_low"],
                                                                      merged["ci_high"], merged["beyond_noise"])],
-        "p (DeLong)": [_p_text(p) for p in merged["p_delong"]],
+        "interval": [kinds.get(k, "") if isinstance(k, str) else "" for k in merged["interval"]],
+        "p (seeds, Holm)": [_p_text(p) for p in merged["p_holm"]],
+        "p (DeLong | models)": [_p_text(p) for p in merged["p_delong"]],
         "seeds": merged["n_seeds"],
     })
+    if "attention_init" in merged.columns:
+        table["attention init"] = merged["attention_init"].fillna("")
+    return table

@@ -40,7 +40,7 @@ from adnlib.data.datasets import AnomalyDataset
 from adnlib.data.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
 from adnlib.model.flow import nll_loss
-from adnlib.model.network import AttentDifferNet, init_seeds
+from adnlib.model.network import AttentDifferNet
 from adnlib.run.checkpoint import (
     WEIGHTS_IN,
     config_differences,
@@ -53,6 +53,7 @@ from adnlib.run.checkpoint import (
 )
 from adnlib.run.device import check_precision, precision_record, resolve_device
 from adnlib.run.evaluate import report, score_dataset, test_rotation_record
+from adnlib.seeds import stream_seed, stream_seeds
 
 RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
 # Auto checkpoint policy: save the resumable checkpoint after an epoch when the last save cost at most this fraction
@@ -260,8 +261,8 @@ def _all_finite(model: torch.nn.Module) -> bool:
 def _seeds(config: Config) -> dict[str, int]:
     """Every seed a run uses, recorded in metrics.json (all derived from config.seed, none from the variant: runs
     of different variants with one seed are paired)."""
-    return {"seed": config.seed, **init_seeds(config.seed), "data_order": config.seed,
-            "train_rotations": config.seed + 1, "feature_cache": config.seed + 2, "test_rotations": config.seed}
+    return {"seed": config.seed, **stream_seeds(config.seed),
+            "test_rotations": "keyed by (seed, evaluation, image path): adnlib.run.evaluate.image_generator"}
 
 
 def _diverged(what: str, config: Config, out_dir: Path | None, saved_epoch: int | None, history: list) -> None:
@@ -403,15 +404,16 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
         _clean_output(out_dir, resume, overwrite)
     model, optimizer = _build(config, ckpt, device)
     run = _Run(config, category, out_dir, device, train_set, test_set, model, optimizer,
-               loader_generator=torch.Generator().manual_seed(config.seed),
-               rotation_generator=torch.Generator().manual_seed(config.seed + 1))
+               loader_generator=torch.Generator().manual_seed(stream_seed(config.seed, "data_order")),
+               rotation_generator=torch.Generator().manual_seed(stream_seed(config.seed, "train_rotations")))
     if ckpt is not None:
         _restore(run, ckpt)
     run.loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=run.loader_generator,
                             num_workers=config.num_workers)
     if config.feature_cache and run.start_epoch < config.epochs:
         run.cache = FeatureCache(model, train_set, config.cache_rotations, device,
-                                 torch.Generator().manual_seed(config.seed + 2), config.test_batch_size, progress)
+                                 torch.Generator().manual_seed(stream_seed(config.seed, "feature_cache")),
+                                 config.test_batch_size, progress)
     return run
 
 

@@ -286,21 +286,26 @@ def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differ
 
 def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
     """Markdown sentences, one per variant, computed from `adnlib.run.stats.paired_comparison`'s mean row: the
-    gain over DifferNet with its interval and p, and whether it is larger than the noise measured here."""
+    gain over DifferNet with its interval, and a verdict only where the run has the seeds to give one."""
+    from adnlib.run.stats import MIN_SEEDS_FOR_VERDICT
     level = comparison.attrs.get("level", 0.95)
     lines = []
     for _, row in comparison[comparison["category"] == "mean"].iterrows():
-        n_seeds, p = int(row["n_seeds"]), row["p_delong"]
+        n_seeds = int(row["n_seeds"])
         head = (f"**{row['variant']} − DifferNet** over the categories: {row['delta']:+.1f} AUROC points, "
-                f"{level:.0%} interval [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}], DeLong p = {p:.3g} "
+                f"{level:.0%} interval [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}] "
                 f"({n_seeds} seed{'s' if n_seeds != 1 else ''}, {int(row['n_images'])} test images). ")
-        if row["beyond_noise"]:
+        if pd.isna(row["p"]):
+            tail = (f"With fewer than {MIN_SEEDS_FOR_VERDICT} seeds this interval covers only the sampling of test "
+                    "images, not the spread from one training run to the next, so it gives **no verdict**: run "
+                    f"at least {MIN_SEEDS_FOR_VERDICT} seeds to ask whether the difference is larger than the noise.")
+        elif row["beyond_noise"]:
             direction = "better" if row["delta"] > 0 else "worse"
-            tail = (f"The interval excludes 0: here {row['variant']} is {direction} than DifferNet by more than "
-                    "the noise that test-image resampling and these seeds show.")
+            tail = (f"p = {row['p_holm']:.3g} (seed-aware, Holm-corrected): here {row['variant']} is {direction} "
+                    "than DifferNet by more than the noise that these training seeds and test images show.")
         else:
-            tail = ("The interval includes 0: with these seeds and test images the difference cannot be told "
-                    "apart from noise (which is not evidence that there is none).")
+            tail = (f"p = {row['p_holm']:.3g} (seed-aware, Holm-corrected): with these seeds and test images the "
+                    "difference cannot be told apart from noise (which is not evidence that there is none).")
         lines.append(head + tail)
     if "random" in weights:
         lines.append("These models use **random** backbone weights, not ImageNet's: the numbers say nothing about "

@@ -512,7 +512,8 @@ def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category"
 
 def forest_plot(comparison: pd.DataFrame, title: str = "Paired difference with DifferNet"):
     """ΔAUROC (points) per category and variant with its interval (`adnlib.run.stats.paired_comparison`): one
-    row per category, the mean over categories last; filled markers where the interval excludes 0."""
+    row per category, the mean over categories last; filled markers where the row's verdict is 'beyond noise'
+    (>= 3 seeds, Holm-corrected), dashed bars where the interval covers the test images only (too few seeds)."""
     variants = list(dict.fromkeys(comparison["variant"]))
     categories = [c for c in dict.fromkeys(comparison["category"]) if c != "mean"] + ["mean"]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.55 * len(categories) * max(1, len(variants))))
@@ -521,15 +522,21 @@ def forest_plot(comparison: pd.DataFrame, title: str = "Paired difference with D
         rows = comparison[comparison["variant"] == variant].set_index("category").reindex(categories)
         y = np.arange(len(categories))[::-1] + offset
         color = VARIANT_COLORS.get(variant)
-        ax.errorbar(rows["delta"], y, xerr=[rows["delta"] - rows["ci_low"], rows["ci_high"] - rows["delta"]],
-                    fmt="none", ecolor=color, capsize=3, label=f"{_label(variant)} − DifferNet")
+        bars = ax.errorbar(rows["delta"], y, xerr=[rows["delta"] - rows["ci_low"], rows["ci_high"] - rows["delta"]],
+                           fmt="none", ecolor=color, capsize=3, label=f"{_label(variant)} − DifferNet")
+        images_only = (rows["interval"] == "test images only").to_numpy() if "interval" in rows else None
+        if images_only is not None and images_only.all():
+            bars[2][0].set_linestyle("--")
         beyond = rows["beyond_noise"].fillna(False).astype(bool).to_numpy()
         ax.scatter(rows["delta"][beyond], y[beyond], color=color, zorder=3)
         ax.scatter(rows["delta"][~beyond], y[~beyond], facecolor="white", edgecolor=color, zorder=3)
     ax.axvline(0, color="gray", lw=1, ls="--")
     ax.set_yticks(np.arange(len(categories))[::-1], categories)
     level = comparison.attrs.get("level", 0.95)
-    ax.set_xlabel(f"ΔAUROC (points) with its {level:.0%} interval; filled: interval excludes 0")
+    images_only = "interval" in comparison and (comparison["interval"] == "test images only").all()
+    ax.set_xlabel(f"ΔAUROC (points) with its {level:.0%} interval; "
+                  + ("dashed: test images only, too few seeds for a verdict" if images_only
+                     else "filled: beyond noise (Holm-corrected)"))
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3, axis="x")
