@@ -463,13 +463,15 @@ def _print_grid_report(args, categories: list[str], runs) -> None:
 
 
 def _notebooks(args) -> int:
-    from adnlib.teach.notebooks import NOTEBOOKS, run_all
+    from adnlib.teach.notebooks import NOTEBOOKS, CellLimits, check_parameters, run_all
     names = tuple(args.only) if args.only else NOTEBOOKS
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
     _out_folder(args.out)
     params = _notebook_parameters(args.parameter)
+    check_parameters(params, names)  # names and preset, and the environment's cell limits: before any run
+    CellLimits.for_run(params)
     baseline = _baseline(args, names) if args.baseline else None  # a bad baseline stops us before any run
     runs = run_all(args.out, params, names)
     failed = [r.name for r in runs if not r.ok]

@@ -269,4 +269,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["SETUP_TAG", "PLACEHOLDER", "HostedError", "detect_platform", "repository_url", "install_command",
-           "check_branch", "launch_urls", "badge_markdown", "badges_as_links", "setup_cell_source", "prepare", "set_repository"]
+           "check_branch", "launch_urls", "badge_markdown", "badges_as_links", "setup_cell_source", "prepare",
+           "set_repository"]

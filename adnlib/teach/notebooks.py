@@ -73,6 +73,21 @@ def _env_seconds(name: str, default: int | None) -> int | None:
     return seconds if seconds > 0 else None
 
 
+def check_parameters(parameters: dict, names: tuple[str, ...] = NOTEBOOKS) -> None:
+    """NotebookError, before anything runs, for a parameter that no notebook of `names` declares in its
+    `parameters` cell, or a `preset` that adnlib.config does not know (else the notebook fails tens of seconds in)."""
+    from adnlib.config import PRESETS
+    from adnlib.teach.regression import default_parameters
+    declared = set().union(*(default_parameters(NOTEBOOK_DIR / f"{n}.ipynb") for n in names))
+    unknown = [p for p in parameters if p not in declared]
+    if unknown:
+        raise NotebookError(f"parameter {unknown[0]!r} is not in the parameters cell of {', '.join(names)} "
+                            f"(their parameters: {', '.join(sorted(declared))})")
+    preset = parameters.get("preset", "demo")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise NotebookError(f"parameter preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
 def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *, kernel: str = "python3",
                  progress: bool = False, limits: CellLimits | None = None, source: Path | None = None
                  ) -> NotebookRun:

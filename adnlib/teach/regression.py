@@ -66,7 +66,7 @@ def summarize_run(name: str, out_dir: str | Path, *, seconds: float, parameters:
     `parameters` cell of `source`. Missing artefacts are listed, never fatal.
     """
     folder = Path(out_dir) / name
-    params = {**_default_parameters(source), **(parameters or {})}
+    params = {**default_parameters(source), **(parameters or {})}
     params.pop("output_dir", None)
     found = collect_artefacts(folder)
     facts = found["facts"]
@@ -238,7 +238,7 @@ def _missing(name: str, folder: Path, params: dict) -> list[str]:
     return [e for e in expected if not (folder / e).is_file()]
 
 
-def _default_parameters(source: str | Path | None) -> dict:
+def default_parameters(source: str | Path | None) -> dict:
     """The defaults in a notebook's `parameters` cell (literal values; other expressions as their source text)."""
     if source is None or not Path(source).is_file():
         return {}
