@@ -140,6 +140,13 @@ def _file_state(path: Path) -> dict:
     return features
 
 
+def check_weights(weights: str) -> None:
+    """WeightsError now for a weights file that cannot be used (missing, unreadable, not AlexNet's), so that a grid
+    refuses it before any cell trains; 'auto', 'imagenet' and 'none' are resolved when a model is built."""
+    if weights not in ("auto", "imagenet", "none"):
+        _file_state(Path(weights))
+
+
 def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
     """AlexNet `features` with seeded He-normal weights and zero biases.
 
