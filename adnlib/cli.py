@@ -592,9 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         except AdnlibError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             hint = ""
-            if args.command == "train" and (args.out / "checkpoint.pt").exists():
+            if args.command == "notebooks" and str(exc):  # NotebookInterrupted: the notebook, cell, partial file
+                hint = f": {exc}"
+            elif args.command == "train" and (args.out / "checkpoint.pt").exists():
                 hint = "; continue from the last checkpoint by running the same command with --resume"
             elif args.command == "grid":
                 hint = "; run the same command again: finished cells are reused, interrupted ones resume"
