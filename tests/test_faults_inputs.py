@@ -493,13 +493,14 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(trickle, tmp_path):
 
 
 # --- 7. Ctrl-C during `adnlib notebooks`; the engine imports on its own ----------------------------------------------
-def _sleeping_notebook(folder: Path) -> None:
-    """notebooks/00_quickstart.ipynb of a stand-in course: a parameters cell, a quick cell, a cell that sleeps."""
+def _sleeping_notebook(folder: Path, marker: Path) -> None:
+    """notebooks/00_quickstart.ipynb of a stand-in course: a parameters cell, a quick cell, a cell that creates
+    `marker` and sleeps (the executed notebook is saved only every 30 s: the marker says when the cell runs)."""
     nb = nbformat.v4.new_notebook()
     parameters = nbformat.v4.new_code_cell("output_dir = None")
     parameters.metadata["tags"] = ["parameters"]
     nb.cells = [parameters, nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("import time\nprint('sleeping', flush=True)\ntime.sleep(60)")]
+                nbformat.v4.new_code_cell(f"import time\nopen({str(marker)!r}, 'w').close()\ntime.sleep(60)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     folder.mkdir(parents=True)
     nbformat.write(nb, folder / "00_quickstart.ipynb")
@@ -514,30 +515,48 @@ sys.exit(main(["notebooks", "--only", "00_quickstart", "--out", sys.argv[2]]))
 """
 
 
-@pytest.mark.slow  # starts a kernel (10-30 s on 2 busy cores)
-def test_ctrl_c_during_a_notebook_is_one_line_naming_the_cell_and_the_partial_file(tmp_path):
-    # catches the ~80-240 lines of asyncio "Task exception was never retrieved" and tracebacks, or a line that names
-    # neither the notebook, the cell nor the partial notebook
-    _sleeping_notebook(tmp_path / "course")
+def _ctrl_c_when(tmp_path: Path, ready) -> tuple[int, list[str], Path]:
+    """Run the stand-in course's notebook in a real `adnlib notebooks` process, send SIGINT once ready(partial
+    notebook, marker) holds -> (exit status, stderr lines, partial notebook)."""
+    marker = tmp_path / "sleeping"
+    _sleeping_notebook(tmp_path / "course", marker)
     out = tmp_path / "out"
+    partial = out / "00_quickstart.ipynb"
     env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "ADNLIB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", RUN_STAND_IN, str(tmp_path / "course"), str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        partial = out / "00_quickstart.ipynb"
-        while not (partial.is_file() and "sleeping" in partial.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        while not ready(partial, marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=WAIT_S)
-    err = [line for line in stderr.splitlines() if line.strip()]
-    assert proc.returncode == 130, stderr
+    return proc.returncode, [line for line in stderr.splitlines() if line.strip()], partial
+
+
+@pytest.mark.slow  # starts a kernel (10-30 s on 2 busy cores)
+def test_ctrl_c_during_a_notebook_is_one_line_naming_the_cell_and_the_partial_file(tmp_path):
+    # catches the ~80-240 lines of asyncio "Task exception was never retrieved" and tracebacks, or a line that names
+    # neither the notebook, the cell nor the partial notebook
+    rc, err, partial = _ctrl_c_when(tmp_path, lambda partial, marker: marker.exists())
+    assert rc == 130, err
     assert err == [f"error: interrupted: notebook 00_quickstart, cell 3 ('import time'); the partial notebook is "
                    f"{partial}"]
+    assert nbformat.read(partial, as_version=4).cells[3].source.endswith("time.sleep(60)")  # the cell it names
+
+
+@pytest.mark.slow  # starts a kernel (10-30 s on 2 busy cores)
+def test_ctrl_c_while_the_kernel_starts_is_one_line_too(tmp_path):
+    # catches a kernel left running after Ctrl-C during its start (it printed its own warning after our line)
+    rc, err, partial = _ctrl_c_when(tmp_path, lambda partial, marker: partial.is_file())
+    assert rc == 130, err
+    assert len(err) == 1, err
+    assert err[0].startswith("error: interrupted: notebook 00_quickstart"), err
+    assert err[0].endswith(f"the partial notebook is {partial}"), err
 
 
 def test_the_notebook_engine_imports_in_a_fresh_interpreter():

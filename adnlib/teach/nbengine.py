@@ -25,6 +25,7 @@ hit the race under the default papermill engine either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from queue import Empty
 
@@ -119,6 +120,14 @@ class HeadlessClient(PapermillNotebookClient):
             _settle_tasks()
             raise CellInterrupted(cell_index, first_code_line(cell.source)) from None
 
+    def stop_kernel(self) -> None:
+        """After Ctrl-C: shut the kernel down if one is still there, so that none outlives this process (and
+        prints its own warning after our one line)."""
+        _settle_tasks()
+        if self.km is not None:
+            with contextlib.suppress(Exception):  # already gone, or never started: nothing to stop
+                self._cleanup_kernel()
+
 
 class CellInterrupted(KeyboardInterrupt):
     """Ctrl-C while a cell ran: .cell_index and .first_line name the cell."""
@@ -154,4 +163,10 @@ class HeadlessEngine(NBClientEngine):
         final_kwargs = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
                                     startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
                                     log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
-        return HeadlessClient(nb_man, **final_kwargs).execute()
+        client = HeadlessClient(nb_man, **final_kwargs)
+        try:
+            return client.execute()
+        except KeyboardInterrupt:  # Ctrl-C while the kernel started (nbclient cleans up only once it runs)
+            client.stop_kernel()
+            raise
+
