@@ -470,13 +470,15 @@ def _print_grid_report(args, categories: list[str], runs) -> None:
 
 
 def _notebooks(args) -> int:
-    from adnlib.teach.notebooks import NOTEBOOKS, run_all
+    from adnlib.teach.notebooks import NOTEBOOKS, CellLimits, check_parameters, run_all
     names = tuple(args.only) if args.only else NOTEBOOKS
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
     _out_folder(args.out)
     params = _notebook_parameters(args.parameter)
+    check_parameters(params, names)  # names and preset, and the environment's cell limits: before any run
+    CellLimits.for_run(params)
     baseline = _baseline(args, names) if args.baseline else None  # a bad baseline stops us before any run
     runs = run_all(args.out, params, names)
     failed = [r.name for r in runs if not r.ok]
@@ -597,9 +599,11 @@ def main(argv: list[str] | None = None) -> int:
         except AdnlibError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             hint = ""
-            if args.command == "train" and (args.out / "checkpoint.pt").exists():
+            if args.command == "notebooks" and str(exc):  # NotebookInterrupted: the notebook, cell, partial file
+                hint = f": {exc}"
+            elif args.command == "train" and (args.out / "checkpoint.pt").exists():
                 hint = "; continue from the last checkpoint by running the same command with --resume"
             elif args.command == "grid":
                 hint = "; run the same command again: finished cells are reused, interrupted ones resume"

@@ -205,10 +205,13 @@ def run_all_calls(monkeypatch):
 
 
 def test_notebook_parameters_are_json_or_marked_strings(tmp_path, capsys, run_all_calls):
-    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "00_quickstart", "-p", "epochs", "3",
-            "-p", "variants", '["se"]', "-p", "category:str", "bottle", "-p", "tag:str", "3", "-p", "x", "null"]
+    # names of notebook 03's parameters cell (an unknown name is refused: tests/test_faults_inputs.py)
+    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "03_training_attentdiffernet", "-p", "epochs", "3",
+            "-p", "variants", '["se"]', "-p", "category:str", "bottle", "-p", "device:str", "3",
+            "-p", "eval_every", "null"]
     assert cli.main(args) == 0
-    assert run_all_calls == [{"epochs": 3, "variants": ["se"], "category": "bottle", "tag": "3", "x": None}]
+    assert run_all_calls == [{"epochs": 3, "variants": ["se"], "category": "bottle", "device": "3",
+                              "eval_every": None}]
 
 
 @pytest.mark.parametrize("pair,message", [

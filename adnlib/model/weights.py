@@ -1,16 +1,15 @@
 """Backbone weights: ImageNet from torchvision (cache or a quick download), a local file, or seeded random.
 
 Offline must never hang: before any download we probe the host (an HTTP HEAD request, at most
-``PROBE_TIMEOUT_S`` seconds in all, once per process) and the download itself has a per-connection timeout.
+``PROBE_TIMEOUT_S`` seconds in all, once per process) and the download itself (adnlib.run.fetch.download, the one
+downloader) has a per-read timeout and an overall deadline.
 Setting ``ADNLIB_OFFLINE=1`` skips the probe altogether (tests and CI do).
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.client
 import os
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ IMAGENET = AlexNet_Weights.IMAGENET1K_V1
 IMAGENET_URL = IMAGENET.url  # where the ImageNet AlexNet file is downloaded from (a module variable: tests move it)
 PROBE_TIMEOUT_S = 3.0  # the whole reachability probe, DNS included
 DOWNLOAD_TIMEOUT_S = 30.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
-_CHUNK = 1 << 20
+DOWNLOAD_DEADLINE_S = 1800.0  # the whole 233 MB file (at 130 kB/s): a trickling server fails too
 
 
 def imagenet_cache_path() -> Path:
@@ -79,31 +78,13 @@ def _offline_message() -> str:
 
 
 def _download(url: str, target: Path, timeout: float) -> None:
-    """Download url to target: into a temporary file beside it, renamed into place only when complete.
-
-    The timeout is this connection's own (never the process-wide socket default). When the file name carries a
-    hash prefix (torch hub's ``name-<sha256 prefix>.pth``), the download must match it.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Download url to target with adnlib's one downloader (adnlib.run.fetch.download: a temporary file renamed
+    into place when complete, a per-read timeout and an overall deadline). When the file name carries a hash prefix
+    (torch hub's ``name-<sha256 prefix>.pth``), the download must match it. WeightsError when it fails."""
+    from adnlib.run.fetch import download
     match = torch.hub.HASH_REGEX.search(target.name)
-    expected = match.group(1) if match else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "adnlib"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-            size = response.headers.get("Content-Length")
-            if size is not None and size.isdigit() and out.tell() != int(size):
-                raise OSError(f"incomplete download: {out.tell()} of {size} bytes")
-        if expected and not digest.hexdigest().startswith(expected):
-            raise OSError(f"the downloaded file's SHA-256 does not start with {expected}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    download(url, target, prefix=match.group(1) if match else "", timeout=timeout, deadline=DOWNLOAD_DEADLINE_S,
+             what="the ImageNet AlexNet weights", error=WeightsError)
 
 
 def _imagenet_state() -> dict:
@@ -113,7 +94,7 @@ def _imagenet_state() -> dict:
             raise WeightsError(_offline_message())
         try:
             _download(IMAGENET_URL, path, DOWNLOAD_TIMEOUT_S)
-        except (OSError, http.client.HTTPException, ValueError) as exc:  # network or disk: one clear message
+        except WeightsError as exc:  # network or disk: one clear message
             raise WeightsError(f"{_offline_message()} ({exc})") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -138,6 +119,13 @@ def _file_state(path: Path) -> dict:
     if "0.weight" not in features:
         raise WeightsError(f"{path} does not look like AlexNet weights (no 'features.0.weight')")
     return features
+
+
+def check_weights(weights: str) -> None:
+    """WeightsError now for a weights file that cannot be used (missing, unreadable, not AlexNet's), so that a grid
+    refuses it before any cell trains; 'auto', 'imagenet' and 'none' are resolved when a model is built."""
+    if weights not in ("auto", "imagenet", "none"):
+        _file_state(Path(weights))
 
 
 def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:

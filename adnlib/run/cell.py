@@ -48,6 +48,13 @@ class _Refused(OutputExistsError):
     """A cell saved with another config (the message describes the cell and the fields)."""
 
 
+class _Unusable(OutputExistsError):
+    """A cell whose saved files cannot be read or were edited (rerun=True replaces it)."""
+
+
+RERUN_HINT = "pass --rerun to replace it, or choose another output folder"
+
+
 @dataclass(frozen=True)
 class GridCell:
     """One cell of a grid and what the plan decided for it: 'reuse' | 'resume' | 'train'."""
@@ -74,16 +81,32 @@ def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
         try:
             return json.loads(path.read_text()).get("config")
         except (OSError, ValueError, AttributeError) as exc:
-            raise OutputExistsError(f"grid cell {cell} holds an unreadable metrics.json ({exc}); pass --rerun to "
-                                    "replace it, or choose another output folder") from exc
+            raise _Unusable(f"grid cell {cell} holds an unreadable metrics.json ({exc}); {RERUN_HINT}") from exc
     import torch
 
     from adnlib.run.checkpoint import load_checkpoint
     try:  # memory-mapped: reads the small config without loading the (up to 700 MB) weights
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise _Unusable(f"grid cell {cell}: {exc}; {RERUN_HINT}") from exc
     return ckpt.get("config") if isinstance(ckpt, dict) else None
+
+
+def _check_finished(cell: Path) -> None:
+    """_Unusable unless a finished cell's metrics.json holds its AUROCs (numbers in [0, 1]) and its score tables
+    are there: an edited or damaged cell is reported, never reused (nor reported with a traceback)."""
+    metrics = json.loads((cell / "metrics.json").read_text())
+    for key in ("auroc", "auroc_best"):
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise _Unusable(f"grid cell {cell}: metrics.json has {key} {value!r}, not an AUROC in [0, 1] (edited?); "
+                            f"{RERUN_HINT}")
+    missing = [name for name in ("scores.csv", "scores_best.csv") if not (cell / name).is_file()]
+    if missing:
+        raise _Unusable(f"grid cell {cell}: {', '.join(missing)} missing; {RERUN_HINT}")
 
 
 def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any, Any]] | None:
@@ -117,11 +140,19 @@ def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any
 def cell_action(folder: str | Path, config: Config, *, resume: bool = True, rerun: bool = False) -> str:
     """What a cell's folder calls for: 'reuse' (finished with this config), 'resume' (interrupted, this config) or
     'train' (nothing saved, resume=False, or saved with another config and rerun=True). A cell saved with another
-    config raises OutputExistsError naming it and the fields, unless rerun."""
+    config, or with unreadable or edited files (an AUROC that is not a number in [0, 1], a score table missing),
+    raises OutputExistsError naming it and the fields or the file, unless rerun."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"grid cell {folder} is a file")
-    diff = cell_differences(folder, config) if resume else None
+    try:
+        diff = cell_differences(folder, config) if resume else None
+        if diff == {} and (folder / "metrics.json").exists():
+            _check_finished(folder)
+    except _Unusable:
+        if rerun:
+            return "train"
+        raise
     if diff is None:
         return "train"
     if not diff:

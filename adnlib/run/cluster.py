@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import math
 import os
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,9 @@ from adnlib.errors import AdnlibError, ConfigError
 from adnlib.run.cell import GridCell, cell_row, error_text, read_attempts
 
 INSTALL_HINT = "pip install 'adnlib[cluster]' (Ray >= 2.9)"
+# How long a HOST:PORT address may take to accept a connection. Ray's own client retries for many minutes (20
+# attempts of about 35 s each, with a warning every 40 s) when nothing listens there.
+CONNECT_TIMEOUT_S = 10.0
 
 
 class ClusterError(AdnlibError, RuntimeError):
@@ -62,6 +66,8 @@ def connect(address: str | None):
         yield ray
         return
     options = init_options(address)
+    if "address" in options:
+        check_reachable(options["address"])
     if "address" not in options:  # adnlib starts this Ray: no usage statistics
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
@@ -73,6 +79,21 @@ def connect(address: str | None):
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """ClusterError naming `address` unless a HOST:PORT address accepts a TCP connection within `timeout` seconds.
+    'auto' and ray://HOST:PORT are left to Ray (it fails on them quickly)."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "nothing answered" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {why} (waited up to {timeout:g} s); is "
+                           "`ray start --head` running there, and is the port its GCS port (default 6379)?") from exc
 
 
 def _check_resources(ray, base: Config, gpus: float, cpus: float) -> None:

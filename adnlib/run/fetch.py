@@ -18,6 +18,7 @@ relative "url" is read relative to the manifest's own URL or folder.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import json
@@ -25,6 +26,8 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -41,6 +44,7 @@ from adnlib.version import __version__
 MANIFEST_FORMAT = "adnlib-checkpoints"
 MANIFEST_VERSION = 1
 DEFAULT_TIMEOUT_S = 60.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
+DEFAULT_DEADLINE_S = 3600.0  # the whole transfer (the paper's 0.70 GB checkpoint at 200 kB/s): a trickle ends too
 _CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 10 << 20
 _NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.\w+$")  # torch.hub's name-<sha256 prefix>.pth
@@ -124,17 +128,20 @@ def cache_path(url: str, sha256: str | None = None, cache_dir: str | Path | None
 
 
 def fetch_checkpoint(source: str | Path, *, sha256: str | None = None, cache_dir: str | Path | None = None,
-                     progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+                     progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
+                     deadline: float | None = DEFAULT_DEADLINE_S) -> Path:
     """A checkpoint's local path: `source` itself when it is a path (checked to exist, and against `sha256` if
     given), else the http(s) URL's file in the cache, downloaded unless a copy with the right hash is there.
 
     A URL needs a hash (see the module's docstring). CheckpointError, naming the URL and the reason, for a wrong
-    hash, an HTTP error, a timeout (`timeout` seconds without data), a cut connection, or ADNLIB_OFFLINE without a
-    cached copy; nothing partial is ever left in the cache.
+    hash, an HTTP error, a timeout (`timeout` seconds without data), a transfer past its `deadline` (seconds in all),
+    a cut connection, a cache folder that cannot be written, a timeout that is not a positive number, or
+    ADNLIB_OFFLINE without a cached copy; nothing partial is ever left in the cache (see `download`).
     """
     source = str(source)
     if not _is_url(source):
         return _local(source, sha256)
+    check_timeouts(timeout, deadline)
     full, prefix = _expected(source, sha256)
     target = cache_path(source, sha256, cache_dir)
     cached = target.is_file()
@@ -144,7 +151,7 @@ def fetch_checkpoint(source: str | Path, *, sha256: str | None = None, cache_dir
         state = f"the cached copy {target} does not match its sha256" if cached else f"it is not cached ({target})"
         raise CheckpointError(f"cannot fetch checkpoint {source}: ADNLIB_OFFLINE is set, so nothing is downloaded, "
                               f"and {state}; unset ADNLIB_OFFLINE, or download it elsewhere and put it there")
-    _download(source, target, full, prefix, progress, timeout)
+    download(source, target, full=full, prefix=prefix, timeout=timeout, deadline=deadline, progress=progress)
     return target
 
 
@@ -161,51 +168,114 @@ def _local(source: str, sha256: str | None) -> Path:
     return path
 
 
-def _download(url: str, target: Path, full: str, prefix: str, progress: bool, timeout: float) -> None:
-    """Stream `url` into a temporary file beside `target`, renamed onto it only when complete and matching."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
+def check_timeouts(timeout: float, deadline: float | None = None, error: type[Exception] = CheckpointError) -> None:
+    """`error` (a ValueError) unless timeout (seconds per connection and read) and deadline (seconds for the whole
+    transfer, None: none) are positive finite numbers."""
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is None and name == "deadline":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise error(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+def download(url: str, target: Path, *, full: str = "", prefix: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+             deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = False, what: str = "checkpoint",
+             error: type[Exception] = CheckpointError) -> None:
+    """The one downloader (checkpoints here, the ImageNet weights in adnlib.model.weights): stream `url` into a
+    temporary file beside `target`, hashed on the way, renamed onto it only when complete and matching `full` (a
+    sha256) or `prefix` (its first hex digits; both empty: no check).
+
+    Bounded: `timeout` seconds per connection attempt and per read, and `deadline` seconds for the whole transfer (a
+    server that trickles a byte now and then ends too). On any failure `error` names the URL and the reason, and
+    nothing is left behind; temporary files of killed downloads (their process gone) are removed first.
+    """
+    check_timeouts(timeout, deadline, error)
     try:
-        with open(tmp, "xb") as out:
-            digest, received, size = _stream(url, out, progress, timeout, target.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+        tmp = target.parent / f".{target.name}.{_OWNER_TAG}.{secrets.token_hex(6)}.partial"
+        out = open(tmp, "xb")  # noqa: SIM115 - closed in the finally below
+    except OSError as exc:
+        raise error(_one_line(f"cannot download {what} {url}: cannot write into the cache folder {target.parent} "
+                              f"({exc.strerror or exc})")) from exc
+    try:
+        with out:
+            digest, received, size = _stream(url, out, progress, timeout, deadline, target.name, what, error)
             out.flush()
             os.fsync(out.fileno())
         if size is not None and received != size:
-            raise CheckpointError(f"cannot download checkpoint {url}: the connection closed after {received} of "
-                                  f"{size} bytes (an interrupted download; nothing was kept)")
+            raise error(f"cannot download {what} {url}: the connection closed after {received} of {size} bytes "
+                        "(an interrupted download; nothing was kept)")
         if not _matches(digest, full, prefix):
             wanted = full or f"{prefix}... (from the file name)"
-            raise CheckpointError(f"cannot download checkpoint {url}: its sha256 is {digest}, expected {wanted}: "
-                                  "the file on the server changed or the hash given is wrong (nothing was kept)")
+            raise error(f"cannot download {what} {url}: its SHA-256 is {digest}, expected {wanted}: the file on the "
+                        "server changed or the sha256 given is wrong (nothing was kept)")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# A temporary file's name carries its writer (host and process id): a later call removes those whose process is gone.
+_OWNER_TAG = f"{_UNSAFE.sub('_', socket.gethostname())}-{os.getpid()}"
+STALE_PARTIAL_S = 24 * 3600  # another host's temporary file: removed when this old
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete the temporary files of earlier downloads of `target` whose process is gone (killed): on this host when
+    its process id is not running, from another host (a shared cache) when older than STALE_PARTIAL_S."""
+    host = _UNSAFE.sub("_", socket.gethostname())
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        owner = tmp.name[len(target.name) + 2:].rsplit(".", 2)[0]
+        writer_host, _, pid = owner.rpartition("-")
+        try:
+            gone = (not _running(int(pid)) if writer_host == host and pid.isdigit()
+                    else time.time() - tmp.stat().st_mtime > STALE_PARTIAL_S)
+            if gone:
+                tmp.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove: the next call tries again
+            continue
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _request(url: str) -> urllib.request.Request:
     return urllib.request.Request(url, headers={"User-Agent": f"adnlib/{__version__}"})
 
 
-def _stream(url: str, out, progress: bool, timeout: float, label: str) -> tuple[str, int, int | None]:
+def _stream(url: str, out, progress: bool, timeout: float, deadline: float | None, label: str, what: str,
+            error: type[Exception]) -> tuple[str, int, int | None]:
     """Copy `url`'s body into `out`: (sha256, bytes received, Content-Length or None)."""
     digest, received = hashlib.sha256(), 0
+    ends = None if deadline is None else time.monotonic() + deadline
     try:
         with urllib.request.urlopen(_request(url), timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             size = int(length) if length.isdigit() else None
             with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                       disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
+                while chunk := response.read1(_CHUNK):  # what one read brings: the deadline is checked often
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    if ends is not None and time.monotonic() > ends:
+                        raise error(f"cannot download {what} {url}: not finished within its deadline of {deadline:g} "
+                                    f"s ({received} bytes received; nothing was kept)")
     except _NETWORK_ERRORS as exc:
-        raise _network_error("checkpoint", url, exc, timeout) from exc
+        raise _network_error(what, url, exc, timeout, error) from exc
     return digest.hexdigest(), received, size
 
 
-def _network_error(what: str, url: str, exc: BaseException, timeout: float) -> CheckpointError:
+def _network_error(what: str, url: str, exc: BaseException, timeout: float,
+                   error: type[Exception] = CheckpointError) -> Exception:
     """One line saying why `url` could not be had."""
     reason = getattr(exc, "reason", None)
     if isinstance(exc, urllib.error.HTTPError):
@@ -218,14 +288,15 @@ def _network_error(what: str, url: str, exc: BaseException, timeout: float) -> C
         why = f"the connection broke ({type(exc).__name__}: {exc})"
     else:
         why = f"{type(exc).__name__}: {exc}"
-    return CheckpointError(_one_line(f"cannot download {what} {url}: {why} (nothing was kept)"))
+    return error(_one_line(f"cannot download {what} {url}: {why} (nothing was kept)"))
 
 
 # --- manifests ---------------------------------------------------------------------------------------------------
 def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] | str | None = None,
                       variants: Iterable[str] | str | None = None, seeds: Iterable[int] | int | None = None,
                       cache_dir: str | Path | None = None, progress: bool = True,
-                      timeout: float = DEFAULT_TIMEOUT_S) -> dict[Key, Path]:
+                      timeout: float = DEFAULT_TIMEOUT_S, deadline: float | None = DEFAULT_DEADLINE_S
+                      ) -> dict[Key, Path]:
     """The checkpoints a manifest lists (a URL, a local file or its dict), fetched and checked: {(category,
     variant, seed) or name: path}, in the manifest's order.
 
@@ -233,6 +304,7 @@ def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] 
     just what a notebook needs; named entries are kept only when no filter is given. No match: an empty dict. A
     manifest URL's copy is cached, and used offline or (with a warning) when the URL cannot be reached.
     """
+    check_timeouts(timeout, deadline)
     data, base, where = _load_manifest(manifest, cache_dir, timeout)
     keep = [_wanted(categories), _wanted(variants), _wanted(seeds)]
     fetched: dict[Key, Path] = {}
@@ -242,7 +314,8 @@ def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] 
         if isinstance(key, str) and any(v is not None for v in (categories, variants, seeds)):
             continue
         fetched[key] = fetch_checkpoint(_resolve(str(entry["url"]), base), sha256=str(entry["sha256"]),
-                                        cache_dir=cache_dir, progress=progress, timeout=timeout)
+                                        cache_dir=cache_dir, progress=progress, timeout=timeout,
+                                        deadline=deadline)
     return fetched
 
 

@@ -113,6 +113,8 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
         require_ray()
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"output folder {out_dir} is a file")
+    from adnlib.model.weights import check_weights
+    check_weights(base.weights)  # a bad weights file: one error now, not every cell failing on it max_retries times
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun)
     rows = []

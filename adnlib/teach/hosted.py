@@ -15,6 +15,7 @@ setup cells are generated from it. After you publish the course (or fork it), po
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -50,12 +51,43 @@ def detect_platform(environ: dict | None = None, modules: dict | None = None) ->
     return None
 
 
+# GitHub's rules: an owner is 1-39 letters, digits and single inner hyphens; a repository name is letters, digits,
+# '.', '_' and '-' (not '.' or '..', at most 100). The setup cell pip-installs from this address on students'
+# machines, so nothing else gets through (no other host, no path, query or fragment).
+_OWNER = re.compile(r"(?=[A-Za-z0-9-]{1,39}$)[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_ADDRESS = re.compile(r"https://github\.com/([^/]*)/([^/]*?)(?:\.git)?/?")
+# Branch names: git check-ref-format's rules, and only these characters (no quotes, spaces, '#', '@' or '%', which
+# would change the pip requirement the name is written into).
+_BRANCH_CHARACTERS = re.compile(r"[A-Za-z0-9._/+-]+")
+
+
 def _github_path(repository: str) -> str:
-    """'owner/name' of a GitHub address (https://github.com/owner/name[.git])."""
-    match = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?", repository)
-    if not match:
-        raise HostedError(f"not a GitHub repository address: {repository!r} (expected https://github.com/owner/name)")
+    """'owner/name' of a GitHub address (https://github.com/owner/name[.git][/]); HostedError for anything else."""
+    match = _ADDRESS.fullmatch(repository) if isinstance(repository, str) else None
+    if (not match or not _OWNER.fullmatch(match[1]) or not _NAME.fullmatch(match[2])
+            or match[2] in (".", "..")):
+        raise HostedError(f"not a GitHub repository address: {repository!r} (expected https://github.com/<owner>/"
+                          "<name>: owner of letters, digits and single hyphens, name of letters, digits, '.', '_', "
+                          "'-')")
     return f"{match[1]}/{match[2]}"
+
+
+def check_branch(branch: str) -> str:
+    """`branch` when it is a valid git branch name (git check-ref-format's rules) made of letters, digits and
+    ``. _ / + -`` only; HostedError naming the rule it breaks otherwise."""
+    text = branch if isinstance(branch, str) else ""
+    parts = text.split("/")
+    broken = ("it is empty" if not text else
+              "only letters, digits and . _ / + - are allowed" if not _BRANCH_CHARACTERS.fullmatch(text) else
+              "it may not start with '-'" if text.startswith("-") else
+              "it may not contain '..'" if ".." in text else
+              "it may not end with '.' or '/'" if text.endswith((".", "/")) else
+              "a part between slashes may not be empty, start with '.' or end with '.lock'"
+              if any(not p or p.startswith(".") or p.endswith(".lock") for p in parts) else None)
+    if broken:
+        raise HostedError(f"not a usable git branch name: {branch!r} ({broken})")
+    return text
 
 
 def repository_url(pyproject: Path = REPOSITORY / "pyproject.toml") -> str:
@@ -80,6 +112,7 @@ def install_command(repository: str, branch: str = "main", python: str = sys.exe
         raise HostedError("this copy of the course names no public repository: run python -m adnlib.teach.hosted "
                           "--repository https://github.com/<owner>/<name> (see README, 'Colab and Kaggle')")
     _github_path(repository)
+    check_branch(branch)
     versions = versions or {name: metadata.version(name) for name in KEEP}
     return [python, "-m", "pip", "install", "--quiet", f"adnlib[notebooks] @ git+{repository}@{branch}",
             *(f"{name}=={versions[name]}" for name in KEEP)]
@@ -87,7 +120,7 @@ def install_command(repository: str, branch: str = "main", python: str = sys.exe
 
 def launch_urls(notebook: str, repository: str, branch: str = "main") -> dict[str, str]:
     """{'colab': url, 'kaggle': url} opening notebooks/<notebook>.ipynb of the repository on each platform."""
-    blob = f"{_github_path(repository)}/blob/{branch}/notebooks/{notebook}.ipynb"
+    blob = f"{_github_path(repository)}/blob/{check_branch(branch)}/notebooks/{notebook}.ipynb"
     return {"colab": f"https://colab.research.google.com/github/{blob}",
             "kaggle": f"https://kaggle.com/kernels/welcome?src=https://github.com/{blob}"}
 
@@ -105,7 +138,12 @@ def badges_as_links(markdown: str) -> str:
 
 def setup_cell_source(repository: str, branch: str = "main") -> str:
     """The setup cell (the same in every notebook). It runs before adnlib is importable on a hosted platform, so it
-    spells out `install_command` itself; tests/test_hosted.py checks the two agree."""
+    spells out `install_command` itself; tests/test_hosted.py checks the two agree. The address and the branch are
+    checked (HostedError) and written as string literals (JSON, valid Python), never spliced into code: pip gets
+    one argument built from them."""
+    if repository != PLACEHOLDER:
+        _github_path(repository)
+    repository, branch = json.dumps(repository), json.dumps(check_branch(branch))
     return f'''# Colab / Kaggle only: install adnlib from the repository (keeping the platform's torch), make the demo
 # data, check for a GPU. On your own machine this cell does nothing (`make setup` installed everything).
 import os
@@ -116,12 +154,13 @@ if "KAGGLE_KERNEL_RUN_TYPE" in os.environ or "google.colab" in sys.modules:
     from importlib import invalidate_caches
     from importlib.metadata import version
 
-    repository = "{repository}"  # python -m adnlib.teach.hosted --repository URL
+    # written by python -m adnlib.teach.hosted --repository URL --branch NAME
+    repository, branch = {repository}, {branch}
     if repository == "{PLACEHOLDER}":
         raise RuntimeError("this copy of the course names no public repository (README: Colab and Kaggle)")
     pins = [f"{{name}}=={{version(name)}}" for name in ("torch", "torchvision")]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    f"adnlib[notebooks] @ git+{{repository}}@{branch}", *pins], check=True)
+                    f"adnlib[notebooks] @ git+{{repository}}@{{branch}}", *pins], check=True)
     invalidate_caches()  # the package installed a moment ago becomes importable in this kernel
     from adnlib.teach.hosted import prepare
 
@@ -162,7 +201,8 @@ def set_repository(repository: str, branch: str = "main", root: Path = REPOSITOR
 
     from adnlib.teach.notebooks import NOTEBOOKS
 
-    _github_path(repository)
+    _github_path(repository)  # both checked before any file is touched
+    check_branch(branch)
     changed = []
     pyproject = root / "pyproject.toml"
     text = pyproject.read_text()
@@ -214,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", default="main")
     args = parser.parse_args(argv)
     try:
-        changed = set_repository(args.repository or repository_url(), args.branch)
+        # --repository '' is refused (it used to keep the old address silently); absent: pyproject.toml's
+        repository = args.repository if args.repository is not None else repository_url()
+        changed = set_repository(repository, args.branch)
     except HostedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -227,4 +269,5 @@ if __name__ == "__main__":
 
 
 __all__ = ["SETUP_TAG", "PLACEHOLDER", "HostedError", "detect_platform", "repository_url", "install_command",
-           "launch_urls", "badge_markdown", "badges_as_links", "setup_cell_source", "prepare", "set_repository"]
+           "check_branch", "launch_urls", "badge_markdown", "badges_as_links", "setup_cell_source", "prepare",
+           "set_repository"]

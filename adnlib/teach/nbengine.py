@@ -24,15 +24,38 @@ hit the race under the default papermill engine either.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from queue import Empty
 
-from nbclient.exceptions import CellTimeoutError
-from nbclient.output_widget import OutputWidget
-from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import NBClientEngine
-from papermill.log import logger
-from papermill.utils import merge_kwargs, remove_args
+
+# papermill's entry point names this module's HeadlessEngine, and papermill loads every entry point while its own
+# `papermill.engines` is first imported. When this module is imported first, that happens during the imports just
+# below, before HeadlessEngine exists: the entry point then gets a stand-in that defers to the real class (PEP 562
+# module __getattr__, consulted only while the name is missing). Without it `import adnlib.teach.nbengine` in a
+# fresh interpreter failed with "partially initialized module".
+class _DeferredEngine(type):
+    def __getattr__(cls, name):
+        return getattr(HeadlessEngine, name)
+
+
+class _HeadlessEngineWhileImporting(metaclass=_DeferredEngine):
+    """What papermill registers as engine `adnlib` when this module is imported before papermill."""
+
+
+def __getattr__(name: str):
+    if name == "HeadlessEngine":
+        return _HeadlessEngineWhileImporting
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from nbclient.exceptions import CellTimeoutError  # noqa: E402 - after the stand-in above
+from nbclient.output_widget import OutputWidget  # noqa: E402
+from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
+from papermill.engines import NBClientEngine  # noqa: E402
+from papermill.log import logger  # noqa: E402
+from papermill.utils import merge_kwargs, remove_args  # noqa: E402
 
 POLL_SLICE_S = 1.0
 
@@ -93,6 +116,40 @@ class HeadlessClient(PapermillNotebookClient):
             limit = self._get_timeout(cell)
             raise CellTimeoutError(f"cell {cell_index} ({first_code_line(cell.source)[:60]!r}) did not finish "
                                    f"within its limit of {limit} s") from exc
+        except KeyboardInterrupt:
+            _settle_tasks()
+            raise CellInterrupted(cell_index, first_code_line(cell.source)) from None
+
+    def stop_kernel(self) -> None:
+        """After Ctrl-C: shut the kernel down if one is still there, so that none outlives this process (and
+        prints its own warning after our one line)."""
+        _settle_tasks()
+        if self.km is not None:
+            with contextlib.suppress(Exception):  # already gone, or never started: nothing to stop
+                self._cleanup_kernel()
+
+
+class CellInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a cell ran: .cell_index and .first_line name the cell."""
+
+    def __init__(self, cell_index: int, first_line: str):
+        super().__init__(f"cell {cell_index} ({first_line[:60]!r})")
+        self.cell_index, self.first_line = cell_index, first_line
+
+
+def _settle_tasks(seconds: float = 5.0) -> None:
+    """After Ctrl-C stopped the event loop mid-cell: cancel the client's pending tasks and let them end (at most
+    `seconds`), so that none later prints "Task exception was never retrieved" with its traceback."""
+    from jupyter_core.utils import ensure_event_loop
+    loop = ensure_event_loop()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=seconds))
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: asyncio stays quiet about it
 
 
 class HeadlessEngine(NBClientEngine):
@@ -106,4 +163,10 @@ class HeadlessEngine(NBClientEngine):
         final_kwargs = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
                                     startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
                                     log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
-        return HeadlessClient(nb_man, **final_kwargs).execute()
+        client = HeadlessClient(nb_man, **final_kwargs)
+        try:
+            return client.execute()
+        except KeyboardInterrupt:  # Ctrl-C while the kernel started (nbclient cleans up only once it runs)
+            client.stop_kernel()
+            raise
+

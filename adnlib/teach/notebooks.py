@@ -21,6 +21,10 @@ class NotebookError(AdnlibError, RuntimeError):
     """A notebook cell failed; the message names the notebook and the cell."""
 
 
+class NotebookInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a headless run: the message names the notebook, the cell and the partial executed notebook."""
+
+
 @dataclass
 class NotebookRun:
     name: str
@@ -73,6 +77,21 @@ def _env_seconds(name: str, default: int | None) -> int | None:
     return seconds if seconds > 0 else None
 
 
+def check_parameters(parameters: dict, names: tuple[str, ...] = NOTEBOOKS) -> None:
+    """NotebookError, before anything runs, for a parameter that no notebook of `names` declares in its
+    `parameters` cell, or a `preset` that adnlib.config does not know (else the notebook fails tens of seconds in)."""
+    from adnlib.config import PRESETS
+    from adnlib.teach.regression import default_parameters
+    declared = set().union(*(default_parameters(NOTEBOOK_DIR / f"{n}.ipynb") for n in names))
+    unknown = [p for p in parameters if p not in declared]
+    if unknown:
+        raise NotebookError(f"parameter {unknown[0]!r} is not in the parameters cell of {', '.join(names)} "
+                            f"(their parameters: {', '.join(sorted(declared))})")
+    preset = parameters.get("preset", "demo")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise NotebookError(f"parameter preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
 def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None, *, kernel: str = "python3",
                  progress: bool = False, limits: CellLimits | None = None, source: Path | None = None
                  ) -> NotebookRun:
@@ -83,7 +102,7 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Afterwards, failed or not, the run's summary (key
     numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
     out_dir/<name>.summary.json and into the executed notebook's metadata. Raises NotebookError naming the failing
-    or stalled cell.
+    or stalled cell; NotebookInterrupted (a KeyboardInterrupt) naming the cell and the partial notebook on Ctrl-C.
     """
     limits = limits or CellLimits.for_run(parameters)
     source = Path(source) if source else NOTEBOOK_DIR / f"{name}.ipynb"
@@ -110,13 +129,17 @@ def _execute(name: str, source: Path, output: Path, params: dict, *, kernel: str
     from papermill.engines import papermill_engines
     from papermill.exceptions import PapermillExecutionError
 
-    from adnlib.teach.nbengine import HeadlessEngine
+    from adnlib.teach.nbengine import CellInterrupted, HeadlessEngine
 
     papermill_engines.register("adnlib", HeadlessEngine)
     try:
         pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
                             progress_bar=progress, engine_name="adnlib", timeout_func=limits)
         return None
+    except KeyboardInterrupt as exc:  # one message (the CLI prints it as one line), no traceback, no summary
+        where = f", {exc}" if isinstance(exc, CellInterrupted) else ""
+        partial = f"the partial notebook is {output}" if output.is_file() else "no notebook was written yet"
+        raise NotebookInterrupted(f"notebook {name}{where}; {partial}") from None
     except PapermillExecutionError as exc:
         first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
         return _caused(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "

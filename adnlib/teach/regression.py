@@ -66,7 +66,7 @@ def summarize_run(name: str, out_dir: str | Path, *, seconds: float, parameters:
     `parameters` cell of `source`. Missing artefacts are listed, never fatal.
     """
     folder = Path(out_dir) / name
-    params = {**_default_parameters(source), **(parameters or {})}
+    params = {**default_parameters(source), **(parameters or {})}
     params.pop("output_dir", None)
     found = collect_artefacts(folder)
     facts = found["facts"]
@@ -238,7 +238,7 @@ def _missing(name: str, folder: Path, params: dict) -> list[str]:
     return [e for e in expected if not (folder / e).is_file()]
 
 
-def _default_parameters(source: str | Path | None) -> dict:
+def default_parameters(source: str | Path | None) -> dict:
     """The defaults in a notebook's `parameters` cell (literal values; other expressions as their source text)."""
     if source is None or not Path(source).is_file():
         return {}
@@ -279,7 +279,7 @@ def _versions() -> dict:
 # --- reading summaries -----------------------------------------------------------------------------------------
 def load_summaries(path: str | Path) -> dict[str, dict]:
     """{notebook: summary} from a folder of *.summary.json files (or one such file). Raises RegressionError for a
-    missing folder, no summaries, an unreadable file or another schema."""
+    missing folder, no summaries, an unreadable file, another schema or a field of the wrong type (check_summary)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(path.glob(f"*{SUMMARY_SUFFIX}")) if path.is_dir() else None
     if files is None:
@@ -299,8 +299,55 @@ def load_summaries(path: str | Path) -> dict[str, dict]:
             age = "an older" if isinstance(schema, int) and schema < SCHEMA else "an unknown"
             raise RegressionError(f"{file}: {age} summary schema {schema!r}; this adnlib reads schema {SCHEMA} — "
                                   "re-make it with `adnlib notebooks`")
-        summaries[summary.get("notebook") or file.name[: -len(SUMMARY_SUFFIX)]] = summary
+        check_summary(summary, file)
+        summaries[summary["notebook"]] = summary
     return summaries
+
+
+# The fields a comparison reads, each with its JSON type: (required, python types, what it must be).
+_NUMBER_TEXTS = {"nan", "inf", "-inf"}  # non-finite numbers are written as these strings (_number)
+SUMMARY_FIELDS = {
+    "notebook": (True, (str,), "a string"),
+    "metrics": (True, (dict,), "an object of numbers"),
+    "status": (False, (str,), "a string"),
+    "error": (False, (str, type(None)), "a string or null"),
+    "created": (False, (str,), "a string"),
+    "settings": (False, (dict,), "an object"),
+    "units": (False, (dict,), "an object"),
+    "timings_s": (False, (dict,), "an object of numbers"),
+    "artefacts": (False, (dict,), "an object"),
+}
+
+
+def _json_type(value) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in _NUMBER_TEXTS
+
+
+def check_summary(summary: dict, file: str | Path) -> None:
+    """RegressionError naming `file` and the first field whose type is wrong (see SUMMARY_FIELDS): a summary that
+    passes is one compare_summaries can read (a crash there would read as drift, exit 1)."""
+    for name, (required, types, what) in SUMMARY_FIELDS.items():
+        if name not in summary:
+            if required:
+                raise RegressionError(f"{file}: field \"{name}\" is missing (it must be {what})")
+            continue
+        value = summary[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise RegressionError(f"{file}: field \"{name}\" must be {what}, not {_json_type(value)}")
+    for name in ("metrics", "timings_s"):
+        bad = next((k for k, v in summary.get(name, {}).items() if not _is_number(v)), None)
+        if bad is not None:
+            raise RegressionError(f"{file}: field \"{name}\" entry {bad!r} must be a number, not "
+                                  f"{_json_type(summary[name][bad])}")
+    missing = summary.get("artefacts", {}).get("missing", [])
+    if not isinstance(missing, list):
+        raise RegressionError(f"{file}: field \"artefacts.missing\" must be an array, not {_json_type(missing)}")
 
 
 # --- tolerances ------------------------------------------------------------------------------------------------
