@@ -35,8 +35,10 @@ compare: setup
 	$(PY) -m adnlib demo-data
 	$(PY) -m adnlib grid --data data/demo --preset demo --seeds 0 1 2 --out runs/compare
 
-# Everything, notebooks and subprocess checks included (CI runs this).
+# Everything, notebooks and subprocess checks included (CI runs this). tools/browser.py first finds a Chromium for
+# the browser tests or installs one (Playwright's download, else Debian's package as root), else says what to install.
 test: setup
+	$(PY) tools/browser.py
 	ADNLIB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 
 # ruff (configured in pyproject.toml): the library, tests, benchmarks and notebooks.
