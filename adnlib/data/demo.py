@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEFAULT_DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"  # <repo>/data/demo
+from adnlib.locations import default_demo_root
+
+# <repository>/data/demo in a checkout, else the user's data folder (adnlib/locations.py): never site-packages
+DEFAULT_DEMO_ROOT = default_demo_root()
 SIZE = 224
 N_TRAIN, N_TEST_GOOD, N_TEST_PER_DEFECT = 40, 10, 5
 DEFECTS = {"disc": ("crack", "stain", "chip"), "weave": ("cut", "hole", "dye")}

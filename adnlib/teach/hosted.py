@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.locations import NoRepositoryError, require_repository
 from adnlib.teach.paths import REPOSITORY
 
 SETUP_TAG = "hosted-setup"
@@ -214,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", default="main")
     args = parser.parse_args(argv)
     try:
+        require_repository("python -m adnlib.teach.hosted")  # it rewrites the checkout's notebooks and pyproject
         changed = set_repository(args.repository or repository_url(), args.branch)
-    except HostedError as exc:
+    except (HostedError, NoRepositoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(f"updated {p.relative_to(REPOSITORY)}" for p in changed) or "already up to date")
