@@ -52,7 +52,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 
 
-def _load_tool(filename: str):
+def load_tool(filename: str):
     """A module of tools/ (repository scripts, not part of the package)."""
     import importlib.util
     from pathlib import Path
@@ -66,7 +66,7 @@ def _load_tool(filename: str):
 def launch_chromium(playwright):
     """Chromium, headless, driven by Playwright: the one that tools/browser.py finds (`make test` provides it first);
     the test fails with what to install when there is none."""
-    browser = _load_tool("browser.py")
+    browser = load_tool("browser.py")
     executable = browser.find()
     if executable is None:
         pytest.fail(f"no Chromium for this browser test: {browser.ADVICE} (`make test` runs tools/browser.py first)")

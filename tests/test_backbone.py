@@ -106,4 +106,4 @@ def test_the_imagenet_address_is_torchvisions():
     from torchvision.models import AlexNet_Weights
 
     from adnlib.model import weights
-    assert weights.IMAGENET_URL == AlexNet_Weights.IMAGENET1K_V1.url
+    assert AlexNet_Weights.IMAGENET1K_V1.url == weights.IMAGENET_URL
