@@ -30,7 +30,7 @@ book: setup
 
 # Is the attention's gain larger than the noise? Every variant on both demo categories with 3 seeds (paired: one
 # seed gives every variant the same flow initialisation, data order and angles), then mean ± std over seeds, the
-# paired ΔAUROC with a 95% bootstrap interval and DeLong's p (docs/protocol.md §7). Cells are reused when run again.
+# paired ΔAUROC with a 95% bootstrap interval and DeLong's p (docs/protocol.md §9). Cells are reused when run again.
 compare: setup
 	$(PY) -m adnlib demo-data
 	$(PY) -m adnlib grid --data data/demo --preset demo --seeds 0 1 2 --out runs/compare

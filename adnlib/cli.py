@@ -12,12 +12,12 @@ import time
 import warnings
 from pathlib import Path
 
+from adnlib.config import MAX_SEED  # dataclasses only: the parser stays light
 from adnlib.errors import AdnlibError, OutputExistsError
 from adnlib.version import __version__
 
 # The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
 # what they need.
-MAX_SEED = 2 ** 32 - 1  # as adnlib.config.MAX_SEED (numpy's global RNG takes seeds in [0, 2**32 - 1])
 
 
 class _Parser(argparse.ArgumentParser):

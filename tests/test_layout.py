@@ -123,3 +123,48 @@ def test_the_train_and_score_paths_import_no_torchvision_sklearn_or_matplotlib()
                           cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
+
+
+def _third_party(path: Path, top_level: bool) -> set[str]:
+    """Top-level names of the non-adnlib, non-standard-library packages a file imports (at its top level only, or
+    anywhere in it)."""
+    import sys
+    names = set()
+    tree = ast.parse(path.read_text())
+    for node in tree.body if top_level else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n != "adnlib" and n not in sys.stdlib_module_names and n != "__future__"}
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    """(core, core + every extra) of pyproject.toml, as normalised distribution names (read with a pattern: tomllib
+    is not in Python 3.10)."""
+    import re
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    core_block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    extras_block = text.split("[project.optional-dependencies]")[1].split("\n[project.scripts]")[0]
+
+    def names(block):
+        return {m.lower().replace("_", "-") for m in re.findall(r'^\s*"([A-Za-z0-9_.-]+)', block, re.M)}
+    core = names(core_block)
+    return core, core | names(extras_block)
+
+
+def test_every_import_is_a_declared_dependency():
+    # catches a package used but declared nowhere, arriving only as another package's dependency (scipy came with
+    # scikit-learn): the core's top-level imports must be core dependencies, any other import a declared one
+    from importlib.metadata import packages_distributions
+    distributions = packages_distributions()
+    core, everything = _declared()
+
+    def dists(module):
+        return {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+    for name, path in MODULES.items():
+        if name == "adnlib" or name.split(".")[1] in CORE:
+            for module in _third_party(path, top_level=True):
+                assert dists(module) & core, f"{name} imports {module} at its top: a core dependency"
+        for module in _third_party(path, top_level=False):
+            assert dists(module) & everything, f"{name} imports {module}: declare it"

@@ -121,10 +121,6 @@ def defect_with_mask(img: np.ndarray, category: str, defect: str,
     return out, region & changed
 
 
-def _add_defect(img: np.ndarray, category: str, defect: str, rng: np.random.Generator) -> np.ndarray:
-    return defect_with_mask(img, category, defect, rng)[0]
-
-
 def _save(img: np.ndarray, path: Path, size: int = SIZE, resample: int = Image.BICUBIC) -> None:
     """Save as 8-bit PNG; at another `size` than the drawn SIZE, resized (masks: resample=NEAREST)."""
     path.parent.mkdir(parents=True, exist_ok=True)
