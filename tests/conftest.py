@@ -11,7 +11,8 @@ import torch  # noqa: E402
 
 from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# two threads; one per process when pytest-xdist runs several (`make test`), so that they do not oversubscribe
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
