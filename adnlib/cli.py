@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"adnlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("demo-data", help="generate the small offline demo dataset")
-    p.add_argument("--out", type=Path, default=None, help="folder (default: data/demo in the repository)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder (default: data/demo in a clone, else the user's data folder)")
     p.add_argument("--force", action="store_true", help="regenerate even if it exists")
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
