@@ -5,6 +5,7 @@ os.environ["ADNLIB_OFFLINE"] = "1"
 
 import re  # noqa: E402
 import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -13,6 +14,29 @@ from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
 # two threads; one per process when pytest-xdist runs several (`make test`), so that they do not oversubscribe
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOT_WATCHED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
+
+
+def _tree(root: Path) -> set[str]:
+    """Every path under the checkout, except version control, environments and caches Python keeps itself."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in NOT_WATCHED and not d.endswith(".egg-info")]
+        found.update(os.path.relpath(os.path.join(folder, name), root) for name in dirs + files)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Tests write only under pytest's temporary folders (and the user cache): a path that appears in the checkout
+    during the session fails it at the end, naming the paths."""
+    before = _tree(REPOSITORY)
+    yield
+    new = sorted(_tree(REPOSITORY) - before)
+    assert not new, f"tests wrote into the checkout: {new[:20]}"
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +80,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 def load_tool(filename: str):
     """A module of tools/ (repository scripts, not part of the package)."""
     import importlib.util
-    from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "tools" / filename
     spec = importlib.util.spec_from_file_location(f"tools_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -78,7 +101,6 @@ def load_benchmark(filename: str, name: str | None = None):
     """A module of benchmarks/ (not a package), imported with benchmarks/ on the path for its own imports."""
     import importlib.util
     import sys
-    from pathlib import Path
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(folder))
     try:
