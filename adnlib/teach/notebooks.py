@@ -80,9 +80,9 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     """Execute notebooks/<name>.ipynb (or `source`) into out_dir/<name>.ipynb with `parameters` injected.
 
     The notebook runs with notebooks/ as working directory in a checkout (as in JupyterLab), in out_dir when adnlib is
-    installed (never in site-packages); its artefacts go to the folder given by
-    its `output_dir` parameter (out_dir/<name> unless set). It runs on the `adnlib` papermill engine
-    (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Afterwards, failed or not, the run's summary (key
+    installed (never in site-packages); its artefacts go to the folder given by its `output_dir` parameter
+    (out_dir/<name> unless set). It runs on the `adnlib` papermill engine (`adnlib.teach.nbengine`: no widget
+    stall, per-cell limits). Afterwards, failed or not, the run's summary (key
     numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
     out_dir/<name>.summary.json and into the executed notebook's metadata. Raises NotebookError naming the failing
     or stalled cell.
