@@ -6,6 +6,7 @@ import pytest
 from conftest import load_tool
 
 from adnlib import locations
+from adnlib.teach import book  # imported before any test moves locations.CANDIDATE (teach.paths keeps a copy)
 
 
 @pytest.fixture
@@ -56,7 +57,6 @@ def test_repository_authoring_refuses_outside_a_checkout(installed_layout):
 
 
 def test_the_book_refuses_outside_a_checkout_with_one_error_line(installed_layout, capsys):
-    from adnlib.teach import book
     assert book.main(["--run", str(installed_layout)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: the book works on a checkout")
