@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+JOBS ?= 2  # pytest-xdist processes for `make test` (0: one process, as before)
 RUN := runs/$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: setup demo compare book test test-fast lint lab clean
@@ -36,9 +37,13 @@ compare: setup
 	$(PY) -m adnlib demo-data
 	$(PY) -m adnlib grid --data data/demo --preset demo --seeds 0 1 2 --out runs/compare
 
-# Everything, notebooks and subprocess checks included (CI runs this).
+# Everything, notebooks and subprocess checks included (CI runs this). tools/browser.py first finds a Chromium for
+# the browser tests or installs one (Playwright's download, else Debian's package as root), else says what to install.
+# The test files are shared out over $(JOBS) processes, each file whole in one of them (--dist loadfile: a file's
+# module fixtures, the built book or a Ray cluster, are made once).
 test: setup
-	ADNLIB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+	$(PY) tools/browser.py
+	ADNLIB_OFFLINE=1 $(PY) -m pytest -q --durations=15 -n $(JOBS) --dist loadfile
 
 # ruff (configured in pyproject.toml): the library, tests, benchmarks and notebooks.
 lint: setup

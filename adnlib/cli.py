@@ -12,12 +12,12 @@ import time
 import warnings
 from pathlib import Path
 
+from adnlib.config import MAX_SEED  # dataclasses only: the parser stays light
 from adnlib.errors import AdnlibError, OutputExistsError
 from adnlib.version import __version__
 
 # The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
 # what they need.
-MAX_SEED = 2 ** 32 - 1  # as adnlib.config.MAX_SEED (numpy's global RNG takes seeds in [0, 2**32 - 1])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"adnlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("demo-data", help="generate the small offline demo dataset")
-    p.add_argument("--out", type=Path, default=None, help="folder (default: data/demo in the repository)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder (default: data/demo in a clone, else the user's data folder)")
     p.add_argument("--force", action="store_true", help="regenerate even if it exists")
     _add_train_parser(sub)
     _add_evaluate_parser(sub)

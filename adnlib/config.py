@@ -15,7 +15,7 @@ from adnlib.errors import ConfigError
 
 VARIANTS = ("differnet", "se", "cbam")
 ATTENTION_INITS = ("standard", "open", "reference")  # reference: CBAM with cbam_spatial_bn only
-MAX_SEED = 2 ** 32 - 1  # numpy's global RNG (seeded with config.seed) takes seeds in [0, 2**32 - 1]
+MAX_SEED = 2 ** 32 - 1  # an unsigned 32-bit seed (numpy's range); every random stream derives from it (adnlib.seeds)
 FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
                               "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
                               "trains would be stale after the first step")

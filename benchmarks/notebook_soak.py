@@ -2,7 +2,7 @@
 
 A stall is a run whose client went on later than it should: a cell that failed its time limit, or a cell whose end
 (papermill's end_time, client side) came more than `--lag` seconds after the kernel's reply was sent (the reply's
-date, kernel side). Before the fix (see adnlib/nbengine.py) such a cell waited for the cell timeout.
+date, kernel side). Before the fix (see adnlib/teach/nbengine.py) such a cell waited for the cell timeout.
 
     python benchmarks/notebook_soak.py --runs 30                      # 01, 04, 05 with the smoke parameters
     python benchmarks/notebook_soak.py --runs 30 --reuse-models       # the same, models trained once up front

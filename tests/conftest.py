@@ -1,22 +1,54 @@
-"""Shared fixtures. Tests never touch the network: ADNLIB_OFFLINE makes 'auto' weights resolve to random."""
+"""Shared fixtures and helpers. Tests never touch the network: ADNLIB_OFFLINE makes 'auto' weights resolve to random."""
 import os
 
 os.environ["ADNLIB_OFFLINE"] = "1"
 
+import re  # noqa: E402
 import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# two threads; one per process when pytest-xdist runs several (`make test`), so that they do not oversubscribe
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOT_WATCHED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ruff_cache", "node_modules"}
+
+
+def _tree(root: Path) -> set[str]:
+    """Every path under the checkout, except version control, environments and caches Python keeps itself."""
+    found = set()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in NOT_WATCHED and not d.endswith(".egg-info")]
+        found.update(os.path.relpath(os.path.join(folder, name), root) for name in dirs + files)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean():
+    """Tests write only under pytest's temporary folders (and the user cache): a path that appears in the checkout
+    during the session fails it at the end, naming the paths."""
+    before = _tree(REPOSITORY)
+    yield
+    new = sorted(_tree(REPOSITORY) - before)
+    assert not new, f"tests wrote into the checkout: {new[:20]}"
 
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """The generated demo dataset (made once per test session)."""
     return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo")
+
+
+@pytest.fixture(scope="session")
+def screens(tmp_path_factory):
+    """Where the browser tests keep their screenshots (pytest's temporary folder, kept for the last runs)."""
+    return tmp_path_factory.mktemp("screens")
 
 
 def _cut_down(demo_root, root, defects: dict[str, str]):
@@ -41,11 +73,34 @@ def tiny_grid_root(demo_root, tmp_path_factory):
     return _cut_down(demo_root, tmp_path_factory.mktemp("grid") / "data", {"disc": "crack", "weave": "hole"})
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def load_tool(filename: str):
+    """A module of tools/ (repository scripts, not part of the package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "tools" / filename
+    spec = importlib.util.spec_from_file_location(f"tools_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def launch_chromium(playwright):
+    """Chromium, headless, driven by Playwright: the one that tools/browser.py finds (`make test` provides it first);
+    the test fails with what to install when there is none."""
+    browser = load_tool("browser.py")
+    executable = browser.find()
+    if executable is None:
+        pytest.fail(f"no Chromium for this browser test: {browser.ADVICE} (`make test` runs tools/browser.py first)")
+    return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
+
+
 def load_benchmark(filename: str, name: str | None = None):
     """A module of benchmarks/ (not a package), imported with benchmarks/ on the path for its own imports."""
     import importlib.util
     import sys
-    from pathlib import Path
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(folder))
     try:
@@ -55,3 +110,66 @@ def load_benchmark(filename: str, name: str | None = None):
     finally:
         sys.path.remove(str(folder))
     return module
+
+
+# The generated sentences of notebooks 03, 04 and 06 checked against the numbers their runs saved (used by
+# tests/test_notebooks.py with random weights and tests/test_prose.py with a saved weights file).
+def _markdown_outputs(notebook) -> str:
+    import nbformat
+    executed = nbformat.read(notebook, as_version=4)
+    return "\n".join(o["data"]["text/markdown"] for c in executed.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
+
+
+def check_03_sentences(out, variants) -> None:
+    """Every generated sentence of notebook 03's run in `out` against the numbers the run saved."""
+    import pandas as pd
+    text = _markdown_outputs(out.parent / "03_training_attentdiffernet.ipynb")
+    shrink = pd.read_csv(out / "shrinkage.csv")
+    for variant in variants:
+        ratio = shrink[(shrink["variant"] == variant) & (shrink["quantity"] == "feature_norm")]["last/first"].iloc[0]
+        sentence = re.search(rf"\*\*{variant}\*\*: the embedding (shrank|grew|kept its size) \(([-+]\d+\.\d) %", text)
+        assert sentence, text
+        assert float(sentence.group(2)) == pytest.approx(100 * (ratio - 1), abs=0.051)
+        word = "shrank" if 100 * (ratio - 1) < -1 else "grew" if 100 * (ratio - 1) > 1 else "kept its size"
+        assert sentence.group(1) == word
+    histories = {"differnet": out / "runs" / "disc" / "differnet" / "seed0" / "history.csv",
+                 "se": out / "runs" / "disc" / "se" / "seed0" / "history.csv",
+                 "se, open gates": out / "runs_open_gates" / "disc" / "se" / "seed0" / "history.csv"}
+    histories = {k: pd.read_csv(v) for k, v in histories.items()}
+    reference = histories["differnet"]["feature_norm"].iloc[0]
+    for name in ("se", "se, open gates"):
+        stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x smaller", text)
+        assert stated and float(stated.group(1)) == pytest.approx(
+            reference / histories[name]["feature_norm"].iloc[0], abs=0.051)
+        last = histories[name].dropna(subset=["auroc"]).iloc[-1]
+        auroc = re.search(rf"\*\*{re.escape(name)}\*\*:[^\n]*AUROC (\d+\.\d) % at epoch {int(last['epoch'])}", text)
+        assert auroc and float(auroc.group(1)) == pytest.approx(100 * last["auroc"], abs=0.051)
+
+
+def check_04_sentences(out) -> None:
+    """Notebook 04's sentences against its AUROC-vs-rotations table."""
+    import pandas as pd
+    text = _markdown_outputs(out.parent / "04_auroc_evaluation.ipynb")
+    table = pd.read_csv(out / "auroc_vs_rotations.csv")
+    for _, part in table.groupby("variant"):
+        first, last = part.iloc[0], part.iloc[-1]
+        assert (f"AUROC {100 * first['auroc']:.1f} % with {int(first['n_rotations'])} rotation(s), "
+                f"{100 * last['auroc']:.1f} % with {int(last['n_rotations'])}") in text
+        assert f"±{100 * last['fresh_std']:.1f} at {int(last['n_rotations'])}" in text
+
+
+def check_06_sentences(out, random_weights: bool) -> None:
+    """Notebook 06's verdict sentences against its paired comparison table."""
+    import pandas as pd
+    text = _markdown_outputs(out.parent / "06_benchmark_report.ipynb")
+    paired = pd.read_csv(out / "paired_comparison.csv").set_index("category")
+    mean = paired.loc["mean"]
+    assert f"{mean['delta']:+.1f} AUROC points" in text
+    assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in text
+    if pd.isna(mean["p"]):  # fewer than 3 seeds: the sentence must say there is no verdict
+        claim = "no verdict"
+    else:
+        claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
+    assert claim in text
+    assert ("**random** backbone weights" in text) == random_weights

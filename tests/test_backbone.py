@@ -75,3 +75,35 @@ def test_local_weights_file_is_loaded(tmp_path):
     features, label = load_alexnet_features(str(tmp_path / "alexnet.pth"))
     assert label == str(tmp_path / "alexnet.pth")
     assert torch.equal(features[0].weight, full.features[0].weight)
+
+
+def test_our_alexnet_features_have_torchvisions_keys_shapes_and_layers():
+    # catches a layer, kernel, stride or padding that differs from torchvision's (ImageNet weights would then load
+    # into the wrong places, or not at all)
+    from adnlib.model.backbone import alexnet_features
+    ours, theirs = alexnet_features(), alexnet(weights=None).features
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    assert [repr(layer) for layer in ours] == [repr(layer) for layer in theirs]
+
+
+def test_seeded_random_features_are_those_torchvision_built():
+    # catches a change of the random-weight runs' numbers (the regression baseline uses random weights): the same
+    # seed gives bit for bit the features that torchvision's alexnet(weights=None) followed by He init gave
+    from adnlib.model.weights import random_alexnet_features
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(5)
+        expected = alexnet(weights=None).features
+        for layer in expected:
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                torch.nn.init.zeros_(layer.bias)
+    ours = random_alexnet_features(5).state_dict()
+    for key, value in expected.state_dict().items():
+        assert torch.equal(ours[key], value), key
+
+
+def test_the_imagenet_address_is_torchvisions():
+    from torchvision.models import AlexNet_Weights
+
+    from adnlib.model import weights
+    assert AlexNet_Weights.IMAGENET1K_V1.url == weights.IMAGENET_URL

@@ -1,31 +1,26 @@
 """The course book in a real browser: notebooks executed headless, built into HTML offline, served on 127.0.0.1
-and opened in Debian's Chromium (driven by Playwright with `executable_path`, no browser download).
+and opened in Chromium (the one tools/browser.py finds, driven by Playwright with `executable_path`).
 
 Every page must load without a page error, every image must load, the widgets (notebook 01's attention viewer,
 notebook 04's threshold slider) must render from their saved state, and no request may leave the local server.
-A screenshot of each page is kept under runs/book-screens/ (a CI artefact, not committed).
+A screenshot of each page is kept in pytest's temporary folder (`screens` in tests/conftest.py).
 """
 import http.server
 import json
-import shutil
 import threading
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import launch_chromium
 
 from adnlib.teach.book import build_book
 from adnlib.teach.hosted import launch_urls, repository_url
 from adnlib.teach.notebooks import run_notebook
-from adnlib.teach.paths import REPOSITORY
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
 PAGE_TIMEOUT_MS = 60_000
-SCREENS = REPOSITORY / "runs" / "book-screens"
 FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ and $$\\mathrm{TPR}(t) = P(s > t)$$"
 
 
@@ -60,14 +55,7 @@ def site(book):
         thread.join(timeout=10)
 
 
-def _browser(playwright):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (apt-get install chromium); "
-                    ".ci/run does this")
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
-
-
-def _visit(browser, url: str, name: str) -> dict:
+def _visit(browser, url: str, name: str, screens: Path) -> dict:
     """Open a page, wait for it and its widgets, record errors, outside requests and images; screenshot it."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors, outside, failed = [], [], []
@@ -88,8 +76,7 @@ def _visit(browser, url: str, name: str) -> dict:
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
                                                "e.naturalWidth])")
     links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
+    page.screenshot(path=str(screens / f"{name}.png"), full_page=False)
     found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
              "formulas": formulas.count(), "links": links}
     page.close()
@@ -97,15 +84,15 @@ def _visit(browser, url: str, name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_every_page_loads_offline_with_images_and_widgets(site, book):
+def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     from playwright.sync_api import sync_playwright
     pages = {"index": "index.html", "01_attention_modules": "01_attention_modules.html",
              "04_auroc_evaluation": "04_auroc_evaluation.html"}
     assert all((book / page).is_file() for page in pages.values())
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch_chromium(playwright)
         try:
-            results = {name: _visit(browser, f"{site}/{page}", name) for name, page in pages.items()}
+            results = {name: _visit(browser, f"{site}/{page}", name, screens) for name, page in pages.items()}
         finally:
             browser.close()
     for name, found in results.items():

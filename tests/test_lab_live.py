@@ -1,6 +1,7 @@
-"""The widgets, live: JupyterLab on 127.0.0.1 (with a token), notebooks 01 and 04 opened in Debian's Chromium
-(Playwright), run with the smoke parameters; moving the attention viewer's slider (01) and the threshold slider
-(04) must redraw the figure the widget shows. The server and its kernels are stopped also when the test fails.
+"""The widgets, live: JupyterLab on 127.0.0.1 (with a token), notebooks 01 and 04 opened in Chromium (the one
+tools/browser.py finds, driven by Playwright), run with the smoke parameters; moving the attention viewer's slider
+(01) and the threshold slider (04) must redraw the figure the widget shows. The server and its kernels are stopped
+also when the test fails.
 """
 import os
 import secrets
@@ -10,12 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import papermill as pm
 import pytest
+from conftest import launch_chromium
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_book import _browser
 
 from adnlib.teach.notebooks import NOTEBOOK_DIR
 
@@ -24,7 +24,6 @@ PARAMETERS = {"01_attention_modules": SMOKE,
               "04_auroc_evaluation": {**SMOKE, "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4}}
 START_TIMEOUT_S = 90
 RUN_TIMEOUT_MS = int(os.environ.get("ADNLIB_LAB_RUN_TIMEOUT_MS", 900_000))  # the notebook, training included
-SCREENS = Path(__file__).resolve().parents[1] / "runs" / "lab-screens"
 REDRAW_TIMEOUT_MS = 120_000
 
 
@@ -115,11 +114,11 @@ def _move_slider_and_watch(page, name: str) -> tuple[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(PARAMETERS))
-def test_moving_a_slider_redraws_the_figure(lab, name):
+def test_moving_a_slider_redraws_the_figure(lab, name, screens):
     from playwright.sync_api import sync_playwright
     base, token = lab
     with sync_playwright() as playwright:
-        browser = _browser(playwright)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors = []
@@ -129,8 +128,7 @@ def test_moving_a_slider_redraws_the_figure(lab, name):
                 _run_all(page)
                 before, after = _move_slider_and_watch(page, name)
             finally:  # what the page showed, for the CI artefacts (and for a failure)
-                SCREENS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=False)
+                page.screenshot(path=str(screens / f"{name}.png"), full_page=False)
             assert before and after and before != after
             assert not errors, errors
         finally:

@@ -73,3 +73,98 @@ def test_the_public_api_is_small_and_importable():
         assert getattr(adnlib, name) is not None, name
     with pytest.raises(AttributeError):
         adnlib.no_such_name  # noqa: B018
+
+
+# Third-party packages the child processes below start with: none of them imports adnlib (papermill is left out on
+# purpose: its entry points import adnlib.teach.nbengine, the cycle a fresh import must survive).
+PRELOADED = ("numpy", "torch", "PIL.Image", "pandas", "scipy.stats", "sklearn.metrics", "FrEIA.framework")
+IMPORT_EACH = """
+import importlib, os, sys
+for name in {preloaded!r}:
+    importlib.import_module(name)
+failed = []
+for name in {modules!r}:
+    pid = os.fork()
+    if pid == 0:  # a child that has imported no adnlib module: the module alone, as `python -c "import ..."` does
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            print(f"{{name}}: {{type(exc).__name__}}: {{exc}}", file=sys.stderr)
+            os._exit(1)
+        os._exit(0)
+    if os.waitpid(pid, 0)[1] != 0:
+        failed.append(name)
+print(failed)
+"""
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
+    # catches an import cycle that only shows when a module is imported first (e.g. through a papermill entry point)
+    import subprocess
+    import sys
+    modules = sorted(set(MODULES) - {"adnlib.__main__"})  # `python -m adnlib`: importing it runs the CLI
+    code = IMPORT_EACH.format(preloaded=PRELOADED, modules=modules)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_train_and_score_paths_import_no_torchvision_sklearn_or_matplotlib():
+    # catches a top-level import that costs seconds at every process start (a grid starts one per cell):
+    # torchvision (it pulls in torch._dynamo), scikit-learn (AUROC only, imported when computed), matplotlib
+    import subprocess
+    import sys
+    code = ("import sys, adnlib.cli, adnlib.run.train, adnlib.run.evaluate, adnlib.run.checkpoint; "
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'sklearn', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
+def _third_party(path: Path, top_level: bool) -> set[str]:
+    """Top-level names of the non-adnlib, non-standard-library packages a file imports (at its top level only, or
+    anywhere in it)."""
+    import sys
+    names = set()
+    tree = ast.parse(path.read_text())
+    for node in tree.body if top_level else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n != "adnlib" and n not in sys.stdlib_module_names and n != "__future__"}
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    """(core, core + every extra) of pyproject.toml, as normalised distribution names (read with a pattern: tomllib
+    is not in Python 3.10)."""
+    import re
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    core_block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    extras_block = text.split("[project.optional-dependencies]")[1].split("\n[project.scripts]")[0]
+
+    def names(block):
+        return {m.lower().replace("_", "-") for m in re.findall(r'^\s*"([A-Za-z0-9_.-]+)', block, re.M)}
+    core = names(core_block)
+    return core, core | names(extras_block)
+
+
+def test_every_import_is_a_declared_dependency():
+    # catches a package used but declared nowhere, arriving only as another package's dependency (scipy came with
+    # scikit-learn): the core's top-level imports must be core dependencies, any other import a declared one
+    from importlib.metadata import packages_distributions
+    distributions = packages_distributions()
+    core, everything = _declared()
+
+    def dists(module):
+        return {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
+    for name, path in MODULES.items():
+        if name == "adnlib" or name.split(".")[1] in CORE:
+            for module in _third_party(path, top_level=True):
+                assert dists(module) & core, f"{name} imports {module} at its top: a core dependency"
+        for module in _third_party(path, top_level=False):
+            assert dists(module) & everything, f"{name} imports {module}: declare it"

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import papermill  # noqa: F401  (test extra: a broken install fails these tests, never skips them)
 import pytest
+from conftest import check_03_sentences, check_04_sentences, check_06_sentences
 from sklearn.metrics import roc_auc_score
-from test_prose import check_03_sentences, check_04_sentences, check_06_sentences
 
 from adnlib.teach import paper
 from adnlib.teach.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
@@ -63,20 +63,28 @@ def test_notebook_is_clean_and_parameterised(name):
 
 
 def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatch):
-    # catches paths resolved against the working directory (what "../data/demo" did) and ignored variables
+    # catches paths resolved against the working directory (what "../data/demo" did) and ignored variables;
+    # writes only under tmp_path (the checkout's defaults are checked as values, nothing is made there)
+    from pathlib import Path
+
+    from adnlib import locations
     from adnlib.data.demo import DEFAULT_DEMO_ROOT
     from adnlib.teach import paths
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ADNLIB_DATA", raising=False)
     monkeypatch.delenv("ADNLIB_RUNS", raising=False)
-    assert paths.data_root(None).resolve() == DEFAULT_DEMO_ROOT.resolve()
-    assert paths.output_dir("03_x") == paths.REPOSITORY / "runs" / "03_x"
-    (paths.REPOSITORY / "runs" / "03_x").rmdir()
+    assert DEFAULT_DEMO_ROOT == paths.REPOSITORY / "data" / "demo"
+    assert locations.runs_root() == paths.REPOSITORY / "runs"
+    monkeypatch.setattr(paths, "DEFAULT_DEMO_ROOT", tmp_path / "demo")
+    assert paths.data_root(None) == tmp_path / "demo"
+    assert (tmp_path / "demo" / "disc" / "train" / "good").is_dir()  # the default demo folder is generated
     monkeypatch.setenv("ADNLIB_DATA", str(tmp_path / "mydata"))
     monkeypatch.setenv("ADNLIB_RUNS", str(tmp_path / "myruns"))
-    assert paths.data_root(None) == tmp_path / "mydata" and not (tmp_path / "mydata").exists()  # not generated
-    assert paths.output_dir("03_x") == tmp_path / "myruns" / "03_x" and (tmp_path / "myruns" / "03_x").is_dir()
-    assert paths.data_root("given") == __import__("pathlib").Path("given")  # an explicit path wins
+    assert paths.data_root(None) == tmp_path / "mydata"
+    assert not (tmp_path / "mydata").exists()  # a named dataset is not generated
+    assert paths.output_dir("03_x") == tmp_path / "myruns" / "03_x"
+    assert (tmp_path / "myruns" / "03_x").is_dir()
+    assert paths.data_root("given") == Path("given")  # an explicit path wins
 
 
 # --- headless runs ----------------------------------------------------------------------------------------------

@@ -4,13 +4,12 @@ settings (random weights, and a saved weights file passed as a path) and every g
 against the numbers the same run saved.
 """
 import json
-import re
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import check_03_sentences, check_06_sentences
 
 from adnlib.teach.analysis import cold_start_text, gain_verdict, rotations_text, shrinkage_summary, shrinkage_text
 from adnlib.teach.notebooks import run_notebook
@@ -83,61 +82,6 @@ def weights_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "alexnet_other.pth"
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
     return path
-
-
-def _markdown_outputs(notebook) -> str:
-    executed = nbformat.read(notebook, as_version=4)
-    return "\n".join(o["data"]["text/markdown"] for c in executed.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
-
-
-def check_03_sentences(out, variants) -> None:
-    """Every generated sentence of notebook 03's run in `out` against the numbers the run saved."""
-    text = _markdown_outputs(out.parent / "03_training_attentdiffernet.ipynb")
-    shrink = pd.read_csv(out / "shrinkage.csv")
-    for variant in variants:
-        ratio = shrink[(shrink["variant"] == variant) & (shrink["quantity"] == "feature_norm")]["last/first"].iloc[0]
-        sentence = re.search(rf"\*\*{variant}\*\*: the embedding (shrank|grew|kept its size) \(([-+]\d+\.\d) %", text)
-        assert sentence, text
-        assert float(sentence.group(2)) == pytest.approx(100 * (ratio - 1), abs=0.051)
-        word = "shrank" if 100 * (ratio - 1) < -1 else "grew" if 100 * (ratio - 1) > 1 else "kept its size"
-        assert sentence.group(1) == word
-    histories = {"differnet": out / "runs" / "disc" / "differnet" / "seed0" / "history.csv",
-                 "se": out / "runs" / "disc" / "se" / "seed0" / "history.csv",
-                 "se, open gates": out / "runs_open_gates" / "disc" / "se" / "seed0" / "history.csv"}
-    histories = {k: pd.read_csv(v) for k, v in histories.items()}
-    reference = histories["differnet"]["feature_norm"].iloc[0]
-    for name in ("se", "se, open gates"):
-        stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x smaller", text)
-        assert stated and float(stated.group(1)) == pytest.approx(
-            reference / histories[name]["feature_norm"].iloc[0], abs=0.051)
-        last = histories[name].dropna(subset=["auroc"]).iloc[-1]
-        auroc = re.search(rf"\*\*{re.escape(name)}\*\*:[^\n]*AUROC (\d+\.\d) % at epoch {int(last['epoch'])}", text)
-        assert auroc and float(auroc.group(1)) == pytest.approx(100 * last["auroc"], abs=0.051)
-
-
-def check_04_sentences(out) -> None:
-    text = _markdown_outputs(out.parent / "04_auroc_evaluation.ipynb")
-    table = pd.read_csv(out / "auroc_vs_rotations.csv")
-    for _, part in table.groupby("variant"):
-        first, last = part.iloc[0], part.iloc[-1]
-        assert (f"AUROC {100 * first['auroc']:.1f} % with {int(first['n_rotations'])} rotation(s), "
-                f"{100 * last['auroc']:.1f} % with {int(last['n_rotations'])}") in text
-        assert f"±{100 * last['fresh_std']:.1f} at {int(last['n_rotations'])}" in text
-
-
-def check_06_sentences(out, random_weights: bool) -> None:
-    text = _markdown_outputs(out.parent / "06_benchmark_report.ipynb")
-    paired = pd.read_csv(out / "paired_comparison.csv").set_index("category")
-    mean = paired.loc["mean"]
-    assert f"{mean['delta']:+.1f} AUROC points" in text
-    assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in text
-    if np.isnan(mean["p"]):
-        claim = "no verdict"
-    else:
-        claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
-    assert claim in text
-    assert ("**random** backbone weights" in text) == random_weights
 
 
 @pytest.mark.slow

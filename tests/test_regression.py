@@ -222,6 +222,27 @@ def test_tolerance_syntax_and_defaults():
     assert tolerance_for("roc.json:variants.se.auroc", rules) == Tolerance(abs=0.5)
 
 
+@pytest.mark.parametrize("baseline,run,allowed", [
+    (1.0, 1.105, True),  # within abs + rel·|baseline| = 0.01 + 0.1 = 0.11, beyond max(abs, rel·|b|) = 0.1
+    (1.0, 0.895, True),  # the same below the baseline
+    (1.0, 1.11, True),  # exactly at the limit (the rounding slack keeps it in)
+    (1.0, 1.1101, False),  # just beyond it
+    (-2.0, -2.205, True),  # rel scales with |baseline| (0.01 + 0.2): a negative baseline does not shrink the limit
+    (-2.0, -2.2101, False),
+    (0.0, 0.01, True),  # a zero baseline: the absolute part alone
+    (0.0, 0.0101, False),
+])
+def test_a_tolerance_adds_its_absolute_and_relative_parts(baseline, run, allowed):
+    # catches: abs + rel read as max(abs, rel) or as one of them, rel applied to a signed baseline, no slack at the
+    # limit (1.11 - 1.0 is 0.1100000000000001 in floating point), or a slack so wide that 1.1101 passes
+    assert Tolerance(abs=0.01, rel=0.1).allows(baseline, run) is allowed
+
+
+def test_an_exact_tolerance_allows_only_equal_values():
+    assert Tolerance().allows(0.5, 0.5)
+    assert not Tolerance().allows(0.5, 0.5 + 1e-15)
+
+
 # --- the committed baseline and the workflow --------------------------------------------------------------------
 def test_committed_smoke_baseline_is_current():
     # catches: a schema bump without re-making regression/baseline-smoke (CI would then stop with status 2)

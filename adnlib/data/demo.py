@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEFAULT_DEMO_ROOT = Path(__file__).resolve().parents[2] / "data" / "demo"  # <repo>/data/demo
+from adnlib.locations import default_demo_root
+
+# <repository>/data/demo in a checkout, else the user's data folder (adnlib/locations.py): never site-packages
+DEFAULT_DEMO_ROOT = default_demo_root()
 SIZE = 224
 N_TRAIN, N_TEST_GOOD, N_TEST_PER_DEFECT = 40, 10, 5
 DEFECTS = {"disc": ("crack", "stain", "chip"), "weave": ("cut", "hole", "dye")}
@@ -116,10 +119,6 @@ def defect_with_mask(img: np.ndarray, category: str, defect: str,
     out, region = _defect_region(img, defect, rng)
     changed = np.abs(_as_uint8(out).astype(np.int16) - _as_uint8(img).astype(np.int16)).max(axis=2) > MASK_CHANGE
     return out, region & changed
-
-
-def _add_defect(img: np.ndarray, category: str, defect: str, rng: np.random.Generator) -> np.ndarray:
-    return defect_with_mask(img, category, defect, rng)[0]
 
 
 def _save(img: np.ndarray, path: Path, size: int = SIZE, resample: int = Image.BICUBIC) -> None:

@@ -337,7 +337,7 @@ def backbone_diagram(config: Config | None = None, variant: str | None = None, a
     return fig
 
 
-def se_steps_figure(block: SEBlock, x: torch.Tensor, image=None, n_maps: int = 6):
+def se_steps_figure(block: SEBlock, x: torch.Tensor, n_maps: int = 6):
     """Squeeze, excitation and the gated output for the first item of x (B,C,h,w); returns the Figure."""
     import matplotlib.pyplot as plt
 

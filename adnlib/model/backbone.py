@@ -3,7 +3,8 @@
 torchvision's ``alexnet().features`` (indices): 0 conv1, 1 relu, 2 pool | 3 conv2, 4 relu, 5 pool |
 6 conv3, 7 relu, 8 conv4, 9 relu, 10 conv5, 11 relu | 12 pool. Figure 1 puts a block after index 2 (64 ch),
 after index 5 (192 ch) and after index 11 (256 ch, before the last pool). With variant 'differnet' nothing
-is inserted and the module computes exactly ``alexnet.features``.
+is inserted and the module computes exactly ``alexnet.features``. `alexnet_features()` builds that Sequential here:
+importing torchvision for it would pull in torch._dynamo (seconds at every process start).
 """
 from __future__ import annotations
 
@@ -17,6 +18,25 @@ from adnlib.model.attention import make_attention
 # (index in alexnet.features after which a block goes, channels there)
 FIGURE1_POSITIONS = ((2, 64), (5, 192), (11, 256))
 LAST_POOL_INDEX = 12
+
+
+def alexnet_features() -> nn.Sequential:
+    """torchvision's ``alexnet().features`` (same layers, indices and state-dict keys, default init): x (B,3,H,W) ->
+    (B,256,h,w). tests/test_backbone.py checks it against torchvision's."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2))
+
+
+def advance_like_alexnet_classifier() -> None:
+    """Draw from the default generator what torchvision's ``alexnet()`` draws after its features (the classifier's
+    default init), so that seeded random features come out as they did when built with torchvision."""
+    for fan_in, fan_out in ((256 * 6 * 6, 4096), (4096, 4096), (4096, 1000)):
+        nn.Linear(fan_in, fan_out)
 
 
 def attention_positions(block3_before_final_pool: bool = True) -> tuple[tuple[int, int], ...]:

@@ -18,12 +18,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from torchvision.models import AlexNet_Weights, alexnet
 
 from adnlib.errors import WeightsError
+from adnlib.model.backbone import advance_like_alexnet_classifier, alexnet_features
 
-IMAGENET = AlexNet_Weights.IMAGENET1K_V1
-IMAGENET_URL = IMAGENET.url  # where the ImageNet AlexNet file is downloaded from (a module variable: tests move it)
+# torchvision's AlexNet_Weights.IMAGENET1K_V1 (its file name carries the SHA-256 prefix the download must match);
+# written out so that no torchvision import is needed. A module variable: tests move it.
+IMAGENET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 PROBE_TIMEOUT_S = 3.0  # the whole reachability probe, DNS included
 DOWNLOAD_TIMEOUT_S = 30.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
 DOWNLOAD_DEADLINE_S = 1800.0  # the whole 233 MB file (at 130 kB/s): a trickling server fails too
@@ -136,7 +137,8 @@ def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
     """
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # the CPU generator only (fork_rng restores it)
-        features = alexnet(weights=None).features
+        features = alexnet_features()
+        advance_like_alexnet_classifier()  # the draws of alexnet(weights=None): the same features as before
         for layer in features:
             if isinstance(layer, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")

@@ -31,11 +31,13 @@ WEIGHTS_IN = "weights_in"  # a pointer checkpoint's entry: the name of the file 
 
 def versions() -> dict[str, str]:
     """Versions that decide the numbers: recorded in every checkpoint and metrics file."""
+    from importlib.metadata import version
+
     import FrEIA
-    import torchvision
 
     from adnlib.version import __version__
-    return {"adnlib": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+    # torchvision's version from its metadata: importing it costs seconds (torch._dynamo) and adnlib does not use it
+    return {"adnlib": __version__, "torch": str(torch.__version__), "torchvision": version("torchvision"),
             "FrEIA": getattr(FrEIA, "__version__", "0.2"), "numpy": np.__version__,
             "python": platform.python_version()}
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -164,6 +163,8 @@ def check_evaluation_output(out_dir: str | Path, overwrite: bool = False) -> Pat
 
 def auroc(frame: pd.DataFrame) -> float:
     """Image-level AUROC of a score table (needs both labels)."""
+    from sklearn.metrics import roc_auc_score  # here: scoring images (`adnlib score`) needs no scikit-learn
+
     return float(roc_auc_score(frame["label"], frame["score"]))
 
 
@@ -174,6 +175,9 @@ def auroc_per_defect(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def roc_points(frame: pd.DataFrame) -> dict[str, list[float]]:
+    """The ROC curve's points (thresholds capped to JSON-safe numbers)."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(frame["label"], frame["score"])
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.nan_to_num(thresholds, posinf=1e30).tolist()}
 

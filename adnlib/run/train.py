@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +63,6 @@ RESUME_KEYS = ("epoch", "history", "optimizer_state", "loader_generator", "rotat
 # Fields that may change when a run is resumed (more epochs, another machine).
 RESUMABLE_CHANGES = ("epochs", "eval_every", "device", "num_workers", "compile", "test_batch_size")
 BEST_KIND = "best (selected on the test set)"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's global generators (for scripts and notebooks; `train` does not call it)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass

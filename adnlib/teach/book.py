@@ -4,8 +4,12 @@
 per executed notebook, in course order), builds it with myst-nb and the book theme, and returns the HTML folder.
 Pages request nothing outside the site: myst-nb's widget JavaScript (require.js and
 `@jupyter-widgets/html-manager`, which it loads from CDNs by default) and MathJax (Sphinx's default is a CDN) are
-taken from the npm registry once, at build time, into a vendor cache, with their licence files, and served from the
-site's `_static/`.
+taken from the npm registry once, at build time, into the user's cache (`<cache>/book-vendor`, adnlib/locations.py:
+$ADNLIB_CACHE or ~/.cache/adnlib), with their licence files, and served from the site's `_static/`. That `npm pack`
+is the book's one network use; later builds (and the tests) reuse the cache.
+
+The book is repository authoring (its front page is the README): it refuses with one error line when adnlib runs
+from an installed package rather than a checkout.
 
     python -m adnlib.teach.book [--run runs/<stamp>] [--out runs/book]     # `make book`
 """
@@ -23,9 +27,9 @@ import time
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.locations import cache_dir, require_repository
 from adnlib.teach.hosted import badges_as_links
 from adnlib.teach.notebooks import NOTEBOOKS
-from adnlib.teach.paths import REPOSITORY
 
 # Pinned: the html-manager that ipywidgets 8 embeds (ipywidgets._version.__html_manager_version__ is ^1.0.1)
 VENDOR_PACKAGES = {"requirejs": "2.3.7", "@jupyter-widgets/html-manager": "1.0.15", "mathjax": "3.2.2"}
@@ -42,8 +46,10 @@ class BookError(AdnlibError, RuntimeError):
     """The book cannot be built (no executed notebooks, no widget JavaScript, a Sphinx error)."""
 
 
-def latest_run(runs: Path = REPOSITORY / "runs") -> Path:
-    """The newest folder under runs/ that holds executed course notebooks (what `make demo` writes)."""
+def latest_run(runs: Path | None = None) -> Path:
+    """The newest folder under `runs` (default: the repository's runs/) that holds executed course notebooks (what
+    `make demo` writes)."""
+    runs = runs or require_repository("the book") / "runs"
     candidates = [p for p in runs.iterdir() if p.is_dir() and any((p / f"{n}.ipynb").exists() for n in NOTEBOOKS)] \
         if runs.is_dir() else []
     if not candidates:
@@ -127,7 +133,7 @@ MATHJAX_WIDGETS_JS = """(function () {
 
 def _front_page(notebooks: list[str], run_dir: Path) -> str:
     """The README's overview (up to its command-line reference) and the table of contents."""
-    readme = (REPOSITORY / "README.md").read_text()
+    readme = (require_repository("the book") / "README.md").read_text()
     overview = readme.split("\n## Architecture")[0]
     overview = re.sub(r"`(docs/[\w./-]+)`", r"\1", overview)
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(run_dir.stat().st_mtime))
@@ -159,12 +165,14 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     return notebooks
 
 
-def build_book(run_dir: str | Path | None = None, out_dir: str | Path = REPOSITORY / "runs" / "book",
-               vendor_cache: str | Path = REPOSITORY / "runs" / ".book-vendor", quiet: bool = True) -> Path:
-    """Build the HTML book from `run_dir` (default: the latest run) into out_dir/html -> that folder."""
+def build_book(run_dir: str | Path | None = None, out_dir: str | Path | None = None,
+               vendor_cache: str | Path | None = None, quiet: bool = True) -> Path:
+    """Build the HTML book from `run_dir` (default: the latest run) into out_dir/html (default: the repository's
+    runs/book/html) -> that folder. The widget JavaScript comes from `vendor_cache` (default: the user's cache)."""
+    repository = require_repository("the book")
     run_dir = Path(run_dir) if run_dir else latest_run()
-    out_dir = Path(out_dir)
-    vendor = vendor_widget_js(Path(vendor_cache))
+    out_dir = Path(out_dir) if out_dir else repository / "runs" / "book"
+    vendor = vendor_widget_js(Path(vendor_cache) if vendor_cache else cache_dir() / "book-vendor")
     assemble(run_dir, out_dir / "src", vendor)
     html = out_dir / "html"
     shutil.rmtree(html, ignore_errors=True)
@@ -186,7 +194,7 @@ def build_book(run_dir: str | Path | None = None, out_dir: str | Path = REPOSITO
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adnlib.teach.book", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="folder of executed notebooks (default: the newest under runs/)")
-    parser.add_argument("--out", type=Path, default=REPOSITORY / "runs" / "book")
+    parser.add_argument("--out", type=Path, help="the book's folder (default: runs/book in the repository)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:

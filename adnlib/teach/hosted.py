@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.locations import NoRepositoryError, require_repository
 from adnlib.teach.paths import REPOSITORY
 
 SETUP_TAG = "hosted-setup"
@@ -254,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--branch", default="main")
     args = parser.parse_args(argv)
     try:
+        require_repository("python -m adnlib.teach.hosted")  # it rewrites the checkout's notebooks and pyproject
         # --repository '' is refused (it used to keep the old address silently); absent: pyproject.toml's
         repository = args.repository if args.repository is not None else repository_url()
         changed = set_repository(repository, args.branch)
-    except HostedError as exc:
+    except (HostedError, NoRepositoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(f"updated {p.relative_to(REPOSITORY)}" for p in changed) or "already up to date")

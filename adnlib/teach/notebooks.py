@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.locations import in_repository, notebook_dir
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"  # <repo>/notebooks
+NOTEBOOK_DIR = notebook_dir()  # <repository>/notebooks, or the copy in the installed wheel
 NOTEBOOKS = ("00_quickstart", "01_attention_modules", "02_normalizing_flows_differnet",
              "03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
 # The order a full headless run takes: 03 trains the models that 01, 04 and 05 then reuse (train once).
@@ -97,9 +98,10 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
                  ) -> NotebookRun:
     """Execute notebooks/<name>.ipynb (or `source`) into out_dir/<name>.ipynb with `parameters` injected.
 
-    The notebook runs with notebooks/ as working directory (as in JupyterLab); its artefacts go to the folder given by
-    its `output_dir` parameter (out_dir/<name> unless set). It runs on the `adnlib` papermill engine
-    (`adnlib.teach.nbengine`: no widget stall, per-cell limits). Afterwards, failed or not, the run's summary (key
+    The notebook runs with notebooks/ as working directory in a checkout (as in JupyterLab), in out_dir when adnlib is
+    installed (never in site-packages); its artefacts go to the folder given by its `output_dir` parameter
+    (out_dir/<name> unless set). It runs on the `adnlib` papermill engine (`adnlib.teach.nbengine`: no widget
+    stall, per-cell limits). Afterwards, failed or not, the run's summary (key
     numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
     out_dir/<name>.summary.json and into the executed notebook's metadata. Raises NotebookError naming the failing
     or stalled cell; NotebookInterrupted (a KeyboardInterrupt) naming the cell and the partial notebook on Ctrl-C.
@@ -132,8 +134,9 @@ def _execute(name: str, source: Path, output: Path, params: dict, *, kernel: str
     from adnlib.teach.nbengine import CellInterrupted, HeadlessEngine
 
     papermill_engines.register("adnlib", HeadlessEngine)
+    cwd = NOTEBOOK_DIR if in_repository() else output.parent  # never site-packages
     try:
-        pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(NOTEBOOK_DIR),
+        pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(cwd),
                             progress_bar=progress, engine_name="adnlib", timeout_func=limits)
         return None
     except KeyboardInterrupt as exc:  # one message (the CLI prints it as one line), no traceback, no summary

@@ -1,9 +1,10 @@
 """Where a notebook's data and outputs live, whatever folder its kernel started in.
 
-A notebook's `data_root = None` means $ADNLIB_DATA, else the repository's generated demo data (made here if it is
-missing); `output_dir = None` means $ADNLIB_RUNS/<notebook>, else runs/<notebook> in the repository (or in the
-current folder when adnlib is installed without the repository). Relative paths a user passes are taken as given
-(relative to the kernel's folder), as everywhere in Python.
+A notebook's `data_root = None` means $ADNLIB_DATA, else the generated demo data (made here if it is missing): the
+repository's data/demo in a checkout, the user's data folder when adnlib is installed (adnlib/locations.py).
+`output_dir = None` means $ADNLIB_RUNS/<notebook>, else runs/<notebook> in the repository (or in the current folder
+when adnlib is installed without the repository). Relative paths a user passes are taken as given (relative to the
+kernel's folder), as everywhere in Python.
 """
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ import os
 from pathlib import Path
 
 from adnlib.data.demo import DEFAULT_DEMO_ROOT, make_demo_dataset
+from adnlib.locations import CANDIDATE, in_repository, require_repository, runs_root
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-def in_repository() -> bool:
-    """Whether adnlib runs from a clone of the repository (an editable install), not from site-packages."""
-    return (REPOSITORY / "pyproject.toml").is_file() and (REPOSITORY / "notebooks").is_dir()
+REPOSITORY = CANDIDATE  # the repository root when adnlib runs from a checkout (in_repository() says whether it does)
 
 
 def data_root(path: str | Path | None = None) -> Path:
@@ -32,14 +29,9 @@ def data_root(path: str | Path | None = None) -> Path:
 def output_dir(notebook: str, path: str | Path | None = None) -> Path:
     """A notebook's output folder (created): `path`, else $ADNLIB_RUNS/<notebook>, else runs/<notebook> in the
     repository, else ./runs/<notebook>."""
-    if path:
-        chosen = Path(path).expanduser()
-    else:
-        runs = os.environ.get("ADNLIB_RUNS")
-        base = Path(runs).expanduser() if runs else (REPOSITORY if in_repository() else Path.cwd()) / "runs"
-        chosen = base / notebook
+    chosen = Path(path).expanduser() if path else runs_root() / notebook
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
 
 
-__all__ = ["REPOSITORY", "in_repository", "data_root", "output_dir"]
+__all__ = ["REPOSITORY", "in_repository", "require_repository", "data_root", "output_dir"]

@@ -342,10 +342,6 @@ def rotated_copies_scores(image: torch.Tensor, angles, scores, title: str = ""):
     return fig
 
 
-def _stack(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pd.concat([f.assign(variant=_label(v)) for v, f in scores.items()], ignore_index=True)
-
-
 def score_distributions(scores: dict[str, pd.DataFrame]):
     """Per variant: score histogram per label (left) and scores per defect type (right), log scale."""
     import seaborn as sns
