@@ -41,15 +41,19 @@ def write_error(exc: BaseException, path: str | Path) -> OutputWriteError | None
     path = Path(path)
     if isinstance(exc, OutputWriteError):
         return exc
-    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-        reason = exc.strerror or str(exc)
-    elif isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc) or "inline_container" in str(exc)):
-        reason = "the checkpoint writer failed"
-    else:
+    torch_writer = isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
+                                                      or "inline_container" in str(exc))
+    if not torch_writer and not (isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS):
         return None
-    if isinstance(exc, RuntimeError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        free = _free_bytes(path.parent if path.parent.exists() else Path.cwd())
-        reason += f"; {megabytes(free)} free there" if free is not None else ""
+    free = _free_bytes(path.parent if path.parent.exists() else Path.cwd())
+    room = f"{megabytes(free)} free there" if free is not None else "free space unknown"
+    if torch_writer:  # no errno: tell a full disk by the room left
+        what = "No space left on device" if free is not None and free < MARGIN_BYTES else "an I/O error"
+        reason = f"{what} (PyTorch's checkpoint writer failed; {room})"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        reason = f"{exc.strerror or exc} ({room})"
+    else:
+        reason = exc.strerror or str(exc)
     error = OutputWriteError(f"cannot write {path}: {reason}")
     error.errno = getattr(exc, "errno", None) or errno.ENOSPC
     return error
@@ -83,10 +87,10 @@ def check_output_folder(folder: str | Path, need_bytes: int = 0, largest: str = 
         raise OutputWriteError(f"{option} {folder} cannot be written ({exc.strerror or exc}); choose another "
                                f"{option}") from exc
     free = _free_bytes(folder)
-    if free is not None and need_bytes and free < need_bytes + MARGIN_BYTES:
-        raise OutputWriteError(f"{option} {folder} has {megabytes(free)} free, but this run writes "
-                               f"{largest} ({megabytes(need_bytes)}) and needs {megabytes(need_bytes + MARGIN_BYTES)}:"
-                               f" free some space or choose another {option}")
+    if free is not None and free < need_bytes + MARGIN_BYTES:
+        raise OutputWriteError(f"{option} {folder} has {megabytes(free)} free, but this run needs "
+                               f"{megabytes(need_bytes + MARGIN_BYTES)} there ({largest}); free some space or choose "
+                               f"another {option}")
     return folder
 
 
