@@ -134,10 +134,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     if engine == "ray":
         from adnlib.run.cluster import require_ray
         require_ray()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"output folder {out_dir} is a file")
-    check_output_folder(out_dir, max(run_peak_bytes(base.replace(variant=v)) for v in variants),
-                        largest="one cell's checkpoint.pt (twice while it is replaced) and best.pt")
+    _check_out_dir(out_dir, base, variants)
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
                  lock_wait)
@@ -163,6 +160,14 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
             run_serial(base, data_root, todo, run_id=run_id, done=done, max_retries=max_retries, progress=progress,
                        lock_wait=lock_wait)
     return _result(out_dir, categories, variants, seeds, rows, on_failure)
+
+
+def _check_out_dir(out_dir: Path, base: Config, variants: list[str]) -> None:
+    """Before any cell: out_dir is a folder, writable, with room for the largest cell's checkpoints."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"output folder {out_dir} is a file")
+    check_output_folder(out_dir, max(run_peak_bytes(base.replace(variant=v)) for v in variants),
+                        largest="one cell's checkpoint.pt (twice while it is replaced) and best.pt")
 
 
 def _result(out_dir: Path, categories, variants, seeds, rows: list[dict], on_failure: str) -> pd.DataFrame:
