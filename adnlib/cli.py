@@ -269,6 +269,16 @@ def _out_folder(path: Path | None) -> None:
         raise OutputExistsError(f"--out {path} is a file, not a folder; choose another --out")
 
 
+def _inputs_exist(args) -> None:
+    """The dataset's category folder and the --checkpoint exist: checked before an --out is created for them."""
+    from adnlib.data.datasets import category_dir
+    from adnlib.errors import CheckpointError
+    category_dir(args.data, args.category)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+
+
 def _train(args) -> int:
     from adnlib.run.device import resolve_device
     from adnlib.run.lock import folder_lock
@@ -276,6 +286,7 @@ def _train(args) -> int:
     from adnlib.run.train import train
     config = _config_from_args(args)
     resolve_device(config.device)  # a bad or absent device: one error line before any data is read
+    _inputs_exist(args)
     check_output_folder(args.out)  # writable now (train checks the room for its checkpoints before reading data)
     with folder_lock(args.out, wait=args.wait, command="adnlib train"):
         result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
@@ -304,6 +315,7 @@ def _evaluate(args) -> int:
     if args.out is None:
         return _evaluate_into(args, None)
     check_evaluation_output(args.out, args.overwrite)  # before any scoring
+    _inputs_exist(args)
     check_output_folder(args.out)
     with folder_lock(args.out, wait=args.wait, command="adnlib evaluate"):
         check_evaluation_output(args.out, args.overwrite)  # again: another evaluation may have finished meanwhile
@@ -355,9 +367,10 @@ def _localize(args) -> int:
     from adnlib.run.device import resolve_device
     from adnlib.run.lock import folder_lock
     from adnlib.run.outputs import check_output_folder
-    check_output_folder(args.out)
     device = resolve_device(args.device)
     model = model_from_checkpoint(args.checkpoint, device)
+    _inputs_exist(args)
+    check_output_folder(args.out)
     trained_on = model.checkpoint_info.get("category")
     if trained_on and trained_on != args.category:
         raise CheckpointError(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}")

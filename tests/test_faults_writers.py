@@ -297,6 +297,11 @@ def small_disk(tmp_path, size: str):
 @needs_root
 def test_every_writing_command_refuses_a_read_only_folder_up_front(tiny_root, tiny_grid_root, tmp_path, adnlib_cli):
     # catches a traceback (OSError Errno 30) or a check that only comes after the first epoch
+    from adnlib.config import preset
+    from adnlib.model.network import AttentDifferNet
+    from adnlib.run.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "any.pt", model=AttentDifferNet(preset("smoke")), kind="last",
+                    extra={"epoch": 0, "category": "disc"})
     with read_only_folder(tmp_path) as ro:
         commands = {
             "train": ("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--out", ro / "run"),
@@ -313,6 +318,16 @@ def test_every_writing_command_refuses_a_read_only_folder_up_front(tiny_root, ti
             rc, _, err = adnlib_cli(*args)
             assert_error_line(rc, err, "cannot be written (Read-only file system)")
             assert time.monotonic() - started < 20, name  # before any training or scoring
+
+
+def test_bad_input_creates_no_output_folder(tiny_root, tmp_path, adnlib_cli):
+    # catches an --out created (by the up-front write check) for a command that then fails on its input
+    for args in (("train", "--data", tmp_path / "nowhere", "--category", "disc", *SMOKE),
+                 ("localize", "--checkpoint", tmp_path / "none.pt", "--data", tiny_root, "--category", "disc"),
+                 ("evaluate", "--checkpoint", tmp_path / "none.pt", "--data", tiny_root, "--category", "disc")):
+        rc, _, err = adnlib_cli(*args, "--out", tmp_path / "out")
+        assert_error_line(rc, err)
+        assert not (tmp_path / "out").exists(), args[0]
 
 
 @needs_root
