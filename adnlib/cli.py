@@ -18,6 +18,7 @@ from adnlib.version import __version__
 
 # The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
 # what they need.
+DEMO_BYTES = 10_000_000  # the demo dataset takes 6.5 MB
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +52,23 @@ def _seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED} (2**32 - 1), not {value}")
     return value
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
+def _add_wait_option(p) -> None:
+    from adnlib.run.lock import DEFAULT_WAIT_S
+    p.add_argument("--wait", type=_wait_seconds, nargs="?", const=DEFAULT_WAIT_S, default=0, metavar="SECONDS",
+                   help="when another process is writing --out, wait for it up to SECONDS (--wait alone: "
+                        f"{DEFAULT_WAIT_S} s) instead of refusing at once")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +122,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+    _add_wait_option(p)
 
 
 def _add_maths_options(p) -> None:
@@ -129,7 +148,9 @@ def _add_localize_parser(sub) -> None:
     p.add_argument("--overlays", type=_non_negative, default=4, help="overlay PNGs per method (default 4)")
     p.add_argument("--n-boot", type=_positive, default=1000, help="bootstrap resamples comparing methods")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="localization.json and overlays/<method>/ (a previous localization there is replaced)")
+    _add_wait_option(p)
 
 
 def _add_evaluate_parser(sub) -> None:
@@ -146,6 +167,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--out", type=Path)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    _add_wait_option(p)
 
 
 def _non_negative_float(text: str) -> float:
@@ -192,6 +214,7 @@ def _add_grid_parser(sub) -> None:
                    help="run a failed cell again up to N times (it resumes its checkpoint); default 2")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+    _add_wait_option(p)
 
 
 def _add_notebooks_parser(sub) -> None:
@@ -203,6 +226,7 @@ def _add_notebooks_parser(sub) -> None:
                         "'\"text\"'); NAME:str takes VALUE as a plain string (-p category:str bottle)")
     p.add_argument("--baseline", type=Path, help="a folder of *.summary.json (an earlier --out): compare this run "
                                                   "with it; exit 1 when a metric moved past its tolerance")
+    _add_wait_option(p)
     _add_comparison_options(p)
 
 
@@ -250,15 +274,29 @@ def _out_folder(path: Path | None) -> None:
         raise OutputExistsError(f"--out {path} is a file, not a folder; choose another --out")
 
 
+def _inputs_exist(args) -> None:
+    """The dataset's category folder and the --checkpoint exist: checked before an --out is created for them."""
+    from adnlib.data.datasets import category_dir
+    from adnlib.errors import CheckpointError
+    category_dir(args.data, args.category)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+
+
 def _train(args) -> int:
     from adnlib.run.device import resolve_device
+    from adnlib.run.lock import folder_lock
+    from adnlib.run.outputs import check_output_folder
     from adnlib.run.train import train
-    _out_folder(args.out)
     config = _config_from_args(args)
     resolve_device(config.device)  # a bad or absent device: one error line before any data is read
-    result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
-                   progress=not args.no_progress, skip_corrupt=args.skip_corrupt,
-                   checkpoint_every=args.checkpoint_every, keep_optimizer=args.keep_optimizer)
+    _inputs_exist(args)
+    check_output_folder(args.out)  # writable now (train checks the room for its checkpoints before reading data)
+    with folder_lock(args.out, wait=args.wait, command="adnlib train"):
+        result = train(config, args.data, args.category, args.out, resume=args.resume, overwrite=args.overwrite,
+                       progress=not args.no_progress, skip_corrupt=args.skip_corrupt,
+                       checkpoint_every=args.checkpoint_every, keep_optimizer=args.keep_optimizer)
     m = result.metrics
     print(json.dumps({k: m[k] for k in ("variant", "category", "auroc", "auroc_best", "best_epoch", "epochs",
                                         "backbone_weights", "train_seconds")}))
@@ -276,18 +314,31 @@ def _expectation(args):
 
 
 def _evaluate(args) -> int:
-    import numpy as np
+    from adnlib.run.evaluate import check_evaluation_output
+    from adnlib.run.lock import folder_lock
+    from adnlib.run.outputs import check_output_folder
+    if args.out is None:
+        return _evaluate_into(args, None)
+    check_evaluation_output(args.out, args.overwrite)  # before any scoring
+    _inputs_exist(args)
+    check_output_folder(args.out)
+    with folder_lock(args.out, wait=args.wait, command="adnlib evaluate"):
+        check_evaluation_output(args.out, args.overwrite)  # again: another evaluation may have finished meanwhile
+        return _evaluate_into(args, args.out)
 
+
+def _evaluate_into(args, out: Path | None) -> int:
+    """Score the test split with the checkpoint (verified against the metrics.json beside it), print the line,
+    write scores.csv and metrics.json into `out` (None: nothing written)."""
     from adnlib.data.datasets import AnomalyDataset
-    from adnlib.errors import CheckpointError
-    from adnlib.run.checkpoint import model_from_checkpoint, write_csv, write_json
+    from adnlib.run.checkpoint import WEIGHTS_IN, model_from_checkpoint, verify_weights, write_csv, write_json
     from adnlib.run.device import check_precision, precision_record, resolve_device
-    from adnlib.run.evaluate import check_evaluation_output, report, score_dataset, test_rotation_record
-    _out_folder(args.out)
-    if args.out is not None:
-        check_evaluation_output(args.out, args.overwrite)  # before any scoring
+    from adnlib.run.evaluate import check_finite_scores, report, score_dataset, test_rotation_record
     device = resolve_device(args.device)
+    verify_weights(args.checkpoint)
     model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
+    if model.checkpoint_info.get(WEIGHTS_IN):  # best.pt naming checkpoint.pt: its weights are checkpoint.pt's
+        verify_weights(args.checkpoint.parent / model.checkpoint_info[WEIGHTS_IN])
     trained_on = model.checkpoint_info.get("category")
     if trained_on and trained_on != args.category:
         warnings.warn(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}: its AUROC "
@@ -300,73 +351,39 @@ def _evaluate(args) -> int:
     scores = score_dataset(model, dataset, n_rotations=args.tta, device=device, seed=model.config.seed,
                            evaluation=evaluation,
                            progress=not args.no_progress)
-    bad = scores[~np.isfinite(scores["score"].to_numpy())]
-    if len(bad):
-        raise CheckpointError(f"{args.checkpoint} gives non-finite scores for {len(bad)} of {len(scores)} images "
-                              f"(e.g. {bad['path'].iloc[0]}): the training that wrote it diverged")
+    check_finite_scores(scores, args.checkpoint)
     rep = report(scores)
     line = {"auroc": rep["auroc"], "auroc_per_defect": rep["auroc_per_defect"], "category": args.category,
             "variant": model.config.variant, "checkpoint": str(args.checkpoint),
             "n_rotations": args.tta or model.config.n_test_rotations, "backbone_weights": model.backbone_weights,
             "test_rotations": test_rotation_record(model.config, args.tta, evaluation),
             **precision_record(model.config.amp, device)}
-    if args.out is not None:
-        write_csv(args.out / "scores.csv", scores)
-        write_json(args.out / "metrics.json", {**line, "roc": rep["roc"]})
+    if out is not None:
+        write_csv(out / "scores.csv", scores)
+        write_json(out / "metrics.json", {**line, "roc": rep["roc"]})
     print(json.dumps(line))
     return 0
 
 
-def _save_overlays(folder: Path, dataset, images, maps, masks, n: int) -> None:
-    """The first n test images, defective ones first: image | min-max stretched map over it | ground truth."""
-    import numpy as np
-    from PIL import Image
-
-    from adnlib.explain.attention_viz import overlay_heatmap, to_display
-    order = sorted(range(len(dataset)), key=lambda i: (dataset.samples[i].label == 0, i))[:n]
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in order:
-        sample = dataset.samples[i]
-        truth = np.repeat(masks[i].numpy()[..., None].astype(np.float32), 3, axis=2)
-        row = np.concatenate([to_display(images[i]), overlay_heatmap(images[i], maps[i], normalize=True), truth], 1)
-        name = f"{sample.defect_type}_{sample.path.stem}.png"
-        Image.fromarray((row * 255).round().astype(np.uint8)).save(folder / name)
-
-
 def _localize(args) -> int:
-    import torch
-
-    from adnlib.data.datasets import AnomalyDataset
     from adnlib.errors import CheckpointError
-    from adnlib.explain.localization_metrics import localization_metrics, method_maps, paired_localization_bootstrap
-    from adnlib.run.checkpoint import model_from_checkpoint, write_json
+    from adnlib.explain.localize import localize
+    from adnlib.run.checkpoint import model_from_checkpoint
     from adnlib.run.device import resolve_device
-    _out_folder(args.out)
-    methods = list(dict.fromkeys(args.method or ["differnet"]))
+    from adnlib.run.lock import folder_lock
+    from adnlib.run.outputs import check_output_folder
     device = resolve_device(args.device)
     model = model_from_checkpoint(args.checkpoint, device)
+    _inputs_exist(args)
+    check_output_folder(args.out)
     trained_on = model.checkpoint_info.get("category")
     if trained_on and trained_on != args.category:
         raise CheckpointError(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}")
-    if "cbam-spatial" in methods and model.config.variant != "cbam":
-        raise CheckpointError(f"--method cbam-spatial needs a CBAM checkpoint; {args.checkpoint} is variant "
-                              f"{model.config.variant!r}")
-    dataset = AnomalyDataset(args.data, args.category, "test", model.config.img_size, cache=True, masks=True)
-    masks = dataset.all_masks()
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    result, all_maps = {"category": args.category, "checkpoint": str(args.checkpoint),
-                        "variant": model.config.variant, "img_size": model.config.img_size, "methods": {}}, {}
-    for method in methods:
-        start = time.perf_counter()
-        all_maps[method] = method_maps(model, images, method)
-        seconds = time.perf_counter() - start
-        result["methods"][method] = {**localization_metrics(masks.numpy(), all_maps[method]), "seconds": seconds}
-        _save_overlays(args.out / "overlays" / method, dataset, images, all_maps[method], masks, args.overlays)
-    result["comparisons"] = {f"{m} - {methods[0]}": paired_localization_bootstrap(
-        masks.numpy(), all_maps[methods[0]], all_maps[m], n_boot=args.n_boot) for m in methods[1:]}
-    write_json(args.out / "localization.json", result)
+    with folder_lock(args.out, wait=args.wait, command="adnlib localize"):
+        found = localize(model, args.data, args.category, args.method or ["differnet"], out_dir=args.out,
+                         overlays=args.overlays, n_boot=args.n_boot, source=args.checkpoint)
     print(json.dumps({m: {k: v[k] for k in ("pixel_auroc", "pro", "n_images", "seconds")}
-                      for m, v in result["methods"].items()}))
+                      for m, v in found.metrics["methods"].items()}))
     return 0
 
 
@@ -471,17 +488,20 @@ def _print_grid_report(args, categories: list[str], runs) -> None:
 
 
 def _notebooks(args) -> int:
+    from adnlib.run.lock import folder_lock
+    from adnlib.run.outputs import check_output_folder
     from adnlib.teach.notebooks import NOTEBOOKS, CellLimits, check_parameters, run_all
     names = tuple(args.only) if args.only else NOTEBOOKS
     unknown = [n for n in names if n not in NOTEBOOKS]
     if unknown:
         raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
-    _out_folder(args.out)
     params = _notebook_parameters(args.parameter)
     check_parameters(params, names)  # names and preset, and the environment's cell limits: before any run
     CellLimits.for_run(params)
     baseline = _baseline(args, names) if args.baseline else None  # a bad baseline stops us before any run
-    runs = run_all(args.out, params, names)
+    check_output_folder(args.out)
+    with folder_lock(args.out, wait=args.wait, command="adnlib notebooks"):
+        runs = run_all(args.out, params, names)
     failed = [r.name for r in runs if not r.ok]
     print(f"executed notebooks and their artefacts are in {args.out}")
     status = 0
@@ -545,9 +565,12 @@ def _notebook_parameters(pairs: list[list[str]]) -> dict:
 
 
 def _demo_data(args) -> int:
-    from adnlib.data.demo import DEFAULT_DEMO_ROOT, make_demo_dataset
-    _out_folder(args.out)
-    root = make_demo_dataset(args.out or DEFAULT_DEMO_ROOT, force=args.force)
+    from adnlib.data.demo import _MARKER, DEFAULT_DEMO_ROOT, make_demo_dataset
+    from adnlib.run.outputs import check_output_folder
+    root = args.out or DEFAULT_DEMO_ROOT
+    if args.force or not (root / _MARKER).exists():  # an existing dataset is kept: nothing to write
+        check_output_folder(root, DEMO_BYTES, largest="the demo dataset")
+    root = make_demo_dataset(root, force=args.force)
     print(root)
     return 0
 
@@ -581,6 +604,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _write_hint(args, exc: BaseException) -> str:
+    """What to do after a failed write (full disk, read-only folder): the results already written are intact."""
+    from adnlib.errors import OutputWriteError
+    if not isinstance(exc, OutputWriteError):
+        return ""
+    if args.command == "train" and (args.out / "checkpoint.pt").exists():
+        return "; make room, then run the same command with --resume (it continues from the last checkpoint)"
+    if args.command == "grid":
+        return "; make room, then run the same command again (finished cells are reused, interrupted ones resume)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, 1: a notebook or grid cell failed, 2: bad input, 130: interrupted).
 
@@ -598,7 +633,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return command(args)
         except AdnlibError as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
+            print(f"error: {one_line(exc)}{_write_hint(args, exc)}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a write that no check could foresee (the disk filled up meanwhile)
+            from adnlib.run.outputs import write_error
+            failure = write_error(exc, exc.filename or getattr(args, "out", None) or ".")
+            if failure is None:
+                raise
+            print(f"error: {one_line(failure)}{_write_hint(args, failure)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as exc:
             hint = ""

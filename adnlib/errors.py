@@ -27,3 +27,7 @@ class OutputExistsError(AdnlibError, FileExistsError):
 
 class TrainingDivergedError(AdnlibError, FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+class OutputWriteError(AdnlibError, OSError):
+    """An output folder cannot be written: read-only, full, not permitted (the message names the folder or file)."""

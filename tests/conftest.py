@@ -97,6 +97,33 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=60_000)
 
 
+@pytest.fixture(scope="session")
+def tiny_mask_root(demo_root, tmp_path_factory):
+    """tiny_root's images of 'disc' with the ground-truth masks of its 3 defective test images (for localize)."""
+    root = _cut_down(demo_root, tmp_path_factory.mktemp("tiny_masks") / "data", {"disc": "crack"})
+    masks = root / "disc" / "ground_truth" / "crack"
+    masks.mkdir(parents=True)
+    for image in sorted((root / "disc" / "test" / "crack").iterdir()):
+        shutil.copy(demo_root / "disc" / "ground_truth" / "crack" / f"{image.stem}_mask.png", masks)
+    return root
+
+
+@pytest.fixture
+def adnlib_cli(monkeypatch, capsys):
+    """Run `adnlib ARGS...` in-process (adnlib.cli.main) -> (exit status, stdout, non-empty stderr lines)."""
+    import warnings
+
+    from adnlib import cli
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+
+    def run(*args):
+        capsys.readouterr()
+        rc = cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return rc, captured.out, [line for line in captured.err.splitlines() if line.strip()]
+    return run
+
+
 def load_benchmark(filename: str, name: str | None = None):
     """A module of benchmarks/ (not a package), imported with benchmarks/ on the path for its own imports."""
     import importlib.util

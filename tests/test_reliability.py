@@ -320,10 +320,12 @@ def test_a_checkpoint_from_other_versions_loads_with_a_warning(trained_run, tmp_
 
 # --- output folders, devices, weights ---------------------------------------------------------------------------
 def test_an_existing_output_folder_is_never_overwritten_silently(trained_run, tiny_root, tmp_path, run_cli):
-    stamps = {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()}
+    def stamps():  # the results (the write lock's file records each command that took it: not a result)
+        return {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir() if p.name != ".adnlib.lock"}
+    before = stamps()
     rc, _, err = run_cli("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--out", trained_run)
     assert_one_error_line(rc, err, "already holds a run", "--resume", "--overwrite")
-    assert {p.name: p.stat().st_mtime_ns for p in trained_run.iterdir()} == stamps
+    assert stamps() == before
     with pytest.raises(OutputExistsError):
         check_output_dir(trained_run, resume=False, overwrite=False)
     (tmp_path / "a_file").write_text("x")
@@ -390,7 +392,7 @@ def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoi
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert len(pd.read_csv(out / "history.csv")) == 1
     # overwrite removed the replaced run's files: nothing stale sits beside the new checkpoint
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.csv"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".adnlib.lock") == ["checkpoint.pt", "history.csv"]
 
 
 def test_non_finite_scores_stop_the_run_instead_of_a_nan_auroc(tiny_root):

@@ -29,12 +29,13 @@ from adnlib.errors import (
     OutputExistsError,
     TrainingDivergedError,
 )
+from adnlib.run.lock import FolderLockedError
 
 # Fields that do not change a run's numbers: a finished cell that differs only there is reused.
 NOT_RESULT_FIELDS = ("num_workers",)
 ATTEMPTS_FILE = "attempts.json"
 # Failures that another attempt would only repeat: a cell fails at once on them (the engines retry the others).
-NOT_RETRIED = (ConfigError, OutputExistsError, CheckpointError, TrainingDivergedError)
+NOT_RETRIED = (ConfigError, OutputExistsError, CheckpointError, TrainingDivergedError, FolderLockedError)
 # One row per cell as the engines report it (run_grid's runs.attrs["cells"]).
 CELL_COLUMNS = ["cell", "category", "variant", "seed", "status", "auroc", "auroc_best", "seconds", "attempts",
                 "host", "node", "cuda_visible_devices", "error"]
@@ -55,6 +56,10 @@ class _Unusable(OutputExistsError):
 RERUN_HINT = "pass --rerun to replace it, or choose another output folder"
 
 
+class _Unverified(_Refused):
+    """A finished cell whose checkpoint is missing or is not the one its metrics.json records."""
+
+
 @dataclass(frozen=True)
 class GridCell:
     """One cell of a grid and what the plan decided for it: 'reuse' | 'resume' | 'train'."""
@@ -72,6 +77,16 @@ class GridCell:
 def cell_dir(out_dir: str | Path, category: str, variant: str, seed: int) -> Path:
     """The folder of one grid cell."""
     return Path(out_dir) / category / variant / f"seed{seed}"
+
+
+def _saved_epoch(cell: Path) -> int | None:
+    """The epoch of a cell's checkpoint.pt (memory-mapped: the weights are not read); None if not recorded."""
+    import torch
+    try:
+        epoch = torch.load(cell / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # noqa: BLE001 - _saved_config has already explained an unreadable file
+        return None
+    return epoch if isinstance(epoch, int) else None
 
 
 def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
@@ -134,14 +149,21 @@ def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any
         saved_config = Config.from_dict({k: v for k, v in saved.items() if k in requested_dict})
     except (TypeError, ValueError) as exc:  # a config this version cannot build
         return {"config": (f"invalid ({exc})", "given")}
-    return {**config_differences(saved_config, requested, ignore=ignore), **unknown}
+    diff = {**config_differences(saved_config, requested, ignore=ignore), **unknown}
+    if name == "checkpoint.pt":  # a resume may raise the epochs, never lower them (train refuses that)
+        epoch = _saved_epoch(cell)
+        if epoch is not None and epoch > requested.epochs:
+            diff["epochs"] = (f"checkpoint at epoch {epoch}", requested.epochs)
+    return diff
 
 
 def cell_action(folder: str | Path, config: Config, *, resume: bool = True, rerun: bool = False) -> str:
     """What a cell's folder calls for: 'reuse' (finished with this config), 'resume' (interrupted, this config) or
     'train' (nothing saved, resume=False, or saved with another config and rerun=True). A cell saved with another
     config, or with unreadable or edited files (an AUROC that is not a number in [0, 1], a score table missing),
-    raises OutputExistsError naming it and the fields or the file, unless rerun."""
+    raises OutputExistsError naming it and the fields or the file, unless rerun; so does a finished cell whose
+    checkpoint.pt is missing or is not the file its metrics.json records (sha256), and a cell whose checkpoint.pt
+    is past the requested epochs (a resume never lowers them)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"grid cell {folder} is a file")
@@ -155,12 +177,30 @@ def cell_action(folder: str | Path, config: Config, *, resume: bool = True, reru
         raise
     if diff is None:
         return "train"
+    if not diff and (folder / "metrics.json").exists():
+        return _reusable(folder, rerun)
     if not diff:
-        return "reuse" if (folder / "metrics.json").exists() else "resume"
+        return "resume"
     if rerun:
         return "train"
     fields = ", ".join(f"{k}: {a!r} there, {b!r} requested" for k, (a, b) in diff.items())
     raise _Refused(f"{folder} ({fields})")
+
+
+def _reusable(folder: Path, rerun: bool) -> str:
+    """'reuse' for a finished cell whose checkpoints are those its metrics.json records (sha256); a cell whose
+    checkpoint.pt is gone or was replaced raises _Unverified naming it, or is retrained ('train') with rerun."""
+    from adnlib.run.checkpoint import verify_weights
+    try:
+        if not (folder / "checkpoint.pt").is_file():  # also for a metrics.json without a record (older adnlib)
+            raise CheckpointError(f"{folder / 'checkpoint.pt'} is missing, so its results cannot be checked")
+        for name in ("checkpoint.pt", "best.pt"):
+            verify_weights(folder / name)
+    except CheckpointError as exc:
+        if rerun:
+            return "train"
+        raise _Unverified(str(exc)) from exc
+    return "reuse"
 
 
 def check_access(data_root: str | Path, cell: GridCell) -> None:
@@ -223,17 +263,27 @@ def reused_row(cell: GridCell) -> dict:
 
 
 def run_cell(base: Config, data_root: str | Path, cell: GridCell, *, run_id: str, progress: bool = False,
-             context: dict | None = None) -> dict:
+             context: dict | None = None, lock_wait: float = 0) -> dict:
     """Train and evaluate one cell into cell.folder (base with the cell's variant and seed) -> its row (cell_row).
 
     Idempotent: the first attempt of grid run `run_id` does what the plan decided (cell.action); a later attempt
     of the same run (a retry after a crash or an error) looks at the folder again and resumes the checkpoint.pt
     the crashed attempt left (or reuses a run it finished). context: what the engine adds to the attempt's record
     (e.g. the Ray node). Raises what training raised, after recording it in attempts.json.
+
+    The cell holds its folder's write lock (adnlib.run.lock) throughout: another grid, or a retried attempt racing
+    the zombie of an earlier one, gets FolderLockedError (after waiting up to lock_wait seconds).
     """
+    from adnlib.run.lock import folder_lock
+    check_access(data_root, cell)
+    with folder_lock(cell.folder, wait=lock_wait, command=f"grid cell {cell.name}"):
+        return _run_locked(base, data_root, cell, run_id=run_id, progress=progress, context=context)
+
+
+def _run_locked(base: Config, data_root: str | Path, cell: GridCell, *, run_id: str, progress: bool,
+                context: dict | None) -> dict:
     from adnlib.run.train import train
     config = base.replace(variant=cell.variant, seed=cell.seed)
-    check_access(data_root, cell)
     history = read_attempts(cell.folder)
     earlier = [a for a in history if a.get("run") == run_id]
     action = cell.action if not earlier else cell_action(cell.folder, config, rerun=cell.action == "train")

@@ -85,15 +85,29 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     The temporary file sits beside `path` (same file system, so the rename is atomic) and is synced to disk
     before the rename, so that a crash of the machine cannot leave a renamed but empty file either. The result
     has the mode of any new file (the umask's), like a file written with open().
+    A write that fails for want of room or permission (full disk, read-only folder) raises OutputWriteError
+    naming the file (adnlib.run.outputs.write_error), with the previous file intact.
     """
+    from adnlib.run.outputs import write_error
     path = Path(path)
-    _make_parent(path)
-    tmp = _side_file(path)
+    try:
+        _make_parent(path)
+        tmp = _side_file(path)
+    except OSError as exc:
+        failure = write_error(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc
     try:
         write(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent, directory=True)
+    except (OSError, RuntimeError) as exc:
+        failure = write_error(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -295,3 +309,54 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path} does not fit its own config ({str(exc).splitlines()[0]})") from exc
     model.checkpoint_info = {k: ckpt.get(k) for k in ("kind", "epoch", "category", "auroc", "versions", WEIGHTS_IN)}
     return model.to(device).eval()
+
+
+# --- which weights a result belongs to ------------------------------------------------------------------------
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The sha256 of a file, read in 4 MB chunks (a 700 MB paper checkpoint: about a second)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(folder: str | Path, epochs: dict[str, int | None], steps_per_epoch: int) -> dict[str, dict]:
+    """metrics.json's `weights`: for each checkpoint file of a run ({name: epoch}) that exists, the epoch, the
+    optimisation step and the sha256 of the file, so that a later reader can tell whether the file is still the
+    one these results came from (`verify_weights`). Sizes are left out: they change with the torch version."""
+    folder = Path(folder)
+    return {name: {"epoch": epoch, "step": None if epoch is None else epoch * steps_per_epoch,
+                   "sha256": file_sha256(folder / name)}
+            for name, epoch in epochs.items() if (folder / name).is_file()}
+
+
+def recorded_weights(path: str | Path) -> dict | None:
+    """What the metrics.json beside `path` records about it (None: no metrics.json, or one without a record of
+    this file: an evaluation's, or an older adnlib's)."""
+    path = Path(path)
+    try:
+        record = json.loads((path.parent / "metrics.json").read_text())["weights"][path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def verify_weights(path: str | Path) -> None:
+    """CheckpointError (one line) if `path` is missing or is not the file whose results the metrics.json beside it
+    holds (another sha256: replaced by another run, or by hand, after those results were written)."""
+    path = Path(path)
+    record = recorded_weights(path)
+    if record is None:
+        return
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing, but the metrics.json beside it holds the results of its weights "
+                              f"(epoch {record.get('epoch')}): without them those results cannot be checked or "
+                              "reused")
+    digest = file_sha256(path)
+    if digest != record["sha256"]:
+        raise CheckpointError(f"{path} is not the checkpoint the metrics.json beside it describes (epoch "
+                              f"{record.get('epoch')}, sha256 {record['sha256'][:12]}; the file has sha256 "
+                              f"{digest[:12]}): it was replaced after those results were written (another run "
+                              f"writing into {path.parent}?)")

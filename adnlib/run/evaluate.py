@@ -146,6 +146,16 @@ def test_rotation_record(config, n_rotations: int | None = None, evaluation: int
     return record
 
 
+def check_finite_scores(scores: pd.DataFrame, checkpoint: str | Path) -> None:
+    """CheckpointError (one line) if any score of `scores` (a score_dataset table) is NaN or infinite: the
+    training that wrote `checkpoint` diverged."""
+    from adnlib.errors import CheckpointError
+    bad = scores[~np.isfinite(scores["score"].to_numpy())]
+    if len(bad):
+        raise CheckpointError(f"{checkpoint} gives non-finite scores for {len(bad)} of {len(scores)} images "
+                              f"(e.g. {bad['path'].iloc[0]}): the training that wrote it diverged")
+
+
 def check_evaluation_output(out_dir: str | Path, overwrite: bool = False) -> Path:
     """Check an evaluation's output folder before any work: OutputExistsError (one clear line) if it is a file or
     lies under one, or if it holds an evaluation already (scores.csv) and not `overwrite`. -> the folder's Path."""

@@ -20,13 +20,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adnlib.config import Config
-from adnlib.errors import AdnlibError, ConfigError, OutputExistsError
+from adnlib.errors import AdnlibError, ConfigError, OutputExistsError, OutputWriteError
 from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir, NOT_RESULT_FIELDS: public here as before
     CELL_COLUMNS,
     NOT_RESULT_FIELDS,
     NOT_RETRIED,
     GridCell,
     _Refused,
+    _Unverified,
     cell_action,
     cell_differences,
     cell_dir,
@@ -35,6 +36,8 @@ from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir, NOT_RE
     reused_row,
     run_cell,
 )
+from adnlib.run.lock import folder_lock
+from adnlib.run.outputs import check_output_folder, run_peak_bytes
 
 ENGINES = ("serial", "ray")
 
@@ -48,14 +51,21 @@ class GridError(AdnlibError, RuntimeError):
         self.runs, self.cells = runs, cells
 
 
-def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume: bool, rerun: bool) -> list:
+def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume: bool, rerun: bool,
+          lock_wait: float = 0) -> list:
     """A GridCell per (category, variant, seed), with its action 'reuse' | 'resume' | 'train'; refuses cells saved
-    with another config (unless rerun) before anything trains."""
-    plan, refused = [], []
+    with another config, and finished cells whose checkpoint is missing or replaced (unless rerun), before
+    anything trains. Each cell is looked at under its write lock: a cell another process is writing raises
+    FolderLockedError (after lock_wait seconds) instead of being planned from a half-written folder."""
+    plan, refused, unverified = [], [], []
     for category, variant, seed in cells:
         folder = cell_dir(out_dir, category, variant, seed)
         try:
-            action = cell_action(folder, base.replace(variant=variant, seed=seed), resume=resume, rerun=rerun)
+            with folder_lock(folder, wait=lock_wait, command="grid (planning)"):
+                action = cell_action(folder, base.replace(variant=variant, seed=seed), resume=resume, rerun=rerun)
+        except _Unverified as exc:
+            unverified.append(str(exc))
+            continue
         except _Refused as exc:
             refused.append(str(exc))
             continue
@@ -63,19 +73,26 @@ def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume
     if refused:
         raise OutputExistsError(f"grid cell(s) saved with another config: {'; '.join(refused)}. Pass --rerun "
                                 "(rerun=True) to retrain them, or choose another output folder")
+    if unverified:
+        raise OutputExistsError(f"finished grid cell(s) that cannot be reused: {'; '.join(unverified)}. Pass "
+                                "--rerun (rerun=True) to retrain them, or choose another output folder")
     return plan
 
 
 def run_serial(base: Config, data_root: str | Path, cells: list[GridCell], *, run_id: str,
-               done: Callable[[dict], None], max_retries: int = 2, progress: bool = True) -> None:
+               done: Callable[[dict], None], max_retries: int = 2, progress: bool = True,
+               lock_wait: float = 0) -> None:
     """The serial engine: each cell in turn in this process, an error retried up to max_retries times (resuming
     the cell's checkpoint) unless another attempt would only repeat it (cell.NOT_RETRIED); a cell that still
-    fails is reported to `done` as a 'failed' row and the next cell starts. KeyboardInterrupt stops the grid."""
+    fails is reported to `done` as a 'failed' row and the next cell starts. KeyboardInterrupt stops the grid, and
+    so does OutputWriteError (a full or read-only disk: the cell resumes when the grid is run again)."""
     for cell in cells:
         for attempt in range(max_retries + 1):
             try:
-                row = run_cell(base, data_root, cell, run_id=run_id, progress=progress)
+                row = run_cell(base, data_root, cell, run_id=run_id, progress=progress, lock_wait=lock_wait)
                 break
+            except OutputWriteError:  # a full or read-only disk: every other cell would fail the same way
+                raise
             except Exception as exc:  # noqa: BLE001 - reported as the cell's row; the grid goes on
                 if attempt == max_retries or isinstance(exc, NOT_RETRIED):
                     row = cell_row(cell, "failed", attempts=attempt + 1, error=error_text(exc))
@@ -87,7 +104,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
              out_dir: str | Path, *, seeds: list[int] | None = None, progress: bool = True, resume: bool = True,
              rerun: bool = False, engine: str = "serial", address: str | None = None, gpus_per_cell: float = 0,
              cpus_per_cell: float = 1, max_retries: int = 2, on_cell: Callable[[dict, int, int], None] | None = None,
-             on_failure: str = "raise") -> pd.DataFrame:
+             on_failure: str = "raise", lock_wait: float = 0) -> pd.DataFrame:
     """Train every (category, variant, seed) into out_dir/<category>/<variant>/seed<k> and return their rows
     (collect_grid). seeds: default [base.seed]; runs with one seed are paired across variants.
 
@@ -102,6 +119,12 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     on_cell(row, finished, total) is called as each cell finishes (a CELL_COLUMNS dict). The returned table's
     attrs["cells"] lists every cell's row; with failed cells, on_failure='raise' (default) raises GridError once
     the others have finished, 'report' returns the finished ones.
+
+    Before anything trains, out_dir is checked (writable, room for one cell's checkpoints: OutputWriteError) and
+    every cell is planned under its write lock (adnlib.run.lock; FolderLockedError when another process writes
+    it, after waiting up to lock_wait seconds). A finished cell is reused only if its checkpoint.pt is the file its
+    metrics.json records (sha256); a cell holding a checkpoint past the requested epochs is refused (a resume never
+    lowers them). Each cell trains under its lock (on Ray too: a retried cell cannot race its own zombie).
     """
     out_dir = Path(out_dir)
     if on_failure not in ("raise", "report"):
@@ -111,12 +134,12 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     if engine == "ray":
         from adnlib.run.cluster import require_ray
         require_ray()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputExistsError(f"output folder {out_dir} is a file")
     from adnlib.model.weights import check_weights
     check_weights(base.weights)  # a bad weights file: one error now, not every cell failing on it max_retries times
+    _check_out_dir(out_dir, base, variants)
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
-    plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun)
+    plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
+                 lock_wait)
     rows = []
     bar = tqdm(total=len(plan), desc="grid cells", disable=not progress)
 
@@ -136,8 +159,17 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
             run_ray(base, data_root, todo, run_id=run_id, done=done, address=address, gpus_per_cell=gpus_per_cell,
                     cpus_per_cell=cpus_per_cell, max_retries=max_retries)
         else:
-            run_serial(base, data_root, todo, run_id=run_id, done=done, max_retries=max_retries, progress=progress)
+            run_serial(base, data_root, todo, run_id=run_id, done=done, max_retries=max_retries, progress=progress,
+                       lock_wait=lock_wait)
     return _result(out_dir, categories, variants, seeds, rows, on_failure)
+
+
+def _check_out_dir(out_dir: Path, base: Config, variants: list[str]) -> None:
+    """Before any cell: out_dir is a folder, writable, with room for the largest cell's checkpoints."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"output folder {out_dir} is a file")
+    check_output_folder(out_dir, max(run_peak_bytes(base.replace(variant=v)) for v in variants),
+                        largest="one cell's checkpoint.pt (twice while it is replaced) and best.pt")
 
 
 def _result(out_dir: Path, categories, variants, seeds, rows: list[dict], on_failure: str) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from adnlib.run.checkpoint import (
     save_checkpoint,
     save_pointer,
     versions,
+    weights_record,
     write_csv,
     write_json,
 )
@@ -321,6 +322,11 @@ def _resume_checkpoint(config: Config, category: str, out_dir: Path) -> dict:
     if ckpt.get("category") != category:
         raise CheckpointError(f"cannot resume {out_dir}: it was trained on category {ckpt.get('category')!r}")
     epoch = ckpt.get("epoch")
+    if isinstance(epoch, int) and epoch > config.epochs:
+        raise CheckpointError(f"cannot resume {out_dir} to {config.epochs} epochs: its checkpoint.pt is at epoch "
+                              f"{epoch}, and a resume never lowers the epochs (its weights and history would be "
+                              f"labelled {config.epochs}); the earlier evaluations are in best.pt and history.csv, "
+                              f"or pass --epochs {epoch} or more")
     needed = RESUME_KEYS if epoch is None or epoch < config.epochs else ("epoch", "history")
     missing = [k for k in needed if k not in ckpt]
     if missing and ckpt.get("finished"):
@@ -390,11 +396,13 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
         check_output_dir(out_dir, resume, overwrite)
     device = resolve_device(config.device)
     check_precision(config.amp, device)
-    train_set, test_set = _read_data(config, data_root, category, skip_corrupt)
     ckpt = _resume_checkpoint(config, category, out_dir) if resume else None
+    model, optimizer = _build(config, ckpt, device)
+    if out_dir is not None:  # before the data is read and before the replaced run's files go
+        _check_room(model, out_dir)
+    train_set, test_set = _read_data(config, data_root, category, skip_corrupt)
     if out_dir is not None:
         _clean_output(out_dir, resume, overwrite)
-    model, optimizer = _build(config, ckpt, device)
     run = _Run(config, category, out_dir, device, train_set, test_set, model, optimizer,
                loader_generator=torch.Generator().manual_seed(stream_seed(config.seed, "data_order")),
                rotation_generator=torch.Generator().manual_seed(stream_seed(config.seed, "train_rotations")))
@@ -407,6 +415,20 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
                                  torch.Generator().manual_seed(stream_seed(config.seed, "feature_cache")),
                                  config.test_batch_size, progress)
     return run
+
+
+def _check_room(model: AttentDifferNet, out_dir: Path) -> None:
+    """OutputWriteError now, not after an epoch, if out_dir cannot be written or lacks room for the checkpoints.
+
+    The peak: a resumable checkpoint.pt being replaced (old file and new copy side by side, atomic_write) and
+    best.pt (weights only); the files of the run already there are replaced, so they count as room."""
+    from adnlib.run.outputs import check_output_folder, checkpoint_bytes, state_bytes
+    checkpoint = checkpoint_bytes(model)
+    present = sum((out_dir / name).stat().st_size for name in ("checkpoint.pt", "best.pt")
+                  if (out_dir / name).is_file())
+    check_output_folder(out_dir, max(0, 2 * checkpoint + state_bytes(model) - present),
+                        largest=f"checkpoint.pt (up to {checkpoint / 1e6:.1f} MB, twice while it is replaced) and "
+                                "best.pt")
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict, int]:
@@ -528,6 +550,9 @@ def _finish(run: _Run, data_root, keep_optimizer: bool, progress: bool) -> Train
     if run.out_dir is not None:
         write_csv(run.out_dir / "scores.csv", run.last_scores)
         write_csv(run.out_dir / "history.csv", history)
+        best_epoch = run.best["epoch"] if run.best else run.saved_epoch
+        metrics["weights"] = weights_record(run.out_dir, {"checkpoint.pt": run.saved_epoch, "best.pt": best_epoch},
+                                            len(run.loader))
         write_json(run.out_dir / "metrics.json", metrics)
     return TrainResult(model=run.model, history=history, scores=run.last_scores, metrics=metrics,
                        best_scores=run.best_scores, out_dir=run.out_dir)

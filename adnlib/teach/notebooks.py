@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class NotebookRun:
 # its trainings run for hours on a CPU. Environment overrides: ADNLIB_CELL_TIMEOUT, ADNLIB_LONG_CELL_TIMEOUT
 # (seconds; 0 = no limit).
 CELL_TIMEOUT_S = 120
+SUMMARISED = (".json", ".csv")  # the files a summary reads (adnlib.teach.regression.collect_artefacts)
 LONG_CELL_TIMEOUT_S = 3600
 LONG_TAG = "long"
 
@@ -103,8 +105,10 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     (out_dir/<name> unless set). It runs on the `adnlib` papermill engine (`adnlib.teach.nbengine`: no widget
     stall, per-cell limits). Afterwards, failed or not, the run's summary (key
     numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
-    out_dir/<name>.summary.json and into the executed notebook's metadata. Raises NotebookError naming the failing
-    or stalled cell; NotebookInterrupted (a KeyboardInterrupt) naming the cell and the partial notebook on Ctrl-C.
+    out_dir/<name>.summary.json and into the executed notebook's metadata. The summary reads only the files of
+    this run (`_files_of_this_run`): in a reused out_dir, what an earlier run left there is not summarised again.
+    Raises NotebookError naming the failing or stalled cell; NotebookInterrupted (a KeyboardInterrupt) naming the
+    cell and the partial notebook on Ctrl-C.
     """
     limits = limits or CellLimits.for_run(parameters)
     source = Path(source) if source else NOTEBOOK_DIR / f"{name}.ipynb"
@@ -114,10 +118,10 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{name}.ipynb"
     params = {"output_dir": str(out_dir / name), **(parameters or {})}
-    started = time.perf_counter()
+    started, since_ns = time.perf_counter(), _file_clock_ns(out_dir)
     error = _execute(name, source, output, params, kernel=kernel, progress=progress, limits=limits)
     seconds = time.perf_counter() - started
-    _write_summary(name, out_dir, output, source, params, seconds, error)
+    _write_summary(name, out_dir, output, source, params, seconds, error, since_ns)
     if error is not None:
         raise error
     return NotebookRun(name, output, seconds)
@@ -161,16 +165,60 @@ def _caused(message: str, cause: BaseException) -> NotebookError:
 
 
 def _write_summary(name: str, out_dir: Path, output: Path, source: Path, params: dict, seconds: float,
-                   error: NotebookError | None) -> None:
-    """The run's summary (adnlib.teach.regression). A problem here is a warning: it never hides the notebook's own
-    result, and a later comparison reports the missing summary."""
+                   error: NotebookError | None, since_ns: int | None = None) -> None:
+    """The run's summary (adnlib.teach.regression) of the files this run wrote (all of them when since_ns is None).
+    A problem here is a warning: it never hides the notebook's own result, and a later comparison reports the
+    missing summary."""
     from adnlib.teach.regression import summarize_run, write_summary
+    view = out_dir / f".{name}.summary-view-{os.getpid()}"
     try:
-        summary = summarize_run(name, out_dir, seconds=seconds, parameters=params, source=source,
+        root = out_dir
+        if since_ns is not None:  # summarise a copy (hard links) holding only this run's files
+            _link_files(out_dir / name, view / name, _files_of_this_run(out_dir / name, since_ns))
+            root = view
+        summary = summarize_run(name, root, seconds=seconds, parameters=params, source=source,
                                 error=None if error is None else str(error))
         write_summary(summary, out_dir, output)
     except Exception as exc:  # noqa: BLE001 (the notebook ran; its summary is secondary)
         warnings.warn(f"{name}: no summary written ({type(exc).__name__}: {exc})", stacklevel=2)
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def _file_clock_ns(folder: Path) -> int:
+    """The file system's clock now (the mtime of a file created and removed in `folder`): what the files a run
+    writes are compared with (the machine's clock may differ from a network file system's)."""
+    marker = folder / f".adnlib-clock-{os.getpid()}"
+    marker.write_bytes(b"")
+    try:
+        return marker.stat().st_mtime_ns
+    finally:
+        marker.unlink()
+
+
+def _files_of_this_run(folder: Path, since_ns: int) -> list[Path]:
+    """The files of a notebook's output folder that belong to the run started at since_ns: those written since,
+    and every file of a sub-folder in which anything was written since (a training run the notebook resumed or
+    reused: a grid takes each cell's write lock, which rewrites the cell's .adnlib.lock). Files that an earlier run
+    left and this one did not touch (another variant's, another category's) are not of this run. Only the kinds
+    of file a summary reads (SUMMARISED) are listed."""
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    fresh_dirs = {p.parent for p in files if p.parent != folder and p.stat().st_mtime_ns >= since_ns}
+    return [p for p in files if p.suffix in SUMMARISED
+            and (p.parent in fresh_dirs if p.parent != folder else p.stat().st_mtime_ns >= since_ns)]
+
+
+def _link_files(folder: Path, view: Path, files: list[Path]) -> None:
+    """Mirror `files` (inside `folder`) under `view` as hard links (copies where links are not possible)."""
+    for path in files:
+        target = view / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
 
 
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,
