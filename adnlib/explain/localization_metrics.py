@@ -187,7 +187,7 @@ def cbam_spatial_maps(model, images) -> np.ndarray:
 
 def method_maps(model, images, method: str, batch_size: int = 8) -> np.ndarray:
     """Anomaly maps (B,S,S) of uint8 images (B,3,S,S) by one of METHODS: 'differnet' (DifferNet's gradient map,
-    `differnet_localization`, the model's test angles), 'gradcam' (Grad-CAM of the anomaly score, the mean over
+    `differnet_localization`, the official fixed angles), 'gradcam' (Grad-CAM of the anomaly score, the mean over
     scales, `anomaly_cam`), 'cbam-spatial' (`cbam_spatial_maps`)."""
     from adnlib.explain.gradcam import anomaly_cam
     from adnlib.explain.localization import differnet_localization

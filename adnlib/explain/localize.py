@@ -2,7 +2,7 @@
 `adnlib localize` (and notebook 05's pixel metrics), as one call.
 
 `localize(model, data_root, category, methods)` computes each method's anomaly maps of every test image
-(`localization_metrics.method_maps`, the model's own test angles), their pixel AUROC and PRO, a paired bootstrap of
+(`localization_metrics.method_maps`, at the official fixed angles), their pixel AUROC and PRO, a paired bootstrap of
 each method against the first, and, with `out_dir`, writes `localization.json` and `overlays/<method>/*.png`
 (image | map | mask of the first test images, defective ones first).
 
