@@ -161,9 +161,14 @@ REQUESTED = preset("smoke", epochs=1).replace(variant="differnet", seed=0)
 
 
 def _finished_cell(folder: Path, **metrics) -> Path:
-    """A cell folder that looks finished with REQUESTED's config (no training needed to plan it)."""
+    """A cell folder that looks finished with REQUESTED's config (no training needed to plan it), with a stand-in
+    checkpoint.pt that its metrics.json records (the grid verifies it before reusing a cell)."""
+    import hashlib
     folder.mkdir(parents=True)
-    saved = {"config": REQUESTED.to_dict(), "auroc": 0.9, "auroc_best": 0.95, **metrics}
+    (folder / "checkpoint.pt").write_bytes(b"stand-in weights")
+    weights = {"checkpoint.pt": {"epoch": 1, "step": 1,
+                                 "sha256": hashlib.sha256(b"stand-in weights").hexdigest()}}
+    saved = {"config": REQUESTED.to_dict(), "auroc": 0.9, "auroc_best": 0.95, "weights": weights, **metrics}
     (folder / "metrics.json").write_text(json.dumps(saved))
     for name in ("scores.csv", "scores_best.csv"):
         (folder / name).write_text("path,label,score\na.png,0,1.0\n")
@@ -506,7 +511,10 @@ def _sleeping_notebook(folder: Path, marker: Path) -> None:
     nbformat.write(nb, folder / "00_quickstart.ipynb")
 
 
-RUN_STAND_IN = """import sys
+# The first line gives Ctrl-C its usual meaning: a pytest-xdist worker ignores SIGINT, and a child started from it
+# inherits that (a user's shell never does), so without it the SIGINT below would do nothing.
+RUN_STAND_IN = """import signal; signal.signal(signal.SIGINT, signal.default_int_handler)
+import sys
 from pathlib import Path
 import adnlib.teach.notebooks as notebooks
 notebooks.NOTEBOOK_DIR = Path(sys.argv[1])

@@ -303,3 +303,23 @@ def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, demo_root, 
     report = capsys.readouterr().out
     print(report)
     assert report.index("parameters.epochs") < report.index("metrics (") and "DRIFT" in report, report
+
+
+def test_write_summary_is_atomic_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    # catches a summary written in place: a write that fails half-way (full disk, kill) left half a JSON file,
+    # which the next `adnlib compare` read as a corrupt baseline
+    from adnlib.teach import regression
+    summary = {"notebook": "00_quickstart", "metrics": {"a": 1.0}}
+    path = regression.write_summary(summary, tmp_path)
+    before = path.read_text()
+
+    def half_then_fail(self, data, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(regression.Path, "write_text", half_then_fail)
+    with pytest.raises(OSError):
+        regression.write_summary({**summary, "metrics": {"a": 2.0}}, tmp_path)
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left beside it

@@ -127,16 +127,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     lowers them). Each cell trains under its lock (on Ray too: a retried cell cannot race its own zombie).
     """
     out_dir = Path(out_dir)
-    if on_failure not in ("raise", "report"):
-        raise ConfigError(f"on_failure must be 'raise' or 'report', not {on_failure!r}")
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown grid engine {engine!r}; choose {' or '.join(ENGINES)}")
-    if engine == "ray":
-        from adnlib.run.cluster import require_ray
-        require_ray()
-    from adnlib.model.weights import check_weights
-    check_weights(base.weights)  # a bad weights file: one error now, not every cell failing on it max_retries times
-    _check_out_dir(out_dir, base, variants)
+    _check_request(base, out_dir, variants, engine, on_failure)
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
                  lock_wait)
@@ -162,6 +153,20 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
             run_serial(base, data_root, todo, run_id=run_id, done=done, max_retries=max_retries, progress=progress,
                        lock_wait=lock_wait)
     return _result(out_dir, categories, variants, seeds, rows, on_failure)
+
+
+def _check_request(base: Config, out_dir: Path, variants: list[str], engine: str, on_failure: str) -> None:
+    """Everything a grid can check before any cell: its options, Ray, the weights file, the output folder."""
+    if on_failure not in ("raise", "report"):
+        raise ConfigError(f"on_failure must be 'raise' or 'report', not {on_failure!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown grid engine {engine!r}; choose {' or '.join(ENGINES)}")
+    if engine == "ray":
+        from adnlib.run.cluster import require_ray
+        require_ray()
+    from adnlib.model.weights import check_weights
+    check_weights(base.weights)  # a bad weights file: one error now, not every cell failing on it max_retries times
+    _check_out_dir(out_dir, base, variants)
 
 
 def _check_out_dir(out_dir: Path, base: Config, variants: list[str]) -> None:

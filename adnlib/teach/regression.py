@@ -95,14 +95,17 @@ def summarize_run(name: str, out_dir: str | Path, *, seconds: float, parameters:
 
 def write_summary(summary: dict, out_dir: str | Path, notebook: str | Path | None = None) -> Path:
     """Write out_dir/<name>.summary.json and, when the executed notebook exists, put the same dict in its metadata
-    (`metadata["adnlib"]["summary"]`). Returns the summary file."""
+    (`metadata["adnlib"]["summary"]`). Returns the summary file. Both writes are atomic (a temporary file renamed
+    over the target): a kill or a full disk leaves the previous file whole, never half a summary."""
+    from adnlib.run.checkpoint import atomic_write
     path = Path(out_dir) / f"{summary['notebook']}{SUMMARY_SUFFIX}"
-    path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     if notebook is not None and Path(notebook).is_file():
         import nbformat
         nb = nbformat.read(notebook, as_version=4)
         nb.metadata.setdefault("adnlib", {})["summary"] = summary
-        nbformat.write(nb, notebook)
+        atomic_write(notebook, lambda tmp: nbformat.write(nb, tmp))
     return path
 
 
