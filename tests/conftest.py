@@ -167,11 +167,13 @@ def check_03_sentences(out, variants) -> None:
     reference = histories["differnet"]["feature_norm"].iloc[0]
     for name in ("se", "se, open gates"):
         stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x smaller", text)
-        assert stated and float(stated.group(1)) == pytest.approx(
+        assert stated
+        assert float(stated.group(1)) == pytest.approx(
             reference / histories[name]["feature_norm"].iloc[0], abs=0.051)
         last = histories[name].dropna(subset=["auroc"]).iloc[-1]
         auroc = re.search(rf"\*\*{re.escape(name)}\*\*:[^\n]*AUROC (\d+\.\d) % at epoch {int(last['epoch'])}", text)
-        assert auroc and float(auroc.group(1)) == pytest.approx(100 * last["auroc"], abs=0.051)
+        assert auroc
+        assert float(auroc.group(1)) == pytest.approx(100 * last["auroc"], abs=0.051)
 
 
 def check_04_sentences(out) -> None:

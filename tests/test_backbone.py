@@ -66,7 +66,8 @@ def test_random_weights_are_seeded():
     a, _ = load_alexnet_features("none", seed=1)
     b, _ = load_alexnet_features("none", seed=1)
     c, _ = load_alexnet_features("none", seed=2)
-    assert torch.equal(a[0].weight, b[0].weight) and not torch.equal(a[0].weight, c[0].weight)
+    assert torch.equal(a[0].weight, b[0].weight)
+    assert not torch.equal(a[0].weight, c[0].weight)
 
 
 def test_local_weights_file_is_loaded(tmp_path):

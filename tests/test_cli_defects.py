@@ -18,7 +18,8 @@ from adnlib.errors import ConfigError
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     return lines[0]
 
 
@@ -79,7 +80,9 @@ def test_parser_and_help_do_not_import_torch():
 def test_package_attributes_stay_available_lazily():
     import adnlib
     from adnlib.model.attention import CBAM, SEBlock
-    assert adnlib.CBAM is CBAM and adnlib.SEBlock is SEBlock and adnlib.Config is Config
+    assert adnlib.CBAM is CBAM
+    assert adnlib.SEBlock is SEBlock
+    assert adnlib.Config is Config
     with pytest.raises(AttributeError):
         adnlib.no_such_thing  # noqa: B018
 
@@ -99,7 +102,9 @@ def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
                                      "backbone_weights": "random", "epochs": 1}))
     assert cli.main(grid_args(demo_root, out, "--epochs", "1")) == 0
     table = capsys.readouterr().out
-    assert "disc" in table and "stray" not in table and "se" not in table.splitlines()[1].split(), table
+    assert "disc" in table, table
+    assert "stray" not in table, table
+    assert "se" not in table.splitlines()[1].split(), table
     metrics = out / "disc" / "differnet" / "seed0" / "metrics.json"
     first = json.loads(metrics.read_text())
     assert first["epochs"] == 1
@@ -107,14 +112,16 @@ def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
     # other epochs: refused in one line naming the cell and the field; nothing is retrained
     assert cli.main(grid_args(demo_root, out, "--epochs", "2")) == 2
     line = one_error_line(capsys)
-    assert str(out / "disc" / "differnet" / "seed0") in line and "epochs: 1 there, 2 requested" in line
+    assert str(out / "disc" / "differnet" / "seed0") in line
+    assert "epochs: 1 there, 2 requested" in line
     assert "--rerun" in line
     assert json.loads(metrics.read_text()) == first
 
     # --rerun retrains that cell with the requested config
     assert cli.main(grid_args(demo_root, out, "--epochs", "2", "--rerun")) == 0
     second = json.loads(metrics.read_text())
-    assert second["epochs"] == 2 and second["config"]["epochs"] == 2
+    assert second["epochs"] == 2
+    assert second["config"]["epochs"] == 2
     capsys.readouterr()
 
     # the same request again: reused as it is
@@ -126,7 +133,8 @@ def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
     metrics.unlink()
     assert cli.main(grid_args(demo_root, out, "--epochs", "2", "--weights", "auto")) == 2
     line = one_error_line(capsys)
-    assert str(out / "disc" / "differnet" / "seed0") in line and "weights: 'none' there, 'auto' requested" in line
+    assert str(out / "disc" / "differnet" / "seed0") in line
+    assert "weights: 'none' there, 'auto' requested" in line
 
 
 def test_collect_grid_keeps_only_the_requested_cells(tmp_path):

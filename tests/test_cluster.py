@@ -52,22 +52,30 @@ def test_without_ray_the_ray_engine_fails_in_one_line_saying_what_to_install(tmp
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     code, out, err = _main(["grid", "--data", str(tmp_path), "--engine", "ray", "--out", str(tmp_path / "o")],
                            monkeypatch, capsys)
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("error: ") and "pip install 'adnlib[cluster]'" in err
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: ")
+    assert "pip install 'adnlib[cluster]'" in err
 
 
 def test_ray_options_belong_to_the_ray_engine(tmp_path, monkeypatch, capsys):
     code, _, err = _main(["grid", "--data", str(tmp_path), "--address", "auto", "--out", str(tmp_path / "o")],
                          monkeypatch, capsys)
-    assert code == 2 and err.startswith("error: --address") and err.count("\n") == 1
+    assert code == 2
+    assert err.startswith("error: --address")
+    assert err.count("\n") == 1
     code, _, err = _main(["grid", "--data", str(tmp_path), "--engine", "ray", "--gpus-per-cell", "-1",
                           "--out", str(tmp_path / "o")], monkeypatch, capsys)
-    assert code == 2 and "--gpus-per-cell" in err and err.count("\n") == 1
+    assert code == 2
+    assert "--gpus-per-cell" in err
+    assert err.count("\n") == 1
 
 
 def test_a_local_ray_starts_without_dashboard_and_a_cluster_is_joined_by_address():
     from adnlib.run.cluster import init_options
-    assert init_options(None)["include_dashboard"] is False and "address" not in init_options(None)
+    assert init_options(None)["include_dashboard"] is False
+    assert "address" not in init_options(None)
     assert init_options("ray://head:10001")["address"] == "ray://head:10001"
     assert "include_dashboard" not in init_options("auto")
 
@@ -85,16 +93,19 @@ def test_serial_engine_reports_a_failing_cell_and_finishes_the_others(tiny_root2
     assert [ln.split()[2] for ln in lines] == ["disc/differnet/seed0:", "broken/differnet/seed0:",
                                                "weave/differnet/seed0:"]
     assert "FAILED after 2 attempts: DatasetError: cannot read image" in lines[1]
-    assert "(trained," in lines[0] and "(trained," in lines[2]
+    assert "(trained," in lines[0]
+    assert "(trained," in lines[2]
     assert err.splitlines()[-1].startswith("error: 1 of 3 grid cells failed")
     table = printed.splitlines()
     assert [ln.split()[0] for ln in table[3:6]] == ["disc", "weave", "mean"]
     assert "broken/differnet/seed0 (2 attempts): DatasetError: cannot read image" in printed
     attempts = json.loads((out / "broken" / "differnet" / "seed0" / "attempts.json").read_text())["attempts"]
-    assert len(attempts) == 2 and all(a["outcome"].startswith("DatasetError") for a in attempts)
+    assert len(attempts) == 2
+    assert all(a["outcome"].startswith("DatasetError") for a in attempts)
 
     code, printed, err = _main([*args[:4], "disc", "weave", *args[7:]], monkeypatch, capsys)
-    assert code == 0 and err.count("(reused)") == 2
+    assert code == 0
+    assert err.count("(reused)") == 2
 
 
 @pytest.fixture(scope="module")
@@ -174,21 +185,28 @@ def _check_ray_grid(result: dict, ray_out: Path, serial_out: Path, log: str) -> 
     attempts = {c: json.loads((ray_out / c / "differnet" / "seed0" / "attempts.json").read_text())["attempts"]
                 for c in ("disc", "weave", "broken")}
     kill = result["kill"]
-    assert kill.get("pid") and not kill["finished_before"], f"the watcher missed the running cell: {kill}"
+    assert kill.get("pid"), f"the watcher missed the running cell: {kill}"
+    assert not kill["finished_before"], f"the watcher missed the running cell: {kill}"
     every = [dict(a, cell=c, end=a["ended"] or kill["time"]) for c, tries in attempts.items() for a in tries]
     for a in every:  # on the node with GPUs, one GPU each
         print(f"{a['cell']}: attempt {a['attempt']} ({a['action']}) on node {a['node_id'][:8]}, pid {a['pid']}, "
               f"CUDA_VISIBLE_DEVICES={a['cuda_visible_devices']}, {a['outcome'] or 'killed'}")
-        assert a["node_id"] == gpu_node and a["cuda_visible_devices"] in ("0", "1"), a
+        assert a["node_id"] == gpu_node, a
+        assert a["cuda_visible_devices"] in ("0", "1"), a
     pairs = [(a, b) for a in every for b in every if a is not b and _overlap(a, b)]
     assert any(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in pairs), "no two cells at once"
     assert all(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in pairs), "a GPU given twice"
     first, retry = attempts["disc"]
-    assert first["pid"] == kill["pid"] and first["ended"] is None and first["action"] == "train"
-    assert retry["action"] == "resume" and retry["outcome"] == "ok" and retry["pid"] != first["pid"]
+    assert first["pid"] == kill["pid"]
+    assert first["ended"] is None
+    assert first["action"] == "train"
+    assert retry["action"] == "resume"
+    assert retry["outcome"] == "ok"
+    assert retry["pid"] != first["pid"]
     metrics = json.loads((ray_out / "disc" / "differnet" / "seed0" / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1
-    assert len(attempts["broken"]) == 2 and len(attempts["weave"]) == 1
+    assert len(attempts["broken"]) == 2
+    assert len(attempts["weave"]) == 1
 
     ray_rows, serial_rows = (collect_grid(d, ["disc", "weave"], seeds=[0]).set_index("category")
                              for d in (ray_out, serial_out))
@@ -196,10 +214,13 @@ def _check_ray_grid(result: dict, ray_out: Path, serial_out: Path, log: str) -> 
     for category in ("disc", "weave"):  # the scores themselves, image for image
         scores = [(d / category / "differnet" / "seed0" / "scores.csv").read_text() for d in (ray_out, serial_out)]
         assert scores[0] == scores[1], category
-    assert result["rerun"]["exit"] == 0 and result["rerun"]["stderr"].count("(reused)") == 2
+    assert result["rerun"]["exit"] == 0
+    assert result["rerun"]["stderr"].count("(reused)") == 2
     assert result["disconnected"]
     # through the Ray client (ray://): the new cell ran on the GPU node, once, and finished
     assert result["client"]["exit"] == 0, result["client"]["stderr"]
     (client,) = json.loads((ray_out / "disc" / "differnet" / "seed1" / "attempts.json").read_text())["attempts"]
-    assert client["node_id"] == gpu_node and client["outcome"] == "ok" and client["cuda_visible_devices"] in ("0", "1")
+    assert client["node_id"] == gpu_node
+    assert client["outcome"] == "ok"
+    assert client["cuda_visible_devices"] in ("0", "1")
     assert (ray_out / "disc" / "differnet" / "seed1" / "metrics.json").exists()

@@ -160,7 +160,8 @@ def test_probe_of_an_answering_server_is_reachable_and_cached(online, http_serve
     assert weights_mod._can_reach(url + "/x.pth")  # once per process: no second request
     assert len(handler.seen_default_timeouts) == 1
     weights_mod._probe.cache_clear()
-    assert weights_mod._can_reach(url + "/x.pth") and len(handler.seen_default_timeouts) == 2
+    assert weights_mod._can_reach(url + "/x.pth")
+    assert len(handler.seen_default_timeouts) == 2
 
 
 def test_offline_switch_skips_the_probe(monkeypatch, http_server):
@@ -225,7 +226,8 @@ def test_failing_imagenet_download_leaves_the_socket_default_timeout_alone(onlin
     with pytest.raises(WeightsError, match="cannot be downloaded.*404"):
         weights_mod.load_alexnet_features("imagenet")
     assert socket.getdefaulttimeout() == before
-    assert len(handler.seen_default_timeouts) == 2 and set(handler.seen_default_timeouts) == {before}
+    assert len(handler.seen_default_timeouts) == 2
+    assert set(handler.seen_default_timeouts) == {before}
     assert not (tmp_path / "hub").exists() or not any((tmp_path / "hub").iterdir())  # no partial file left
 
 

@@ -58,9 +58,11 @@ def test_pipeline_shapes_are_the_models(name, variant):
         assert scale["input"] == (3, size, size)
         assert [shape for _, shape in scale["stages"]] == [(64, pool1, pool1), (192, pool2, pool2),
                                                             (256, relu5, relu5)]
-        assert scale["final"] == (256, pool5, pool5) and scale["pooled"] == (256,)
+        assert scale["final"] == (256, pool5, pool5)
+        assert scale["pooled"] == (256,)
         assert all(label.endswith(f"+ {variant.upper()}") == config.has_attention for label, _ in scale["stages"])
-    assert shapes["embedding"] == (256 * config.n_scales,) == shapes["z"] and shapes["log_det"] == ()
+    assert shapes["embedding"] == (256 * config.n_scales,) == shapes["z"]
+    assert shapes["log_det"] == ()
     assert shapes["flow"].count("GLOWCouplingBlock") == config.n_coupling_blocks
     assert model.training  # the dummy pass leaves the model in the mode it found it
 
@@ -70,9 +72,12 @@ def test_pipeline_figure_writes_the_recorded_shapes():
     model = AttentDifferNet(preset("smoke", variant="cbam", weights="none", fc_hidden=16))
     fig = pipeline_figure(model)
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
-    assert "concatenate\n512" in texts and "768" not in texts
-    assert "256×1×1" in texts and "conv1 + pool1 + CBAM\n64×15×15" in texts
-    assert fig.axes[0].get_title() and not fig.axes[0].get_xticks().size
+    assert "concatenate\n512" in texts
+    assert "768" not in texts
+    assert "256×1×1" in texts
+    assert "conv1 + pool1 + CBAM\n64×15×15" in texts
+    assert fig.axes[0].get_title()
+    assert not fig.axes[0].get_xticks().size
     plt.close(fig)
 
 
@@ -122,8 +127,10 @@ def test_glow_from_scratch_matches_freia_and_wrong_versions_do_not(dim):
         ours, our_log_det = _reference_glow(x, block)
         atan, _ = _reference_glow(x, block, clamp_fn=lambda s: 3.0 * 0.636 * torch.atan(s))
         swapped, _ = _reference_glow(x, block, swap=True)
-    assert torch.allclose(ours, y) and torch.allclose(our_log_det, log_det)
-    assert not torch.allclose(atan, y) and not torch.allclose(swapped, y)
+    assert torch.allclose(ours, y)
+    assert torch.allclose(our_log_det, log_det)
+    assert not torch.allclose(atan, y)
+    assert not torch.allclose(swapped, y)
 
 
 def test_notebook_glow_block_matches_freia():
@@ -136,7 +143,8 @@ def test_notebook_glow_block_matches_freia():
     with torch.no_grad():
         (y,), log_det = block([x])
         ours, our_log_det = namespace["glow_block"](x, block.subnet1, block.subnet2)
-    assert torch.allclose(ours, y) and torch.allclose(our_log_det, log_det)
+    assert torch.allclose(ours, y)
+    assert torch.allclose(our_log_det, log_det)
 
 
 def test_glow_jacobian_is_not_triangular_but_its_logdet_is_the_sum_of_log_scales():
@@ -144,7 +152,8 @@ def test_glow_jacobian_is_not_triangular_but_its_logdet_is_the_sum_of_log_scales
     # log|det| is still the sum of the clamped log-scales (the FrEIA block's own log-det, checked by autograd).
     block, x = _freia_block(6)
     jacobian = torch.autograd.functional.jacobian(lambda v: block([v[None]])[0][0][0], x[0])
-    assert jacobian[:3, 3:].abs().max() > 1e-3 and jacobian[3:, :3].abs().max() > 1e-3
+    assert jacobian[:3, 3:].abs().max() > 1e-3
+    assert jacobian[3:, :3].abs().max() > 1e-3
     with torch.no_grad():
         log_det = block([x[:1]])[1]
     assert torch.linalg.slogdet(jacobian).logabsdet.item() == pytest.approx(log_det.item(), abs=1e-9)
@@ -156,7 +165,8 @@ def test_soft_clamp_slope_and_bound():
     clamp = 3.0
     s = torch.zeros(1, requires_grad=True)
     (slope,) = torch.autograd.grad(clamp * SoftAtanClamp(clamp)(s), s)
-    assert slope.item() == pytest.approx(0.636) and abs(slope.item() - 2 / math.pi) < 1e-3
+    assert slope.item() == pytest.approx(0.636)
+    assert abs(slope.item() - 2 / math.pi) < 1e-3
     big = clamp * SoftAtanClamp(clamp)(torch.tensor([1e9, -1e9]))
     assert torch.allclose(big.abs(), torch.tensor(clamp * 0.636 * math.pi / 2))
 
@@ -181,7 +191,8 @@ def test_quickstart_quotes_the_papers_means():
     for key, means in paper.HEADLINE_MEANS.items():
         assert f"| {titles[key]} | {means['DifferNet']:.2f} | {means['AttentDifferNet']:.2f} |" in text
     assert f"{paper.HEADLINE_MEANS['mvtec-ad']['DifferNet (own paper)']} on MVTec AD" in text
-    assert "map normal images close to the centre" not in text and "shell of radius about √768" in text
+    assert "map normal images close to the centre" not in text
+    assert "shell of radius about √768" in text
 
 
 @pytest.mark.parametrize("name", ["00_quickstart", "02_normalizing_flows_differnet"])
@@ -193,5 +204,7 @@ def test_course_page_structure(name):
     assert first.index("**What you will learn**") < first.index("**Prerequisites.**") < first.index("**Runtime.**")
     assert "not measured yet" in first or "GPU" in first
     last = nb.cells[-1]
-    assert last.cell_type == "markdown" and last.source.startswith("## References")
-    assert "https://arxiv.org/abs/2008.12577" in last.source and "https://arxiv.org/abs/2401.08686" in last.source
+    assert last.cell_type == "markdown"
+    assert last.source.startswith("## References")
+    assert "https://arxiv.org/abs/2008.12577" in last.source
+    assert "https://arxiv.org/abs/2401.08686" in last.source

@@ -28,14 +28,18 @@ def test_gate_difference_counts_crossings_against_shuffled_labels():
     gates[:, 1] = 0.3 + 0.01 * torch.rand(20, generator=g)  # the same distribution for both labels
     gates[:, 2] = torch.tensor(0.1, dtype=torch.float32)  # constant: never a crossing
     row = gate_difference([_record(gates)], labels, shuffles=50).iloc[0]
-    assert row["channels"] == 3 and row["outside_band"] in (1, 2)
-    assert row["outside_band"] >= 1 and row["max_abs_shift"] == pytest.approx(0.4, abs=0.1)
-    assert row["shuffled_mean"] < row["outside_band"] + 1 and row["shuffled_max"] >= 0
+    assert row["channels"] == 3
+    assert row["outside_band"] in (1, 2)
+    assert row["outside_band"] >= 1
+    assert row["max_abs_shift"] == pytest.approx(0.4, abs=0.1)
+    assert row["shuffled_mean"] < row["outside_band"] + 1
+    assert row["shuffled_max"] >= 0
     energy = (gates ** 2).mean(1)  # ratio after/before with inputs of ones: the mean of the squared gates
     assert row["energy_defective"] == pytest.approx(float(energy[10:].mean()), rel=1e-6)
     assert row["energy_normal"] == pytest.approx(float(energy[:10].mean()), rel=1e-6)
     constant = gate_difference([_record(torch.full((20, 4), 0.1))], labels).iloc[0]
-    assert constant["outside_band"] == 0 and constant["shuffled_max"] == 0
+    assert constant["outside_band"] == 0
+    assert constant["shuffled_max"] == 0
     with pytest.raises(ValueError, match="normal"):
         gate_difference([_record(gates)], np.ones(20, int))
 
@@ -47,7 +51,8 @@ def test_gate_difference_chance_level_is_high_for_labels_that_mean_nothing():
     gates = torch.rand(12, 200, generator=g)
     labels = np.array([0, 1] * 6)
     row = gate_difference([_record(gates)], labels, shuffles=30, seed=0).iloc[0]
-    assert row["shuffled_mean"] > 0 and row["shuffled_max"] >= row["shuffled_mean"]
+    assert row["shuffled_mean"] > 0
+    assert row["shuffled_max"] >= row["shuffled_mean"]
 
 
 def test_normalise_maps_is_per_map():
@@ -55,9 +60,12 @@ def test_normalise_maps_is_per_map():
     maps = np.stack([np.linspace(0, 1, 16).reshape(4, 4), np.linspace(0, 1e-6, 16).reshape(4, 4) + 5,
                      np.full((4, 4), 3.0)])
     out = normalise_maps(maps)
-    assert out.dtype == np.float32 and out.shape == (3, 4, 4)
+    assert out.dtype == np.float32
+    assert out.shape == (3, 4, 4)
     np.testing.assert_allclose(out[0], out[1], atol=1e-4)
-    assert out[0].min() == 0 and out[0].max() == pytest.approx(1) and (out[2] == 0).all()
+    assert out[0].min() == 0
+    assert out[0].max() == pytest.approx(1)
+    assert (out[2] == 0).all()
 
 
 def test_rotate_back_undoes_the_rotation_of_the_copies():
@@ -83,7 +91,8 @@ def test_copy_gradients_are_each_copys_own():
     image = (torch.rand(1, 3, 128, 128, generator=g) * 255).to(torch.uint8)
     angles = torch.tensor([[0.0, 120.0]])
     both = copy_gradients(model, image, angles)
-    assert both.shape == (1, 2, 3, 128, 128) and both.dtype == torch.float32
+    assert both.shape == (1, 2, 3, 128, 128)
+    assert both.dtype == torch.float32
     for k in range(2):
         alone = copy_gradients(model, image, angles[:, k:k + 1])[0, 0]
         torch.testing.assert_close(both[0, k], alone, rtol=1e-4, atol=1e-6 * float(alone.abs().max()))

@@ -13,7 +13,8 @@ def test_demo_dataset_has_the_mvtec_layout(demo_root):
     for category, defects in DEFECTS.items():
         train = find_samples(demo_root, category, "train")
         test = find_samples(demo_root, category, "test")
-        assert len(train) == N_TRAIN and all(s.label == 0 for s in train)
+        assert len(train) == N_TRAIN
+        assert all(s.label == 0 for s in train)
         assert sum(s.label == 0 for s in test) == N_TEST_GOOD
         assert sorted({s.defect_type for s in test if s.label}) == sorted(defects)
         assert sum(s.label for s in test) == N_TEST_PER_DEFECT * len(defects)
@@ -31,8 +32,10 @@ def test_demo_generation_is_deterministic_and_small(tmp_path, demo_root):
 def test_dataset_items(demo_root):
     ds = AnomalyDataset(demo_root, "disc", "test", img_size=128)
     image, label, index = ds[len(ds) - 1]
-    assert image.shape == (3, 128, 128) and image.dtype == torch.uint8
-    assert label == 1 and index == len(ds) - 1
+    assert image.shape == (3, 128, 128)
+    assert image.dtype == torch.uint8
+    assert label == 1
+    assert index == len(ds) - 1
     assert set(ds.defect_types) == {"good", *DEFECTS["disc"]}
 
 
@@ -52,7 +55,8 @@ def test_rotated_copies_are_grouped_per_image():
 
 def test_mvtec_category_list_is_complete():
     from adnlib.data.datasets import INSPLAD_FAULT_CATEGORIES, MVTEC_AD_CATEGORIES
-    assert len(MVTEC_AD_CATEGORIES) == 15 and len(INSPLAD_FAULT_CATEGORIES) == 5
+    assert len(MVTEC_AD_CATEGORIES) == 15
+    assert len(INSPLAD_FAULT_CATEGORIES) == 5
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
@@ -67,7 +71,8 @@ def test_unusual_image_modes_load_as_rgb(tmp_path, mode):
         img = Image.fromarray(arr).convert(mode)
     img.save(tmp_path / "x.png")
     loaded = load_image(tmp_path / "x.png")
-    assert loaded.mode == "RGB" and loaded.size == (32, 32)
+    assert loaded.mode == "RGB"
+    assert loaded.size == (32, 32)
 
 
 def test_transparent_pixels_are_composited_on_black(tmp_path):
@@ -84,7 +89,8 @@ def test_transparent_pixels_are_composited_on_black(tmp_path):
     loaded = np.asarray(load_image(tmp_path / "rgba.png"), dtype=float)
     for row, alpha in enumerate(alphas):
         np.testing.assert_allclose(loaded[row], np.tile(colour * alpha / 255, (20, 1)), atol=1.0)
-    assert (loaded[0] == 0).all() and (loaded[-1] == colour).all()
+    assert (loaded[0] == 0).all()
+    assert (loaded[-1] == colour).all()
 
     la = np.zeros((2, 20, 2), np.uint8)
     la[..., 0], la[0, :, 1], la[1, :, 1] = 180, 100, 255
@@ -97,12 +103,14 @@ def test_transparent_pixels_are_composited_on_black(tmp_path):
     palette.putpalette([250, 250, 250, 30, 120, 200] + [0] * 762)
     palette.save(tmp_path / "p.png", transparency=0)  # index 0 (near-white) fully transparent
     loaded = np.asarray(load_image(tmp_path / "p.png"))
-    assert (loaded[:, :10] == 0).all() and (loaded[:, 10:] == [30, 120, 200]).all()
+    assert (loaded[:, :10] == 0).all()
+    assert (loaded[:, 10:] == [30, 120, 200]).all()
 
     # and through the dataset path: the tensor holds the composited values
     half = np.zeros((24, 24, 4), np.uint8)
     half[..., :3], half[..., 3] = colour, 128
     Image.fromarray(half, "RGBA").save(tmp_path / "half.png")
     tensor = image_to_tensor(load_image(tmp_path / "half.png"), 16)
-    assert tensor.dtype == torch.uint8 and tensor.shape == (3, 16, 16)
+    assert tensor.dtype == torch.uint8
+    assert tensor.shape == (3, 16, 16)
     np.testing.assert_allclose(tensor.float().mean((1, 2)).numpy(), colour * 128 / 255, atol=1.0)

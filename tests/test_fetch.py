@@ -95,10 +95,13 @@ def test_a_download_is_checked_cached_and_reused(server, tmp_path):
     data, cache = _tiny_checkpoint(), tmp_path / "cache"
     url = _serve(server, "/tiny.pt", data)
     path = fetch_checkpoint(url, sha256=_sha(data), cache_dir=cache, progress=False, timeout=WAIT_S)
-    assert path.read_bytes() == data and path.parent == cache and _left(cache) == [path.name]
+    assert path.read_bytes() == data
+    assert path.parent == cache
+    assert _left(cache) == [path.name]
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(256.0))
     again = fetch_checkpoint(url, sha256=_sha(data).upper(), cache_dir=cache, progress=True, timeout=WAIT_S)
-    assert again == path and server.requests == ["/tiny.pt"]
+    assert again == path
+    assert server.requests == ["/tiny.pt"]
 
 
 def test_a_corrupt_cached_file_is_downloaded_again(server, tmp_path):
@@ -109,7 +112,8 @@ def test_a_corrupt_cached_file_is_downloaded_again(server, tmp_path):
     stale.parent.mkdir(parents=True)
     stale.write_bytes(data[:100])
     assert fetch_checkpoint(url, sha256=_sha(data), cache_dir=cache, progress=False).read_bytes() == data
-    assert server.requests == ["/tiny.pt"] and _left(cache) == [stale.name]
+    assert server.requests == ["/tiny.pt"]
+    assert _left(cache) == [stale.name]
 
 
 def test_a_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
@@ -118,8 +122,11 @@ def test_a_wrong_hash_raises_and_leaves_nothing(server, tmp_path):
     url = _serve(server, "/tiny.pt", data)
     with pytest.raises(CheckpointError, match="sha256") as caught:
         fetch_checkpoint(url, sha256="0" * 64, cache_dir=cache, progress=False, timeout=WAIT_S)
-    assert url in str(caught.value) and _sha(data) in str(caught.value) and "\n" not in str(caught.value)
-    assert isinstance(caught.value, AdnlibError) and _left(cache) == []
+    assert url in str(caught.value)
+    assert _sha(data) in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value, AdnlibError)
+    assert _left(cache) == []
 
 
 def test_an_interrupted_download_raises_and_leaves_nothing(server, tmp_path):
@@ -138,7 +145,8 @@ def test_http_404_names_the_status_and_leaves_nothing(server, tmp_path):
     url = server.url + "/missing.pt"
     with pytest.raises(CheckpointError, match="HTTP 404") as caught:
         fetch_checkpoint(url, sha256="a" * 64, cache_dir=cache, progress=False, timeout=WAIT_S)
-    assert url in str(caught.value) and _left(cache) == []
+    assert url in str(caught.value)
+    assert _left(cache) == []
 
 
 def test_a_stalled_server_times_out(server, tmp_path):
@@ -149,7 +157,8 @@ def test_a_stalled_server_times_out(server, tmp_path):
     start = time.monotonic()
     with pytest.raises(CheckpointError, match="timed out"):
         fetch_checkpoint(url, sha256=_sha(data), cache_dir=cache, progress=False, timeout=0.5)
-    assert time.monotonic() - start < WAIT_S and _left(cache) == []
+    assert time.monotonic() - start < WAIT_S
+    assert _left(cache) == []
 
 
 def test_the_hash_can_come_from_the_file_name_or_the_url_fragment(server, tmp_path):
@@ -165,7 +174,8 @@ def test_the_hash_can_come_from_the_file_name_or_the_url_fragment(server, tmp_pa
     assert server.requests[-1] == "/plain.pt"  # the fragment is not sent
     with pytest.raises(CheckpointError, match="no sha256"):
         fetch_checkpoint(plain, cache_dir=cache, progress=False)
-    assert len(server.requests) == 3 and _left(cache) == sorted([f"tiny-{_sha(data)[:10]}.pt",
+    assert len(server.requests) == 3
+    assert _left(cache) == sorted([f"tiny-{_sha(data)[:10]}.pt",
                                                                  cache_path(plain, _sha(data), cache).name])
 
 
@@ -176,7 +186,8 @@ def test_offline_refuses_a_download_but_reuses_a_cached_file(server, tmp_path, m
     monkeypatch.setenv("ADNLIB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="ADNLIB_OFFLINE"):
         fetch_checkpoint(url, sha256=_sha(data), cache_dir=cache, progress=False)
-    assert server.requests == [] and _left(cache) == []
+    assert server.requests == []
+    assert _left(cache) == []
     monkeypatch.setenv("ADNLIB_OFFLINE", "0")
     path = fetch_checkpoint(url, sha256=_sha(data), cache_dir=cache, progress=False)
     monkeypatch.setenv("ADNLIB_OFFLINE", "1")
@@ -197,7 +208,8 @@ def test_a_local_path_is_returned_as_is_and_checked(tmp_path):
     path = tmp_path / "run" / "checkpoint.pt"
     path.parent.mkdir()
     path.write_bytes(data := _tiny_checkpoint())
-    assert fetch_checkpoint(str(path)) == path and fetch_checkpoint(path, sha256=_sha(data)) == path
+    assert fetch_checkpoint(str(path)) == path
+    assert fetch_checkpoint(path, sha256=_sha(data)) == path
     with pytest.raises(CheckpointError, match="expected 0{64}"):
         fetch_checkpoint(path, sha256="0" * 64)
     with pytest.raises(CheckpointError, match="not found"):
@@ -229,12 +241,14 @@ def test_a_manifest_round_trip_through_the_server(server, tmp_path, monkeypatch)
                for f in manifest.parent.iterdir() if f.name != "manifest.json")
     url = f"{server.url}/release/v1/manifest.json"
     only = fetch_checkpoints(url, categories="disc", variants=["se"], seeds=0, cache_dir=cache, progress=False)
-    assert list(only) == [("disc", "se", 0)] and len(server.requests) == 3  # manifest, redirect, one file
+    assert list(only) == [("disc", "se", 0)]
+    assert len(server.requests) == 3
     got = fetch_checkpoints(url, cache_dir=cache, progress=False)
     assert {key: path.read_bytes() for key, path in got.items()} == originals
     monkeypatch.setenv("ADNLIB_OFFLINE", "1")
     count = len(server.requests)
-    assert fetch_checkpoints(url, cache_dir=cache, progress=False) == got and len(server.requests) == count
+    assert fetch_checkpoints(url, cache_dir=cache, progress=False) == got
+    assert len(server.requests) == count
 
 
 def test_a_local_manifest_with_relative_urls_needs_no_server(tmp_path):
@@ -243,7 +257,8 @@ def test_a_local_manifest_with_relative_urls_needs_no_server(tmp_path):
     manifest = write_manifest(tmp_path / "grid", None, tmp_path / "release" / "manifest.json")
     got = fetch_checkpoints(manifest, variants="differnet", cache_dir=tmp_path / "cache")
     assert {k: p.read_bytes() for k, p in got.items()} == {k: v for k, v in originals.items() if k[1] == "differnet"}
-    assert all(p.parent == manifest.parent for p in got.values()) and _left(tmp_path / "cache") == []
+    assert all(p.parent == manifest.parent for p in got.values())
+    assert _left(tmp_path / "cache") == []
 
 
 def test_bad_manifests_and_unfinished_runs_are_refused(tmp_path):

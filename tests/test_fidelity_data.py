@@ -51,8 +51,11 @@ def test_ppm_and_pgm_are_found_and_load_as_rgb(tmp_path):
         with Image.open(good / name) as img:
             expected = image_to_tensor(img.convert("RGB"), S)
         image = data[i][0]
-        assert image.shape == (3, S, S) and image.dtype == torch.uint8 and torch.equal(image, expected), name
-    assert torch.equal(data[2][0][0], data[2][0][1]) and torch.equal(data[2][0][0], data[2][0][2])
+        assert image.shape == (3, S, S), name
+        assert image.dtype == torch.uint8, name
+        assert torch.equal(image, expected), name
+    assert torch.equal(data[2][0][0], data[2][0][1])
+    assert torch.equal(data[2][0][0], data[2][0][2])
     for i, values in ((4, wide), (5, dark)):  # 16-bit: scaled to 8 bits (convert('RGB') alone would clip at 255)
         with Image.open(data.samples[i].path) as img:
             assert img.mode in ("I", "I;16", "I;16B")
@@ -177,7 +180,8 @@ def test_the_order_of_the_operations_matters_and_is_per_image():
                                                                  factors[i][1]), factors[i][2]) for i in range(b)])
     gap = (out - fixed).flatten(1).abs().amax(1)
     not_fixed = torch.tensor([o != [0, 1, 2] for o in orders])
-    assert not_fixed.any() and (~not_fixed).any()
+    assert not_fixed.any()
+    assert (~not_fixed).any()
     assert gap[~not_fixed].max() <= 1e-6  # the same where the drawn order is the fixed one
     # elsewhere mostly not: the blends commute but for the clamp to [0, 1] after each step
     assert (gap[not_fixed] > 1e-2).float().mean() > 0.5
@@ -210,8 +214,10 @@ def _recovered_factors(op, b=4000):
 def test_factors_are_uniform_in_colorjitters_range(op):
     """Strength 1.5 gives factors uniform in [max(0, -0.5), 2.5] = [0, 2.5], not [-0.5, 2.5]."""
     f = _recovered_factors(op).double()
-    assert f.min() >= -1e-4 and f.max() <= 2.5 + 1e-4
-    assert (f < 0.05).any() and (f > 2.45).any()  # both ends are reached
+    assert f.min() >= -1e-4
+    assert f.max() <= 2.5 + 1e-4
+    assert (f < 0.05).any()
+    assert (f > 2.45).any()
     assert (f.abs() < 1e-3).float().mean() < 0.01  # no pile of clamped negative factors at 0
     quartiles = torch.quantile(f, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
     torch.testing.assert_close(quartiles, torch.tensor([0.625, 1.25, 1.875], dtype=torch.float64), atol=0.08, rtol=0)
@@ -232,5 +238,8 @@ def test_jitter_keeps_shape_dtype_range_and_is_reproducible():
         warnings.simplefilter("error")
         a = jitter_colors(images, 0.5, 0.5, 0.5, torch.Generator().manual_seed(4))
     b = jitter_colors(images, 0.5, 0.5, 0.5, torch.Generator().manual_seed(4))
-    assert a.shape == images.shape and a.dtype == torch.float64 and torch.equal(a, b)
-    assert a.min() >= 0 and a.max() <= 1
+    assert a.shape == images.shape
+    assert a.dtype == torch.float64
+    assert torch.equal(a, b)
+    assert a.min() >= 0
+    assert a.max() <= 1

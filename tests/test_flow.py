@@ -135,7 +135,8 @@ def test_flow_pickles_to_the_same_function():
     x = torch.randn(7, 8, dtype=torch.float64)
     z, log_det = flow(x)
     z_copy, log_det_copy = copy(x)
-    assert torch.equal(z, z_copy) and torch.equal(log_det, log_det_copy)
+    assert torch.equal(z, z_copy)
+    assert torch.equal(log_det, log_det_copy)
     back, _ = copy(z_copy, rev=True)
     torch.testing.assert_close(back, x)
     assert copy.module_list[1].f_clamp.clamp == 2.0

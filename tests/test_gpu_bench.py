@@ -28,7 +28,8 @@ def test_first_step_loss_equals_the_official_way(gpu_bench):
     images = (torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     angles = torch.tensor([[-37.5, 121.0], [90.0, 3.25]])
     losses = gpu_bench.first_step_losses(args, torch.device("cpu"), images, angles)
-    assert math.isfinite(losses["ours"]) and losses["abs_diff"] < 1e-4 * max(1.0, abs(losses["official"]))
+    assert math.isfinite(losses["ours"])
+    assert losses["abs_diff"] < 1e-4 * max(1.0, abs(losses["official"]))
 
 
 # Catches a size option that changes the default demo data's layout, or ignores its sizes and counts.
@@ -39,7 +40,8 @@ def test_demo_size_options(tmp_path):
     assert len(list((root / "disc" / "train" / "good").glob("*.png"))) == 2
     assert len(list((root / "disc" / "test").rglob("*.png"))) == 4
     mask = np.asarray(Image.open(next((root / "disc" / "ground_truth").rglob("*.png"))))
-    assert mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+    assert mask.shape == (96, 96)
+    assert set(np.unique(mask)) <= {0, 255}
     assert Image.open(root / "disc" / "train" / "good" / "000.png").size == (96, 96)
 
 
@@ -53,8 +55,10 @@ def test_main_smoke_writes_json(gpu_bench, tmp_path, capsys):
         ("official way", "float32"), ("adnlib", "float32"), ("adnlib", "amp (bf16 backbone)")]
     for r in out["rows"]:
         for key in ("train_ratio", "score_ratio", "train_images_per_s", "score_images_per_s"):
-            assert math.isfinite(r[key]) and r[key] > 0, (r["path"], key)
+            assert math.isfinite(r[key]), (r["path"], key)
+            assert r[key] > 0, (r["path"], key)
     assert math.isfinite(out["rows"][2]["amp_score_change"])
     assert out["first_step_loss"]["abs_diff"] < 1e-4 * max(1.0, abs(out["first_step_loss"]["official"]))
-    assert out["machine"]["device"] == "cpu" and out["machine"]["torch"] == torch.__version__
+    assert out["machine"]["device"] == "cpu"
+    assert out["machine"]["torch"] == torch.__version__
     assert "| official way | float32 |" in capsys.readouterr().out

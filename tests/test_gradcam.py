@@ -69,8 +69,11 @@ def holes(demo_root):
 def test_cam_shape_and_range(models, stains, variant):
     images = stains[0][:2]
     cams = anomaly_cam(models[variant], images)
-    assert cams.shape == (2, 128, 128) and cams.dtype == np.float32
-    assert cams.min() >= 0 and cams.max() <= 1 and np.isclose(cams.max(), 1)
+    assert cams.shape == (2, 128, 128)
+    assert cams.dtype == np.float32
+    assert cams.min() >= 0
+    assert cams.max() <= 1
+    assert np.isclose(cams.max(), 1)
 
 
 def test_cam_options(models, stains):
@@ -79,7 +82,9 @@ def test_cam_options(models, stains):
         assert anomaly_cam(model, images, scales=scales).shape == (1, 128, 128)
     assert anomaly_cam(model, images, combine=[2.0, 1.0]).shape == (1, 128, 128)
     rotated = anomaly_cam(model, images, rotations=2)
-    assert rotated.shape == (1, 128, 128) and rotated.min() >= 0 and rotated.max() <= 1
+    assert rotated.shape == (1, 128, 128)
+    assert rotated.min() >= 0
+    assert rotated.max() <= 1
     assert anomaly_cam(model, images, method="gradcam++").shape == (1, 128, 128)
     assert "eigencam" in METHODS
     with pytest.raises(ValueError):
@@ -190,7 +195,8 @@ def test_explaining_leaves_the_model_as_it_was(models, stains):
         assert model.training
         assert [p.requires_grad for p in model.parameters()] == flags
         for p, (tensor, values) in zip(trainable, saved):
-            assert p.grad is tensor and torch.equal(p.grad, values)
+            assert p.grad is tensor
+            assert torch.equal(p.grad, values)
         assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
     finally:
         for p in trainable:
@@ -232,7 +238,9 @@ def test_input_gradient_map(models, weave_normals, holes):
     painted, mask = _painted(weave_normals, (36, 36))
     with_defect = input_gradient_map(models["differnet"], painted)
     without = input_gradient_map(models["differnet"], weave_normals)
-    assert with_defect.shape == (4, 128, 128) and with_defect.min() >= 0 and np.isclose(with_defect.max(), 1)
+    assert with_defect.shape == (4, 128, 128)
+    assert with_defect.min() >= 0
+    assert np.isclose(with_defect.max(), 1)
     for a, b in zip(with_defect, without):
         assert a[mask].mean() > b[mask].mean() + 0.05  # the paint raises the map where it is...
         assert a[mask].mean() > 4 * a[~mask].mean()  # ...and stands out of the rest of the image
@@ -265,7 +273,8 @@ def test_collect_attention_shapes(models, stains):
     se, cbam = collect_attention(models["se"], images), collect_attention(models["cbam"], images)
     assert [r.channels for r in se] == [64, 192, 256] == [r.channels for r in cbam]
     for r in se + cbam:
-        assert r.inputs.shape == r.outputs.shape and r.inputs.shape[:2] == (2, r.channels)
+        assert r.inputs.shape == r.outputs.shape
+        assert r.inputs.shape[:2] == (2, r.channels)
         assert r.channel_gates.shape == (2, r.channels)
         assert r.energy_before.shape == r.energy_after.shape == (2, r.channels)
         assert r.energy_ratio().shape == (2,)
@@ -303,10 +312,13 @@ def test_parameter_table_counts():
 def test_overlay_stats_and_viewer(models, stains):
     images = stains[0][:2]
     over = overlay_heatmap(images[0], np.random.default_rng(0).random((7, 7)))
-    assert over.shape == (128, 128, 3) and over.min() >= 0 and over.max() <= 1
+    assert over.shape == (128, 128, 3)
+    assert over.min() >= 0
+    assert over.max() <= 1
     records = {"se": collect_attention(models["se"], images), "cbam": collect_attention(models["cbam"], images)}
     stats = gate_statistics(records["cbam"], [0, 1])
-    assert set(stats["images"]) == {"normal", "defective"} and "spatial_mean" in stats
+    assert set(stats["images"]) == {"normal", "defective"}
+    assert "spatial_mean" in stats
     fig = attention_panel(images[0], records["cbam"][2], 0, "x")
     plt.close(fig)
     viewer = attention_viewer(records, images, ["a", "b"])
@@ -314,7 +326,8 @@ def test_overlay_stats_and_viewer(models, stains):
     assert first.startswith(b"\x89PNG")
     block = next(c for c in viewer.children[0].children if c.description == "block")
     block.value = 1  # moving a control redraws: another block, another figure
-    assert bytes(viewer.image.value).startswith(b"\x89PNG") and bytes(viewer.image.value) != first
+    assert bytes(viewer.image.value).startswith(b"\x89PNG")
+    assert bytes(viewer.image.value) != first
     plt.close("all")
 
 
@@ -332,7 +345,8 @@ def test_initial_attention_matches_a_fresh_model(models, stains):
                                     fresh.backbone.attention.state_dict().values()):
                 torch.testing.assert_close(a, b, msg=name)
             shift = gate_shift(collect_attention(trained, stains[0][:2]), collect_attention(initial, stains[0][:2]))
-            assert list(shift["block"]) == [1, 2, 3] and (shift["gate_shift_mean"] > 0).all()
+            assert list(shift["block"]) == [1, 2, 3]
+            assert (shift["gate_shift_mean"] > 0).all()
         finally:
             with torch.no_grad():
                 for p in trained.backbone.attention.parameters():
@@ -343,9 +357,12 @@ def test_pick_test_images(demo_root):
     data = AnomalyDataset(demo_root, "disc", "test", 128)
     chosen = pick_test_images(data, 2, 4)
     kinds = [data.samples[i].defect_type for i in chosen]
-    assert kinds[:2] == ["good", "good"] and sorted(set(kinds[2:5])) == ["chip", "crack", "stain"]
+    assert kinds[:2] == ["good", "good"]
+    assert sorted(set(kinds[2:5])) == ["chip", "crack", "stain"]
     images, labels, titles = image_batch(data, chosen)
-    assert images.shape == (6, 3, 128, 128) and list(labels) == [0, 0, 1, 1, 1, 1] and titles[0].startswith("good")
+    assert images.shape == (6, 3, 128, 128)
+    assert list(labels) == [0, 0, 1, 1, 1, 1]
+    assert titles[0].startswith("good")
     assert len(pick_test_images(data, 100, 100)) == len(data)
 
 

@@ -54,7 +54,8 @@ def test_output_widget_cells_do_not_stall(tmp_path):
     state = executed.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
     pngs = [o for m in state.values() if m["model_name"] == "OutputModel"
             for o in m["state"].get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(pngs) == 4 and base64.b64decode(pngs[0]["data"]["image/png"]).startswith(b"\x89PNG")
+    assert len(pngs) == 4
+    assert base64.b64decode(pngs[0]["data"]["image/png"]).startswith(b"\x89PNG")
 
 
 @pytest.mark.slow
@@ -65,7 +66,10 @@ def test_a_hanging_cell_fails_fast_and_is_named(tmp_path):
         run_notebook("probe", tmp_path / "out", source=source, limits=CellLimits(short=4, long=4))
     elapsed = time.perf_counter() - started
     message = str(caught.value)
-    assert "probe" in message and "cell 3" in message and "import time" in message and "4 s" in message
+    assert "probe" in message
+    assert "cell 3" in message
+    assert "import time" in message
+    assert "4 s" in message
     assert elapsed < 40, f"a 4 s limit took {elapsed:.0f} s to fail"
 
 
@@ -74,12 +78,14 @@ def test_cell_limits_follow_tags_preset_and_environment(monkeypatch):
     monkeypatch.delenv("ADNLIB_CELL_TIMEOUT", raising=False)
     monkeypatch.delenv("ADNLIB_LONG_CELL_TIMEOUT", raising=False)
     demo = CellLimits.for_run({"preset": "demo"})
-    assert demo(short) == 120 and demo(tagged) == 3600
+    assert demo(short) == 120
+    assert demo(tagged) == 3600
     assert CellLimits.for_run({"preset": "paper"})(tagged) is None  # hours of CPU training are not a stall
     monkeypatch.setenv("ADNLIB_CELL_TIMEOUT", "7")
     monkeypatch.setenv("ADNLIB_LONG_CELL_TIMEOUT", "0")
     limits = CellLimits.for_run({"preset": "demo"})
-    assert limits(short) == 7 and limits(tagged) is None
+    assert limits(short) == 7
+    assert limits(tagged) is None
     monkeypatch.setenv("ADNLIB_CELL_TIMEOUT", "soon")
     with pytest.raises(NotebookError, match="ADNLIB_CELL_TIMEOUT"):
         CellLimits.for_run({})

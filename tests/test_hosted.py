@@ -43,7 +43,8 @@ def test_install_command_pins_the_installed_torch():
     assert command == ["py", "-m", "pip", "install", "--quiet", f"adnlib[notebooks] @ git+{URL}@v1",
                        "torch==2.9.0+cu126", "torchvision==0.24.0"]
     here = install_command(URL)
-    assert here[0] == sys.executable and f"torch=={metadata.version('torch')}" in here
+    assert here[0] == sys.executable
+    assert f"torch=={metadata.version('torch')}" in here
     with pytest.raises(HostedError, match="names no public repository"):
         install_command(PLACEHOLDER)
     with pytest.raises(HostedError, match="not a GitHub repository"):
@@ -96,9 +97,11 @@ def _run_setup_cell(source, monkeypatch, *, colab: bool, run=None):
 def test_setup_cell_runs_the_install_command_only_on_a_platform(monkeypatch):
     source = setup_cell_source(URL, "dev")
     commands, prepared = _run_setup_cell(source, monkeypatch, colab=False)
-    assert commands == [] and prepared == []  # your own machine: nothing
+    assert commands == []
+    assert prepared == []
     commands, prepared = _run_setup_cell(source, monkeypatch, colab=True)
-    assert commands == [(install_command(URL, "dev"), {"check": True})] and prepared == [True]
+    assert commands == [(install_command(URL, "dev"), {"check": True})]
+    assert prepared == [True]
 
 
 def test_setup_cell_without_a_repository_stops_before_pip(monkeypatch):
@@ -131,14 +134,16 @@ def test_prepare_sets_folders_generates_demo_data_and_hints_at_a_gpu(tmp_path, m
     monkeypatch.setattr(hosted, "_has_gpu", lambda: False)
     folders = hosted.prepare("colab")
     assert folders == {"data": tmp_path / "adnlib-data" / "demo", "runs": tmp_path / "adnlib-runs"}
-    assert made == [folders["data"]] and folders["runs"].is_dir()
+    assert made == [folders["data"]]
+    assert folders["runs"].is_dir()
     assert "Change runtime type" in capsys.readouterr().out
     # the user's own data (ADNLIB_DATA with a category in it) is neither replaced nor added to
     own = tmp_path / "mvtec"
     (own / "bottle" / "train").mkdir(parents=True)
     monkeypatch.setenv("ADNLIB_DATA", str(own))
     monkeypatch.setattr(hosted, "_has_gpu", lambda: True)
-    assert hosted.prepare("kaggle")["data"] == own and made == [folders["data"]]
+    assert hosted.prepare("kaggle")["data"] == own
+    assert made == [folders["data"]]
     assert "GPU" not in capsys.readouterr().out
     with pytest.raises(HostedError, match="own machine"):
         hosted.prepare(None)
@@ -150,9 +155,11 @@ def test_set_repository_rewrites_pyproject_badges_and_cells(tmp_path):
         (tmp_path / "notebooks" / f"{name}.ipynb").write_text((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
     (tmp_path / "pyproject.toml").write_text((REPOSITORY / "pyproject.toml").read_text())
     changed = hosted.set_repository(URL, root=tmp_path)
-    assert len(changed) == len(NOTEBOOKS) + 1 and repository_url(tmp_path / "pyproject.toml") == URL
+    assert len(changed) == len(NOTEBOOKS) + 1
+    assert repository_url(tmp_path / "pyproject.toml") == URL
     nb = nbformat.read(tmp_path / "notebooks" / f"{NOTEBOOKS[0]}.ipynb", as_version=4)
-    assert badge_markdown(NOTEBOOKS[0], URL) in nb.cells[0].source and PLACEHOLDER not in nb.cells[0].source
+    assert badge_markdown(NOTEBOOKS[0], URL) in nb.cells[0].source
+    assert PLACEHOLDER not in nb.cells[0].source
     assert [c.source for c in nb.cells if SETUP_TAG in c.metadata.get("tags", [])] == [setup_cell_source(URL)]
     assert hosted.set_repository(URL, root=tmp_path) == []  # idempotent: one badge line, one setup cell
     assert hosted.main(["--repository", "https://example.org/x"]) == 2

@@ -129,7 +129,9 @@ def test_moving_a_slider_redraws_the_figure(lab, name, screens):
                 before, after = _move_slider_and_watch(page, name)
             finally:  # what the page showed, for the CI artefacts (and for a failure)
                 page.screenshot(path=str(screens / f"{name}.png"), full_page=False)
-            assert before and after and before != after
+            assert before
+            assert after
+            assert before != after
             assert not errors, errors
         finally:
             browser.close()

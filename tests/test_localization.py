@@ -56,7 +56,9 @@ def test_matches_the_official_recipe_with_log_det_blur_and_square(model, image):
     # wrong code caught: a missing -log|det J|, no or another blur, blurring after |.|, no square, a sign error in
     # the rotation back (the reference rotates with PIL and scipy, not with the library's functions)
     maps = differnet_localization(model, image, torch.tensor([ANGLES]))
-    assert maps.shape == (1, 128, 128) and maps.dtype == np.float32 and (maps >= 0).all()
+    assert maps.shape == (1, 128, 128)
+    assert maps.dtype == np.float32
+    assert (maps >= 0).all()
     assert _close(maps, _reference(model, image, ANGLES))
     assert not _close(maps, _reference(model, image, ANGLES, log_det=False))  # the log-det term matters here
     assert not _close(normalise_maps(maps), normalise_maps(_reference(model, image, ANGLES, square=False)))
@@ -105,4 +107,5 @@ def test_leaves_the_model_untouched(model, image):
     assert any(flags)
     differnet_localization(model, image, torch.tensor([ANGLES]))
     assert all(p.grad is None for p in model.parameters())
-    assert [p.requires_grad for p in model.parameters()] == flags and not model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not model.training

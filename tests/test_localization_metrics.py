@@ -37,7 +37,8 @@ def test_pro_interpolates_at_the_fpr_limit_and_handles_ties():
     # points (0,0), (0,.5), (.4,1): at .3 the curve is .875; area = .3*(.5+.875)/2
     assert lm.pro_score(masks, maps) == pytest.approx(0.3 * (0.5 + 0.875) / 2 / 0.3)
     fpr, pro = lm.pro_curve(masks, maps)
-    assert fpr.tolist() == pytest.approx([0, 0, .4, 1]) and pro.tolist() == pytest.approx([0, .5, 1, 1])
+    assert fpr.tolist() == pytest.approx([0, 0, .4, 1])
+    assert pro.tolist() == pytest.approx([0, .5, 1, 1])
 
 
 def test_one_region_perfect_and_inverted_maps():
@@ -85,7 +86,8 @@ def test_paired_bootstrap_of_identical_maps_is_zero_and_of_a_better_map_positive
     better = lm.paired_localization_bootstrap(masks, noisy, good, n_boot=200)
     for metric in ("pixel_auroc", "pro"):
         r = better[metric]
-        assert r["delta"] == pytest.approx(r["b"] - r["a"]) and 0 < r["low"] <= r["delta"] <= r["high"]
+        assert r["delta"] == pytest.approx(r["b"] - r["a"])
+        assert 0 < r["low"] <= r["delta"] <= r["high"]
     assert better["pro"]["b"] == pytest.approx(lm.pro_score(masks, good))
 
 
@@ -143,18 +145,22 @@ def test_demo_masks_mark_exactly_the_changed_pixels(demo_root):
     img, mask = defect_with_mask(clean, "disc", "stain", rng)
     changed = np.abs(np.clip(img, 0, 255).astype(np.uint8).astype(int)
                      - np.clip(clean, 0, 255).astype(np.uint8).astype(int)).max(2) > 8
-    assert mask.shape == (SIZE, SIZE) and mask.any() and np.array_equal(mask, changed)
+    assert mask.shape == (SIZE, SIZE)
+    assert mask.any()
+    assert np.array_equal(mask, changed)
     files = sorted((demo_root / "disc" / "ground_truth").rglob("*_mask.png"))
     assert len(files) == 15
     m = np.asarray(Image.open(files[0]))
-    assert m.shape == (SIZE, SIZE) and set(np.unique(m)) == {0, 255}
+    assert m.shape == (SIZE, SIZE)
+    assert set(np.unique(m)) == {0, 255}
 
 
 def test_dataset_masks_resized_nearest_and_empty_for_normal_images(demo_root):
     # catches masks paired with the wrong image, bilinear (non-binary) resizing, non-empty normal masks
     d = AnomalyDataset(demo_root, "disc", "test", 64, masks=True)
     masks = d.all_masks()
-    assert masks.shape == (len(d), 64, 64) and masks.dtype == torch.bool
+    assert masks.shape == (len(d), 64, 64)
+    assert masks.dtype == torch.bool
     for i, s in enumerate(d.samples):
         assert bool(masks[i].any()) == (s.label == 1), s.path
     full = np.asarray(Image.open(demo_root / "disc/ground_truth/crack/000_mask.png")) > 127
@@ -222,7 +228,10 @@ def test_localize_writes_metrics_and_overlays(smoke_run, tmp_path, capsys):
     result = json.loads((tmp_path / "loc/localization.json").read_text())
     for method in ("differnet", "gradcam"):
         m = result["methods"][method]
-        assert 0 <= m["pixel_auroc"] <= 1 and 0 <= m["pro"] <= 1 and m["n_images"] == 6 and m["seconds"] > 0
+        assert 0 <= m["pixel_auroc"] <= 1
+        assert 0 <= m["pro"] <= 1
+        assert m["n_images"] == 6
+        assert m["seconds"] > 0
         assert len(list((tmp_path / "loc/overlays" / method).glob("crack_*.png"))) == 2
     assert "gradcam - differnet" in result["comparisons"]
 
@@ -242,4 +251,7 @@ def test_localize_bad_input_is_one_error_line(smoke_run, tmp_path, capsys):
         rc = main(["localize", "--checkpoint", str(ckpt), "--data", str(data), "--category", category,
                    "--method", method, "--device", "cpu", "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err.strip()
-        assert rc == 2 and err.startswith("error:") and expected in err and "\n" not in err, err
+        assert rc == 2, err
+        assert err.startswith("error:"), err
+        assert expected in err, err
+        assert "\n" not in err, err

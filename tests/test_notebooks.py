@@ -48,15 +48,20 @@ def test_notebook_is_clean_and_parameterised(name):
     for parameter in ("data_root", "preset", "device", "output_dir"):
         assert f"{parameter} = " in tagged[0].source
     # paths resolved from the repository (or ADNLIB_DATA / ADNLIB_RUNS), not from the kernel's folder
-    assert "data_root = None" in tagged[0].source and "output_dir = None" in tagged[0].source
+    assert "data_root = None" in tagged[0].source
+    assert "output_dir = None" in tagged[0].source
     source = "".join(c.source for c in code)
-    assert "paths.data_root(data_root)" in source and f'paths.output_dir("{name}", output_dir)' in source
+    assert "paths.data_root(data_root)" in source
+    assert f'paths.output_dir("{name}", output_dir)' in source
     assert "../" not in source
     # a course page: what you will learn, prerequisites, runtime; exercises; references with links
-    assert nb.cells[0].cell_type == "markdown" and "What you will learn" in nb.cells[0].source
-    assert "Prerequisites" in nb.cells[0].source and "Runtime" in nb.cells[0].source
+    assert nb.cells[0].cell_type == "markdown"
+    assert "What you will learn" in nb.cells[0].source
+    assert "Prerequisites" in nb.cells[0].source
+    assert "Runtime" in nb.cells[0].source
     assert "Exercises" in "".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## References")
+    assert nb.cells[-1].cell_type == "markdown"
+    assert nb.cells[-1].source.startswith("## References")
     assert "https://arxiv.org/abs/2008.12577" in nb.cells[-1].source  # DifferNet, at least
     assert code[-1].metadata.get("jupyter", {}).get("source_hidden") is True, "solutions in a collapsed cell"
     assert "input(" not in "".join(c.source for c in code)
@@ -92,7 +97,8 @@ def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatc
 def test_00_quickstart(tmp_path, demo_root):
     out = _run("00_quickstart", tmp_path, demo_root, variant="se", n_show=4)
     env = json.loads((out / "environment.json").read_text())
-    assert env["device"] == "cpu" and env["torch"]
+    assert env["device"] == "cpu"
+    assert env["torch"]
     summary = json.loads((out / "quickstart.json").read_text())
     run_scores = pd.read_csv(out / "run" / "scores.csv")  # the reported AUROC is the one of the saved scores
     assert summary["auroc_last"] == pytest.approx(roc_auc_score(run_scores["label"], run_scores["score"]), abs=1e-12)
@@ -119,7 +125,9 @@ def test_03_training(tmp_path, demo_root):
     for variant in variants:
         m = json.loads((out / f"metrics_{variant}.json").read_text())
         run = out / "runs" / "disc" / variant / "seed0"
-        assert m["variant"] == variant and m["epochs"] == 1 and (run / "checkpoint.pt").is_file()
+        assert m["variant"] == variant
+        assert m["epochs"] == 1
+        assert (run / "checkpoint.pt").is_file()
         scores, history = pd.read_csv(run / "scores.csv"), pd.read_csv(run / "history.csv")
         assert m["auroc"] == pytest.approx(roc_auc_score(scores["label"], scores["score"]), abs=1e-12)
         assert m["auroc_best"] == pytest.approx(history["auroc"].max(), abs=1e-12)  # best = max over evaluations
@@ -133,7 +141,8 @@ def test_03_training(tmp_path, demo_root):
     assert {"training_curves.png", "feature_shrinkage.png", "cold_start.png"} <= set(_pngs(out))
     check_03_sentences(out, variants)  # the generated sentences state this run's numbers (random weights)
     opened = json.loads((out / "runs_open_gates" / "disc" / "se" / "seed0" / "metrics.json").read_text())
-    assert opened["attention_init"] == "open" and opened["seeds"] == m["seeds"]  # paired with the standard runs
+    assert opened["attention_init"] == "open"
+    assert opened["seeds"] == m["seeds"]
 
 
 @pytest.mark.slow
@@ -148,14 +157,16 @@ def test_04_evaluation(tmp_path, demo_root):
         assert curve["auroc"] == pytest.approx(roc_auc_score(own["label"], own["score"]), abs=1e-12)
         assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(curve["auroc"], abs=1e-9)
     rotations = pd.read_csv(out / "auroc_vs_rotations.csv")
-    assert sorted(set(rotations["n_rotations"])) == [1, 2, 4] and set(rotations["variant"]) == {"differnet", "se"}
+    assert sorted(set(rotations["n_rotations"])) == [1, 2, 4]
+    assert set(rotations["variant"]) == {"differnet", "se"}
     threshold = json.loads((out / "threshold.json").read_text())
     assert threshold["variant"] == max(roc["variants"], key=lambda v: roc["variants"][v]["auroc"])
     own = scores[scores["variant"] == threshold["variant"]]
     flagged = own["score"] >= threshold["threshold"]  # the matrix is recomputed from the saved scores
     expected = [[int((~flagged & (own["label"] == 0)).sum()), int((flagged & (own["label"] == 0)).sum())],
                 [int((~flagged & (own["label"] == 1)).sum()), int((flagged & (own["label"] == 1)).sum())]]
-    assert threshold["confusion [[TN, FP], [FN, TP]]"] == expected and np.sum(expected) == 25
+    assert threshold["confusion [[TN, FP], [FN, TP]]"] == expected
+    assert np.sum(expected) == 25
     assert {"rotations.png", "score_distributions.png", "roc_curves.png", "auroc_per_defect.png",
             "confusion_matrix.png", "auroc_vs_rotations.png"} <= set(_pngs(out))
     check_04_sentences(out)
@@ -182,8 +193,10 @@ def test_06_benchmark_report(tmp_path, demo_root):
     assert {"ours_differnet", "ours_se", "paper_DifferNet", "paper_AttentDifferNet", "delta_differnet",
             "comparable", "note"} <= set(table.columns)
     mean = table.set_index("category").loc["mean"]
-    assert mean["paper_DifferNet"] == 92.46 and mean["paper_AttentDifferNet"] == 94.34
-    assert not table["comparable"].any() and "not a paper dataset" in mean["note"]
+    assert mean["paper_DifferNet"] == 92.46
+    assert mean["paper_AttentDifferNet"] == 94.34
+    assert not table["comparable"].any()
+    assert "not a paper dataset" in mean["note"]
     assert {"comparison_bars.png", "paper_means.png", "forest_plot.png"} <= set(_pngs(out))
     paired = pd.read_csv(out / "paired_comparison.csv")  # two seeds per variant, paired, one row per category
     assert list(zip(paired["category"], paired["variant"])) == [("disc", "se"), ("mean", "se")]
@@ -195,7 +208,8 @@ def test_06_benchmark_report(tmp_path, demo_root):
     assert set(summary["n_seeds"]) == {2}
     executed = nbformat.read(out.parent / "06_benchmark_report.ipynb", as_version=4)
     verdict = [o for c in executed.cells for o in c.get("outputs", []) if "AUROC points, 95" in str(o.get("data", ""))]
-    assert verdict and f"{paired['delta'].iloc[1]:+.1f} AUROC points" in str(verdict[0]["data"])
+    assert verdict
+    assert f"{paired['delta'].iloc[1]:+.1f} AUROC points" in str(verdict[0]["data"])
     check_06_sentences(out, random_weights=True)
 
 
@@ -225,14 +239,16 @@ def test_paper_comparison_maps_insplad_folders():
     assert rows.loc["mean", "paper_RD++"] == 90.75
     assert table["comparable"].all()
     random = paper.comparison_table(ours, "insplad", backbone_weights="random")
-    assert not random["comparable"].any() and "random" in random["note"][0]
+    assert not random["comparable"].any()
+    assert "random" in random["note"][0]
     mvtec = paper.comparison_table(ours.rename(index={"glass-insulator": "bottle"}), "MVTec AD")
     assert mvtec.set_index("category").loc["mean", "paper_DifferNet (own paper)"] == 94.9
 
 
 def test_rotation_subsets():
     assert rotation_counts(16) == [1, 2, 4, 8, 16]
-    assert rotation_counts(12, "fixed") == [1, 2, 4, 12] and rotation_counts(12, "random") == [1, 2, 4, 8, 12]
+    assert rotation_counts(12, "fixed") == [1, 2, 4, 12]
+    assert rotation_counts(12, "random") == [1, 2, 4, 8, 12]
     # Every 4th of 16 evenly spaced angles = the 4 evenly spaced angles of a 4-rotation test.
     from adnlib.data.transforms import fixed_angles
     assert np.allclose(fixed_angles(16)[rotation_subset(16, 4, "fixed")], fixed_angles(4))
@@ -243,13 +259,15 @@ def test_rotation_subsets():
     assert list(curve["n_rotations"]) == [1, 2, 4, 8]
     for n, row in zip([1, 2, 4, 8], curve.itertuples()):  # the test as scored: the first n columns
         assert row.auroc == pytest.approx(roc_auc_score(labels, matrix[:, :n].mean(axis=1)))
-        assert row.auroc_low <= row.auroc <= row.auroc_high and row.auroc_high - row.auroc_low > 0.01
+        assert row.auroc_low <= row.auroc <= row.auroc_high
+        assert row.auroc_high - row.auroc_low > 0.01
     # without a pool every repetition at n = 8 uses the same 8 copies: zero spread by construction (the old band);
     # with a pool of fresh angles it does not vanish
     assert curve["fresh_std"].iloc[-1] < 1e-12
     pool = rng.normal(size=(20, 16)) + labels[:, None]
     fresh = auroc_vs_rotations(matrix, labels, mode="random", pool=pool)
-    assert fresh["fresh_std"].iloc[-1] > 0.005 and list(fresh["auroc"]) == list(curve["auroc"])
+    assert fresh["fresh_std"].iloc[-1] > 0.005
+    assert list(fresh["auroc"]) == list(curve["auroc"])
     with pytest.raises(ValueError, match="at least 16"):
         auroc_vs_rotations(matrix, labels, mode="random", pool=pool[:, :10])
 

@@ -73,12 +73,15 @@ def test_notebook_has_its_own_parameters(name):
         assert f"{parameter} = " in tagged[0].source
     assert 'checkpoints = "auto"' in tagged[0].source  # notebook 03's models by default, trained here only if missing
     source = "".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "paths.data_root(data_root)" in source and "paths.output_dir(" in source and "tqdm.auto" in source
+    assert "paths.data_root(data_root)" in source
+    assert "paths.output_dir(" in source
+    assert "tqdm.auto" in source
     assert "find_checkpoint(" in source
     # a course page: what you will learn, prerequisites, runtimes; references at the end
     first = nb.cells[0].source
     assert all(part in first for part in ("What you will learn", "Prerequisites", "Runtime", "not measured yet"))
-    assert nb.cells[-1].cell_type == "markdown" and nb.cells[-1].source.startswith("## References")
+    assert nb.cells[-1].cell_type == "markdown"
+    assert nb.cells[-1].source.startswith("## References")
     assert "https://arxiv.org/abs/2008.12577" in nb.cells[-1].source
     assert "https://arxiv.org/abs/2401.08686" in nb.cells[-1].source
     for cell in nb.cells:  # training and scoring cells are tagged long (their own time limit)
@@ -96,7 +99,9 @@ def test_01_attention_modules(tmp_path, demo_root):
     assert set(summary["variants"]) == {"se", "cbam"}
     for variant, entry in summary["variants"].items():
         # no notebook 03 next to it: trained here, and the notebook says so
-        assert entry["model"] == "trained here" and entry["epochs"] == 1 and 0 <= entry["auroc"] <= 1
+        assert entry["model"] == "trained here"
+        assert entry["epochs"] == 1
+        assert 0 <= entry["auroc"] <= 1
         assert entry["backbone_weights"] == "random"
         assert [row["block"] for row in entry["gate_difference"]] == [1, 2, 3]
         blocks = {(row["block"], row["images"]) for row in entry["blocks"]}
@@ -136,7 +141,8 @@ def test_01_loads_the_models_of_03(tmp_path, demo_root):
     out, executed = _run("01_attention_modules", tmp_path, demo_root, variants=["se"], n_show=1, max_images=4)
     assert not (out / "models").exists(), "01 trained although 03's checkpoint was there"
     entry = json.loads((out / "attention_modules.json").read_text())["variants"]["se"]
-    assert entry["model"] == str(cell / "checkpoint.pt") and entry["epochs"] == 2
+    assert entry["model"] == str(cell / "checkpoint.pt")
+    assert entry["epochs"] == 2
     assert any(str(cell / "checkpoint.pt") in t and "2 epochs" in t for t in _markdown_outputs(executed))
 
 
@@ -147,10 +153,12 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
     # the quirk is shown, and handled: one activation per scale and call (smoke: 2 scales)
     for model in ("differnet", "se"):
         assert summary["hooked_activations"][model] == {"whole_model": 2, "per_scale": [1, 1]}
-        assert summary["models"][model]["model"] == "trained here" and summary["models"][model]["epochs"] == 1
+        assert summary["models"][model]["model"] == "trained here"
+        assert summary["models"][model]["epochs"] == 1
     assert summary["grid"]["columns"] == ["input", "differnet: DifferNet localisation",
                                           "ours: input gradient (differnet)", "differnet: gradcam", "se: gradcam"]
-    assert summary["grid"]["rows"] == 3 and len(summary["images"]) == 3
+    assert summary["grid"]["rows"] == 3
+    assert len(summary["images"]) == 3
     assert [row["label"] for row in summary["images"]] == [0, 1, 1]
     maps = np.load(out / "maps.npz")  # the correlations in the table are those of the saved maps
     names = summary["grid"]["columns"][1:]
@@ -174,7 +182,8 @@ def _check_pixel_metrics(out, text):
     pixel = pd.read_csv(out / "pixel_metrics.csv")
     assert set(zip(pixel["model"], pixel["method"])) == {(m, k) for m in ("differnet", "se")
                                                           for k in ("differnet", "gradcam")}
-    assert pixel["pixel_auroc"].between(0, 1).all() and pixel["pro"].between(0, 1).all()
+    assert pixel["pixel_auroc"].between(0, 1).all()
+    assert pixel["pro"].between(0, 1).all()
     for model, part in pixel.groupby("model"):
         best = part.loc[part["pro"].idxmax()]
         assert f"**{model}**: the best map by PRO is `{best['method']}` (PRO {best['pro']:.3f}" in text
@@ -201,8 +210,10 @@ def _check_localization(out, summary, maps, demo_root):
 def _check_seed_baseline(summary, maps, texts):
     """DifferNet vs DifferNet (seed + 1) is computed like DifferNet vs SE, and the verdict follows the numbers."""
     baseline = summary["seed_baseline"]
-    assert baseline["name"] == "differnet, seed 1" and baseline["same_backbone"] is True
-    assert baseline["source"]["model"] == "trained here" and baseline["source"]["seed"] == 1
+    assert baseline["name"] == "differnet, seed 1"
+    assert baseline["same_backbone"] is True
+    assert baseline["source"]["model"] == "trained here"
+    assert baseline["source"]["seed"] == 1
     seeds, attention = [], []
     for i, row in enumerate(baseline["table"]):
         expected = np.corrcoef(maps["differnet: gradcam"][i].ravel(), maps["differnet, seed 1: gradcam"][i].ravel())
@@ -210,5 +221,6 @@ def _check_seed_baseline(summary, maps, texts):
         seeds.append(row["corr(differnet | differnet, seed 1)"])
         attention.append(row["corr(differnet | se)"])
     text = next(t for t in texts if "seed 1) **" in t)
-    assert f"**{np.mean(seeds):.2f}**" in text and f"**{np.mean(attention):.2f}**" in text
+    assert f"**{np.mean(seeds):.2f}**" in text
+    assert f"**{np.mean(attention):.2f}**" in text
     assert ("agree less" in text) == (np.mean(attention) < np.mean(seeds))

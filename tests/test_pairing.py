@@ -96,7 +96,8 @@ def test_training_uses_the_derived_streams(tiny_root, monkeypatch):
 
 def test_float32_is_the_default_and_amp_is_refused_where_it_cannot_run(monkeypatch):
     # catches amp on by default, and an --amp that silently runs in float32 (or fails late) on MPS / old GPUs
-    assert preset("paper").amp is False and preset("demo").amp is False
+    assert preset("paper").amp is False
+    assert preset("demo").amp is False
     with pytest.raises(ConfigError, match="MPS"):
         check_precision(True, torch.device("mps"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -116,8 +117,10 @@ def test_amp_changes_the_scores_a_little_and_is_recorded(tiny_root, tmp_path):
     a, b = (runs[amp].scores["score"].to_numpy() for amp in (False, True))
     assert (a != b).any()
     assert abs(a - b).max() < 0.2 * abs(a).max()
-    assert runs[False].metrics["precision"] == "float32" and "bfloat16" in runs[True].metrics["precision"]
-    assert runs[True].metrics["device"] == "cpu" and "float32_matmul_precision" in runs[True].metrics
+    assert runs[False].metrics["precision"] == "float32"
+    assert "bfloat16" in runs[True].metrics["precision"]
+    assert runs[True].metrics["device"] == "cpu"
+    assert "float32_matmul_precision" in runs[True].metrics
 
 
 def test_random_test_rotations_are_fresh_at_every_evaluation(tiny_root, monkeypatch):
@@ -156,7 +159,9 @@ def test_training_batch_draws_angles_then_jitters_each_rotated_copy():
     images = torch.full((3, 3, 32, 32), 0.8)
     off, angles = training_batch(images, preset("smoke"), torch.Generator().manual_seed(5))
     on, none = training_batch(images, preset("smoke", contrast=0.9), torch.Generator().manual_seed(5))
-    assert none is None and on.shape == (3 * 2, 3, 32, 32) and torch.equal(off, images)
+    assert none is None
+    assert on.shape == (3 * 2, 3, 32, 32)
+    assert torch.equal(off, images)
     generator = torch.Generator().manual_seed(5)
     assert torch.equal(angles.reshape(-1), (torch.rand(6, generator=generator) * 2 - 1) * 180.0)
     corners = on[:, :, 0, 0]  # outside the image after most rotations: black before the jitter

@@ -34,7 +34,8 @@ SMOKE = ["-p", "preset", '"smoke"', "-p", "weights", '"none"', "-p", "device", '
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     return lines[0]
 
 
@@ -78,18 +79,26 @@ def test_summary_holds_key_numbers_settings_timings_and_what_is_missing(tmp_path
     # catches: artefacts not read (or the run folder skipped), timings mixed into metrics, settings lost, a missing
     # artefact not listed, long lists or NaN breaking the JSON
     s = _summary(tmp_path)
-    assert s["schema"] == SCHEMA and s["kind"] == regression.KIND and s["status"] == "ok"
+    assert s["schema"] == SCHEMA
+    assert s["kind"] == regression.KIND
+    assert s["status"] == "ok"
     m = s["metrics"]
-    assert m["quickstart.json:auroc_last"] == 0.75 and m["run/metrics.json:auroc_per_defect.chip"] == 0.5
+    assert m["quickstart.json:auroc_last"] == 0.75
+    assert m["run/metrics.json:auroc_per_defect.chip"] == 0.5
     assert m["run/metrics.json:auroc_per_defect.crack"] == "nan"
-    assert m["run/history.csv:epoch=1:loss"] == 0.06 and "run/metrics.json:config.epochs" not in m
+    assert m["run/history.csv:epoch=1:loss"] == 0.06
+    assert "run/metrics.json:config.epochs" not in m
     assert not [k for k in m if "curve" in k or "seconds" in k]
     assert s["timings_s"] == {"wall": 30.0, "quickstart.json:train_seconds": 7.0,
                               "run/history.csv:epoch=1:seconds": 7.0}
     settings = s["settings"]
-    assert settings["device"] == "cpu" and settings["backbone_weights"] == "random" and settings["seeds"] == []
-    assert settings["versions"]["torch"] == "9.9" and "numpy" in settings["versions"]
-    assert settings["run_configs"]["run/metrics.json"]["lr"] == 2e-4 and "output_dir" not in settings["parameters"]
+    assert settings["device"] == "cpu"
+    assert settings["backbone_weights"] == "random"
+    assert settings["seeds"] == []
+    assert settings["versions"]["torch"] == "9.9"
+    assert "numpy" in settings["versions"]
+    assert settings["run_configs"]["run/metrics.json"]["lr"] == 2e-4
+    assert "output_dir" not in settings["parameters"]
     assert s["units"]["quickstart.json:auroc_last"] == "fraction in [0, 1]"
     assert s["artefacts"]["missing"] == ["scored_images.csv", "environment.json"]
     json.loads(json.dumps(s, allow_nan=False))
@@ -98,16 +107,21 @@ def test_summary_holds_key_numbers_settings_timings_and_what_is_missing(tmp_path
 def test_summary_of_a_notebook_that_wrote_nothing(tmp_path):
     # catches: a crash (or an empty summary without the list of what is missing) when the output folder is absent
     s = summarize_run("04_auroc_evaluation", tmp_path, seconds=3.0, error="cell 5 failed")
-    assert s["status"] == "failed" and s["error"] == "cell 5 failed" and s["metrics"] == {}
-    assert "roc.json" in s["artefacts"]["missing"] and s["timings_s"] == {"wall": 3.0}
+    assert s["status"] == "failed"
+    assert s["error"] == "cell 5 failed"
+    assert s["metrics"] == {}
+    assert "roc.json" in s["artefacts"]["missing"]
+    assert s["timings_s"] == {"wall": 3.0}
 
 
 def test_notebook_defaults_are_part_of_the_parameters(tmp_path):
     # catches: only the injected parameters recorded, so a changed default in the notebook would go unexplained
     s = summarize_run("00_quickstart", tmp_path, seconds=1.0, parameters={"epochs": 3},
                       source=REPO / "notebooks" / "00_quickstart.ipynb")
-    assert s["settings"]["parameters"]["epochs"] == 3 and s["settings"]["parameters"]["category"] == "disc"
-    assert s["settings"]["seeds"] == [0] and len(s["settings"]["notebook_code_sha256"]) == 16
+    assert s["settings"]["parameters"]["epochs"] == 3
+    assert s["settings"]["parameters"]["category"] == "disc"
+    assert s["settings"]["seeds"] == [0]
+    assert len(s["settings"]["notebook_code_sha256"]) == 16
 
 
 # --- comparing ---------------------------------------------------------------------------------------------------
@@ -116,7 +130,8 @@ def test_same_summaries_no_drift(tmp_path, capsys):
     s = _summary(tmp_path)
     status, out = _compare(capsys, _folder(tmp_path, "a", s), _folder(tmp_path, "b", copy.deepcopy(s)))
     assert status == 0, out
-    assert "settings: identical" in out and f"metrics: all {len(s['metrics'])} identical" in out
+    assert "settings: identical" in out
+    assert f"metrics: all {len(s['metrics'])} identical" in out
     assert out.strip().endswith("OK: no metric moved past its tolerance")
 
 
@@ -129,7 +144,8 @@ def test_changed_parameter_is_found_named_and_listed_first(tmp_path, capsys):
     row = next(ln for ln in out.splitlines() if "quickstart.json:auroc_last" in ln).split()
     assert row[2:] == ["0.75", "0.85", "+0.1", "(+13.3%)", "abs", "0.02", "DRIFT"], row
     loss = next(ln for ln in out.splitlines() if "history.csv:epoch=1:loss" in ln)
-    assert "rel 5%" in loss and loss.rstrip().endswith("DRIFT")
+    assert "rel 5%" in loss
+    assert loss.rstrip().endswith("DRIFT")
     assert "FAIL: 4 metric(s)" in out
 
 
@@ -141,7 +157,8 @@ def test_a_tolerance_that_absorbs_the_drift(tmp_path, capsys):
                     "--tolerance", "*loss=25%")[0] == 0
     (tmp_path / "tol.json").write_text(json.dumps({"*auroc*": "abs:0.2", "*:loss": "rel:0.25"}))
     status, out = _compare(capsys, a, b, "--tolerances", str(tmp_path / "tol.json"))
-    assert status == 0 and "parameters.epochs" in out, out  # the settings still listed
+    assert status == 0, out
+    assert "parameters.epochs" in out, out
 
 
 def test_exact_fails_on_a_tiny_difference_that_tolerances_absorb(tmp_path, capsys):
@@ -150,7 +167,9 @@ def test_exact_fails_on_a_tiny_difference_that_tolerances_absorb(tmp_path, capsy
     a, b = _folder(tmp_path, "run", run), _folder(tmp_path, "base", base)
     assert _compare(capsys, a, b)[0] == 0
     status, out = _compare(capsys, a, b, "--exact")
-    assert status == 1 and "exact" in out and "seconds" not in out.split("timings in seconds")[0], out
+    assert status == 1, out
+    assert "exact" in out, out
+    assert "seconds" not in out.split("timings in seconds")[0], out
 
 
 def test_timings_are_reported_never_failed(tmp_path, capsys):
@@ -201,23 +220,28 @@ def test_notebooks_checks_the_baseline_before_running(tmp_path, capsys):
     base = _folder(tmp_path, "base", _summary(tmp_path))
     out = tmp_path / "never"
     assert cli.main(["notebooks", "--out", str(out), "--only", "04_auroc_evaluation", "--baseline", str(base)]) == 2
-    assert "has no summary of 04_auroc_evaluation" in one_error_line(capsys) and not out.exists()
+    assert "has no summary of 04_auroc_evaluation" in one_error_line(capsys)
+    assert not out.exists()
     assert cli.main(["notebooks", "--out", str(out), "--only", "00_quickstart", "--baseline", str(base),
                      "--tolerance", "*auroc*=lots"]) == 2
-    assert "tolerance 'lots'" in one_error_line(capsys) and not out.exists()
+    assert "tolerance 'lots'" in one_error_line(capsys)
+    assert not out.exists()
 
 
 def test_tolerance_syntax_and_defaults():
     # catches: a misparsed tolerance, negative values accepted, or the wrong default for AUROC and losses
-    assert parse_tolerance("0.02") == Tolerance(abs=0.02) and parse_tolerance("5%") == Tolerance(rel=0.05)
-    assert parse_tolerance("abs:0.01+rel:2%") == Tolerance(0.01, 0.02) and parse_tolerance("exact") == Tolerance()
+    assert parse_tolerance("0.02") == Tolerance(abs=0.02)
+    assert parse_tolerance("5%") == Tolerance(rel=0.05)
+    assert parse_tolerance("abs:0.01+rel:2%") == Tolerance(0.01, 0.02)
+    assert parse_tolerance("exact") == Tolerance()
     for bad in ("-1", "x", "rel:", "abs=3", "size:1"):
         with pytest.raises(RegressionError):
             parse_tolerance(bad)
     assert tolerance_for("roc.json:variants.se.auroc") == Tolerance(abs=0.02)
     assert tolerance_for("run/history.csv:epoch=3:loss") == Tolerance(rel=0.05)
     assert tolerance_for("run/metrics.json:parameters.flow") == Tolerance()
-    assert Tolerance(abs=0.02).allows(0.71, 0.73) and not Tolerance(abs=0.02).allows(0.71, 0.7301)
+    assert Tolerance(abs=0.02).allows(0.71, 0.73)
+    assert not Tolerance(abs=0.02).allows(0.71, 0.7301)
     rules = tolerance_rules(["*auroc*=1", "roc.json:*=0.5"])
     assert tolerance_for("roc.json:variants.se.auroc", rules) == Tolerance(abs=0.5)
 
@@ -250,9 +274,11 @@ def test_committed_smoke_baseline_is_current():
     assert {"00_quickstart", "04_auroc_evaluation"} <= set(summaries)
     for s in summaries.values():
         params = s["settings"]["parameters"]
-        assert s["status"] == "ok" and (params["preset"], params["weights"], params["device"]) == ("smoke", "none",
+        assert s["status"] == "ok"
+        assert (params["preset"], params["weights"], params["device"]) == ("smoke", "none",
                                                                                                    "cpu")
-        assert s["metrics"] and not s["artefacts"]["missing"]
+        assert s["metrics"]
+        assert not s["artefacts"]["missing"]
     assert sorted(p.suffix for p in BASELINE.iterdir()) == [".json"] * len(summaries)
 
 
@@ -260,7 +286,8 @@ def test_workflow_compares_with_the_baseline_using_tolerances():
     # catches: a workflow that drifts from the documented recipe (other parameters, --exact on another torch)
     lines = (REPO / ".github" / "workflows" / "regression.yml").read_text().splitlines()
     text = "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))  # the steps, not the comments
-    assert "--baseline regression/baseline-smoke" in text and "--exact" not in text
+    assert "--baseline regression/baseline-smoke" in text
+    assert "--exact" not in text
     assert all(p in text for p in ("""preset '"smoke"'""", """weights '"none"'""", """device '"cpu"'"""))
     assert "--only 00_quickstart 04_auroc_evaluation" in text
 
@@ -279,8 +306,10 @@ def test_run_notebook_writes_the_summary_even_when_a_cell_fails(tmp_path):
     with pytest.raises(NotebookError):
         run_notebook("probe", tmp_path / "out", {"seed": 4}, source=source)
     summary = json.loads((tmp_path / "out" / "probe.summary.json").read_text())
-    assert summary["status"] == "failed" and "ZeroDivisionError" in summary["error"]
-    assert summary["metrics"] == {"result.json:auroc": 0.5} and summary["settings"]["seeds"] == [4]
+    assert summary["status"] == "failed"
+    assert "ZeroDivisionError" in summary["error"]
+    assert summary["metrics"] == {"result.json:auroc": 0.5}
+    assert summary["settings"]["seeds"] == [4]
     assert summary["timings_s"]["wall"] > 0
     executed = nbformat.read(tmp_path / "out" / "probe.ipynb", as_version=4)
     assert executed.metadata["adnlib"]["summary"] == summary
@@ -294,15 +323,19 @@ def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, demo_root, 
         assert cli.main(["notebooks", "--out", str(tmp_path / out), "--only", "00_quickstart", *SMOKE, *data]) == 0
     status, report = _compare(capsys, tmp_path / "b", tmp_path / "a", "--exact")
     print(report)
-    assert status == 0 and "settings: identical" in report and "metrics: all" in report, report
+    assert status == 0, report
+    assert "settings: identical" in report, report
+    assert "metrics: all" in report, report
     a, b = load_summaries(tmp_path / "a"), load_summaries(tmp_path / "b")
-    assert a["00_quickstart"]["metrics"] == b["00_quickstart"]["metrics"] and a["00_quickstart"]["metrics"]
+    assert a["00_quickstart"]["metrics"] == b["00_quickstart"]["metrics"]
+    assert a["00_quickstart"]["metrics"]
     capsys.readouterr()
     assert cli.main(["notebooks", "--out", str(tmp_path / "c"), "--only", "00_quickstart", *SMOKE, *data,
                      "-p", "epochs", "2", "--baseline", str(tmp_path / "a")]) == 1
     report = capsys.readouterr().out
     print(report)
-    assert report.index("parameters.epochs") < report.index("metrics (") and "DRIFT" in report, report
+    assert report.index("parameters.epochs") < report.index("metrics ("), report
+    assert "DRIFT" in report, report
 
 
 def test_write_summary_is_atomic_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):

@@ -99,7 +99,8 @@ def run_cli(monkeypatch, capsys):
 
 def assert_one_error_line(rc, err, *fragments):
     assert rc == 2, err
-    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert len(err) == 1, err
+    assert err[0].startswith("error: "), err
     for fragment in fragments:
         assert fragment in err[0], err[0]
 
@@ -169,7 +170,8 @@ def test_empty_class_folder_and_non_image_files_are_ignored(tiny_root, tmp_path)
     (root / "disc" / "test" / "hole" / "notes.txt").write_text("to do")
     with pytest.warns(UserWarning, match=r"empty class folder ignored: .*test/hole"):
         samples = find_samples(root, "disc", "test")
-    assert {s.defect_type for s in samples} == {"good", "crack"} and len(samples) == 6
+    assert {s.defect_type for s in samples} == {"good", "crack"}
+    assert len(samples) == 6
     assert all(s.path.suffix in (".png", ".tif") for s in find_samples(root, "disc", "train"))
 
 
@@ -179,7 +181,8 @@ def test_skip_corrupt_drops_bad_images_with_a_warning(tiny_root, tmp_path):
     (root / "disc" / "train" / "good" / "001.png").write_bytes(b"not a png")
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*crack/000.png: image file is truncated"):
         test = AnomalyDataset(root, "disc", "test", 128, skip_corrupt=True, cache=True)
-    assert len(test) == 5 and test[4][0].shape == (3, 128, 128)
+    assert len(test) == 5
+    assert test[4][0].shape == (3, 128, 128)
     with pytest.warns(UserWarning, match=r"skipped: cannot read image .*good/001.png: cannot identify image file"):
         assert len(AnomalyDataset(root, "disc", "train", 128, skip_corrupt=True)) == 7
     # Skipping every anomalous image leaves AUROC undefined: say so rather than report NaN.
@@ -226,10 +229,13 @@ def test_unusual_image_modes_load_as_8_bit_rgb(tmp_path, mode, suffix):
         img = Image.fromarray((ramp * 255).astype(np.uint8)).convert(mode)
     img.save(tmp_path / f"x{suffix}")
     loaded = load_image(tmp_path / f"x{suffix}")
-    assert loaded.mode == "RGB" and loaded.size == (32, 32)
+    assert loaded.mode == "RGB"
+    assert loaded.size == (32, 32)
     arr = np.asarray(loaded)
     if mode in ("I;16", "I", "F", "L"):  # the full range maps to 0..255, not to black or to white
-        assert arr[0, 0, 0] <= 1 and arr[0, -1, 0] >= 254 and 100 < arr[0, 16, 0] < 155
+        assert arr[0, 0, 0] <= 1
+        assert arr[0, -1, 0] >= 254
+        assert 100 < arr[0, 16, 0] < 155
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------------
@@ -307,7 +313,8 @@ def test_a_checkpoint_evaluated_on_another_category_warns(trained_run, tiny_root
     with pytest.warns(UserWarning, match="trained on category 'disc', not 'other'"):
         rc, out, _ = run_cli("evaluate", "--checkpoint", trained_run / "checkpoint.pt", "--data", root,
                              "--category", "other", "--no-progress", "--device", "cpu")
-    assert rc == 0 and json.loads(out)["category"] == "other"
+    assert rc == 0
+    assert json.loads(out)["category"] == "other"
 
 
 def test_a_checkpoint_from_other_versions_loads_with_a_warning(trained_run, tmp_path):
@@ -462,7 +469,8 @@ def test_a_killed_training_resumes_to_the_same_result(tiny_root, tmp_path, run_c
         proc.kill()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     done = load_checkpoint(killed / "checkpoint.pt")["epoch"]
-    assert 1 <= done < 6 and not (killed / "metrics.json").exists()
+    assert 1 <= done < 6
+    assert not (killed / "metrics.json").exists()
 
     rc, _, err = run_cli(*args, "--out", killed)  # without --resume: refused, nothing lost
     assert_one_error_line(rc, err, "--resume")
@@ -479,7 +487,8 @@ def test_a_killed_training_resumes_to_the_same_result(tiny_root, tmp_path, run_c
     assert pd.read_csv(killed / "scores.csv")["score"].tolist() == reference.scores["score"].tolist()
     assert pd.read_csv(killed / "history.csv")["loss"].tolist() == reference.history["loss"].tolist()
     # reproducibility record: every seed and the versions that decide the numbers
-    assert resumed["seeds"]["seed"] == 0 and {"data_order", "train_rotations", "test_rotations"} <= set(
+    assert resumed["seeds"]["seed"] == 0
+    assert {"data_order", "train_rotations", "test_rotations"} <= set(
         resumed["seeds"])
     assert {"torch", "torchvision", "FrEIA", "adnlib"} <= set(resumed["versions"])
     assert {"torch", "torchvision", "FrEIA", "adnlib"} <= set(load_checkpoint(killed / "best.pt")["versions"])
@@ -494,7 +503,8 @@ def test_interrupt_names_the_way_to_resume(tmp_path, monkeypatch, run_cli, tiny_
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "checkpoint.pt").write_bytes(b"")
     rc, _, err = run_cli("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--out", tmp_path / "o")
-    assert rc == 130 and err == ["error: interrupted; continue from the last checkpoint by running the same command "
+    assert rc == 130
+    assert err == ["error: interrupted; continue from the last checkpoint by running the same command "
                                  "with --resume"]
 
 
@@ -531,6 +541,8 @@ def test_a_failing_notebook_cell_is_named_and_the_other_notebooks_still_run(tmp_
     assert err == ["error: 1 notebook(s) failed: bad"]
     failure = next(line for line in out.splitlines() if "FAILED" in line)
     # cell 3 of the executed notebook: parameters, injected parameters, x = 1, then the failing one
-    assert "bad: cell 3" in failure and "ZeroDivisionError: division by zero" in failure, failure
+    assert "bad: cell 3" in failure, failure
+    assert "ZeroDivisionError: division by zero" in failure, failure
     assert str(tmp_path / "executed" / "bad.ipynb") in failure
-    assert (tmp_path / "executed" / "good.ipynb").exists() and "good" not in err[0]
+    assert (tmp_path / "executed" / "good.ipynb").exists()
+    assert "good" not in err[0]

@@ -44,9 +44,12 @@ def test_delong_aucs_equal_sklearn_with_ties():
     scores = np.round(rng.normal(size=(3, 80)) + labels, 1)  # one decimal: many ties across the classes
     aucs, covariance = delong(labels, scores)
     assert np.allclose(aucs, [roc_auc_score(labels, s) for s in scores])
-    assert covariance.shape == (3, 3) and np.allclose(covariance, covariance.T)
+    assert covariance.shape == (3, 3)
+    assert np.allclose(covariance, covariance.T)
     one, var_one = delong(labels, scores[0])
-    assert one.shape == (1,) and var_one.shape == (1, 1) and np.isclose(var_one[0, 0], covariance[0, 0])
+    assert one.shape == (1,)
+    assert var_one.shape == (1, 1)
+    assert np.isclose(var_one[0, 0], covariance[0, 0])
 
 
 def test_delong_matches_a_hand_computed_case():
@@ -75,8 +78,10 @@ def test_delong_matches_a_hand_computed_case():
     assert np.allclose(covariance, [[float(var_a), float(cov_ab)], [float(cov_ab), float(var_b)]])
     test = delong_test(labels, a, b)
     var_delta = var_a + var_b - 2 * cov_ab  # 1/9: se 1/3, z = (1/12) / (1/3) = 1/4
-    assert np.isclose(test["delta"], float(auc_a - auc_b)) and np.isclose(test["se"], float(var_delta) ** 0.5)
-    assert np.isclose(test["z"], 0.25) and np.isclose(test["p"], 2 * norm.sf(0.25))
+    assert np.isclose(test["delta"], float(auc_a - auc_b))
+    assert np.isclose(test["se"], float(var_delta) ** 0.5)
+    assert np.isclose(test["z"], 0.25)
+    assert np.isclose(test["p"], 2 * norm.sf(0.25))
 
 
 def test_delong_rejects_a_missing_class_and_mismatched_shapes():
@@ -114,7 +119,9 @@ def test_identical_scores_give_zero_delta_p_one_and_a_zero_interval():
     # catches 0/0 -> NaN p-values and a bootstrap that draws different images for a and b
     labels, scores = _binormal(np.random.default_rng(5), 30, 20, shifts=[1.0, 1.0, 1.0], rho=0.5)
     test = delong_test(labels, scores[0], scores[0])
-    assert test["delta"] == 0 and test["p"] == 1.0 and not np.isnan(test["z"])
+    assert test["delta"] == 0
+    assert test["p"] == 1.0
+    assert not np.isnan(test["z"])
     boot = paired_bootstrap(labels, scores, scores, n_boot=200)
     assert (boot["delta"], boot["low"], boot["high"], boot["se"]) == (0, 0, 0, 0)
 
@@ -273,7 +280,10 @@ def test_runs_are_paired_by_seed_not_by_position():
             ("differnet", 0): scores[0], ("differnet", 1): scores[1], ("differnet", 2): scores[2],
             ("differnet", 3): scores[3]}
     row = paired_comparison(_long("cable", runs, labels)).iloc[0]
-    assert row["n_seeds"] == 3 and row["delta"] == 0 and row["delta_std"] == 0 and row["p_delong"] == 1.0
+    assert row["n_seeds"] == 3
+    assert row["delta"] == 0
+    assert row["delta_std"] == 0
+    assert row["p_delong"] == 1.0
 
 
 def test_images_are_aligned_by_path_not_by_row_order():
@@ -351,7 +361,8 @@ def test_seed_summary_against_numpy_and_per_seed_category_means():
     differnet = 100 * np.array([0.85, 0.81, 0.90])
     assert np.allclose(table.loc[("mean", "differnet"), ["mean", "std"]].to_numpy(float),
                        [differnet.mean(), differnet.std(ddof=1)])
-    assert np.isnan(table.loc[("mean", "cbam"), "std"]) and np.isclose(table.loc[("mean", "cbam"), "mean"], 87)
+    assert np.isnan(table.loc[("mean", "cbam"), "std"])
+    assert np.isclose(table.loc[("mean", "cbam"), "mean"], 87)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         seed_summary(runs.assign(auroc=100 * runs["auroc"]))
 

@@ -48,8 +48,10 @@ def test_cli_train_evaluate_score_round_trip(demo_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("auroc", "auroc_best", "variant", "category", "epochs", "backbone_weights", "train_seconds"):
         assert key in metrics
-    assert summary["auroc"] == metrics["auroc"] and metrics["backbone_weights"] == "random"
-    assert (out / "checkpoint.pt").exists() and (out / "best.pt").exists()
+    assert summary["auroc"] == metrics["auroc"]
+    assert metrics["backbone_weights"] == "random"
+    assert (out / "checkpoint.pt").exists()
+    assert (out / "best.pt").exists()
     trained = pd.read_csv(out / "scores.csv")
 
     proc = run_cli("evaluate", "--checkpoint", out / "checkpoint.pt", "--data", demo_root, "--category", "disc",
@@ -71,7 +73,8 @@ def test_cli_train_evaluate_score_round_trip(demo_root, tmp_path):
 def test_checkpoint_loads_with_weights_only(demo_root, tmp_path):
     train(preset("smoke"), demo_root, "weave", tmp_path / "r", progress=False)
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
-    assert ckpt["kind"] == "last" and ckpt["config"]["variant"] == "differnet"
+    assert ckpt["kind"] == "last"
+    assert ckpt["config"]["variant"] == "differnet"
     assert {"torch", "torchvision", "FrEIA", "adnlib"} <= set(ckpt["versions"])
 
 
@@ -95,7 +98,9 @@ def test_cli_bad_input_is_one_error_line_and_exit_2(demo_root, tmp_path, args, m
     assert cli.main(args) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], captured.err
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: "), captured.err
+    assert message in lines[0], captured.err
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
 
 
@@ -107,8 +112,9 @@ def test_cli_bad_input_in_a_real_process(demo_root, tmp_path):
                    str(tmp_path / "o"), check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "categories found: disc, weave" in lines[0], \
-        proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), proc.stderr
+    assert "categories found: disc, weave" in lines[0], proc.stderr
 
 
 @pytest.mark.slow  # trains 4 tiny cells: ~5 s on an idle 2-core machine, more under load
@@ -127,11 +133,13 @@ def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_pat
             "--out", str(out)]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("image AUROC (%)") and "weights: random" in printed[0]
+    assert printed[0].startswith("image AUROC (%)")
+    assert "weights: random" in printed[0]
     header = printed[1].split()
     assert header == ["variant", "differnet", "se"]  # the fixed variant order, whatever order was asked for
     table = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in printed[3:6]}
-    assert printed[2].split() == ["category"] and list(table) == ["disc", "weave", "mean"]
+    assert printed[2].split() == ["category"]
+    assert list(table) == ["disc", "weave", "mean"]
 
     cells = sorted(p.relative_to(out).parent.as_posix() for p in out.glob("*/*/*/metrics.json"))
     assert cells == ["disc/differnet/seed0", "disc/se/seed0", "weave/differnet/seed0", "weave/se/seed0"]
@@ -139,12 +147,14 @@ def test_cli_grid_tabulates_one_value_per_requested_cell(tiny_grid_root, tmp_pat
         for column, variant in enumerate(header[1:]):
             metrics = json.loads((out / category / variant / "seed0" / "metrics.json").read_text())
             assert (metrics["category"], metrics["variant"], metrics["epochs"]) == (category, variant, 1)
-            assert metrics["config"]["img_size"] == 128 and metrics["backbone_weights"] == "random"
+            assert metrics["config"]["img_size"] == 128
+            assert metrics["backbone_weights"] == "random"
             assert table[category][column] == pytest.approx(round(metrics["auroc"] * 100, 2), abs=0.006)
     for column in range(2):
         assert table["mean"][column] == pytest.approx((table["disc"][column] + table["weave"][column]) / 2, abs=0.01)
     rows = collect_grid(out, ["weave", "disc"], ["se", "differnet"])
-    assert len(rows) == 4 and set(zip(rows["category"], rows["variant"])) == {
+    assert len(rows) == 4
+    assert set(zip(rows["category"], rows["variant"])) == {
         ("weave", "se"), ("weave", "differnet"), ("disc", "se"), ("disc", "differnet")}
 
     # asked again: every cell is reused (nothing retrained), the same table (each cell's write lock file records

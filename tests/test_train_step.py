@@ -69,7 +69,9 @@ def test_train_step_is_the_protocol_step(variant, tiny_root):
     expected.backward()
     opt_b.step()
 
-    assert isinstance(loss, torch.Tensor) and loss.ndim == 0 and not loss.requires_grad
+    assert isinstance(loss, torch.Tensor)
+    assert loss.ndim == 0
+    assert not loss.requires_grad
     assert torch.equal(loss, expected.detach())
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.equal(p, q), name
@@ -92,7 +94,8 @@ def test_train_step_from_cached_embeddings(tiny_root):
 
 def test_train_runs_train_step_and_the_benchmarks_time_it(tiny_root, monkeypatch):
     common = load_benchmark("bench_common.py")
-    assert common.train_step is train_step and common.training_batch is training_batch  # not a copy
+    assert common.train_step is train_step
+    assert common.training_batch is training_batch
 
     calls = []
 
@@ -203,7 +206,9 @@ def test_compile_keeps_the_state_dict_keys(tiny_root, tmp_path, monkeypatch):
 # --- the files of a finished run --------------------------------------------------------------------------------
 def test_a_finished_checkpoint_keeps_the_weights_only(finished_run):
     ckpt = load_checkpoint(finished_run / "checkpoint.pt")
-    assert ckpt["epoch"] == 2 and ckpt["finished"] and ckpt["kind"] == "last"
+    assert ckpt["epoch"] == 2
+    assert ckpt["finished"]
+    assert ckpt["kind"] == "last"
     assert not {"optimizer_state", "rng_state", "loader_generator", "rotation_generator"} & set(ckpt)
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert metrics["checkpoint_keeps_optimizer"] is False
@@ -217,12 +222,16 @@ def test_best_pt_is_a_pointer_when_the_best_evaluation_is_the_last(finished_run,
         shutil.rmtree(run)
         train(preset("smoke", epochs=2, eval_every=2), tiny_root, "disc", run, progress=False)
         metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["best_epoch"] == 2 and metrics["best_weights_in"] == "checkpoint.pt"
+    assert metrics["best_epoch"] == 2
+    assert metrics["best_weights_in"] == "checkpoint.pt"
     assert best.stat().st_size < 100_000 < (run / "checkpoint.pt").stat().st_size  # no second copy
     pointer = torch.load(best, weights_only=True)
-    assert "model_state" not in pointer and pointer["weights_in"] == "checkpoint.pt" and pointer["epoch"] == 2
+    assert "model_state" not in pointer
+    assert pointer["weights_in"] == "checkpoint.pt"
+    assert pointer["epoch"] == 2
     model = model_from_checkpoint(best)
-    assert model.checkpoint_info["kind"].startswith("best") and model.checkpoint_info["epoch"] == 2
+    assert model.checkpoint_info["kind"].startswith("best")
+    assert model.checkpoint_info["epoch"] == 2
     last = model_from_checkpoint(run / "checkpoint.pt")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), last.state_dict().values()))
     assert {"torch", "adnlib"} <= set(load_checkpoint(best)["versions"])
@@ -239,7 +248,9 @@ def test_best_pt_is_a_copy_when_an_earlier_evaluation_was_best(tiny_root, tmp_pa
     monkeypatch.setattr(train_mod, "report", lambda scores: {**real_report(scores), "auroc": next(aurocs)})
     train(preset("smoke", epochs=2, eval_every=1), tiny_root, "disc", tmp_path / "r", progress=False)
     best = load_checkpoint(tmp_path / "r" / "best.pt")
-    assert best["epoch"] == 1 and "weights_in" not in best and "optimizer_state" not in best
+    assert best["epoch"] == 1
+    assert "weights_in" not in best
+    assert "optimizer_state" not in best
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["best_weights_in"] == "best.pt"
 
 
@@ -251,7 +262,8 @@ def test_keep_optimizer_lets_a_finished_run_continue_to_the_same_numbers(tiny_ro
     assert load_checkpoint(out / "best.pt")["weights_in"] == "checkpoint.pt"
     resumed = train(preset("smoke", epochs=2), tiny_root, "disc", out, resume=True, progress=False)
     best = load_checkpoint(out / "best.pt")  # copied before checkpoint.pt moved on, or pointing at epoch 2
-    assert best["epoch"] in (1, 2) and ("weights_in" not in best or best["epoch"] == 2)
+    assert best["epoch"] in (1, 2)
+    assert ("weights_in" not in best or best["epoch"] == 2)
     assert "optimizer_state" not in load_checkpoint(out / "checkpoint.pt")  # finished again, weights only
     straight = train(preset("smoke", epochs=2), tiny_root, "disc", progress=False)
     assert resumed.scores["score"].tolist() == straight.scores["score"].tolist()
@@ -272,7 +284,8 @@ def test_evaluation_reads_only_the_weights(finished_run, monkeypatch):
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k) or real_load(*a, **k))
     model_from_checkpoint(finished_run / "checkpoint.pt")
-    assert seen and all(k.get("mmap") and k.get("weights_only") for k in seen)  # lazily mapped: unread if unused
+    assert seen
+    assert all(k.get("mmap") and k.get("weights_only") for k in seen)
 
 
 def test_parameters_are_checked_at_evaluations_and_saves_only(tiny_root, monkeypatch):
@@ -330,7 +343,10 @@ def test_evaluate_out_naming_a_file_is_refused(finished_run, tiny_root, tmp_path
         rc = cli.main(["evaluate", "--checkpoint", str(finished_run / "checkpoint.pt"), "--data", str(tiny_root),
                        "--category", "disc", "--out", str(target), "--no-progress", "--device", "cpu"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "is a file" in err[0], err
+    assert rc == 2, err
+    assert len(err) == 1, err
+    assert err[0].startswith("error: "), err
+    assert "is a file" in err[0], err
     assert target.read_text() == "keep me"
 
 
@@ -349,8 +365,11 @@ def test_unfused_adam_warns_once_per_process(monkeypatch):
         warnings.simplefilter("always")
         first, second = model.make_optimizer(), model.make_optimizer()
     messages = [str(w.message) for w in caught if "fused Adam" in str(w.message)]
-    assert len(messages) == 1 and "torch's default Adam" in messages[0] and "supported devices" in messages[0]
-    assert not first.defaults.get("fused") and not second.defaults.get("fused")
+    assert len(messages) == 1
+    assert "torch's default Adam" in messages[0]
+    assert "supported devices" in messages[0]
+    assert not first.defaults.get("fused")
+    assert not second.defaults.get("fused")
 
 
 def test_load_checkpoint_lets_unrelated_errors_through(tmp_path, monkeypatch):
@@ -375,7 +394,8 @@ def test_load_checkpoint_lets_unrelated_errors_through(tmp_path, monkeypatch):
 
 
 def test_errors_of_this_issue_are_adnlib_errors():
-    assert issubclass(OutputExistsError, AdnlibError) and issubclass(ConfigError, AdnlibError)
+    assert issubclass(OutputExistsError, AdnlibError)
+    assert issubclass(ConfigError, AdnlibError)
 
 
 def test_save_pointer_needs_the_epoch(tmp_path):
