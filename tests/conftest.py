@@ -1,4 +1,5 @@
 """Shared fixtures and helpers. Tests never touch the network: ADNLIB_OFFLINE makes 'auto' weights resolve to random."""
+import contextlib
 import os
 
 os.environ["ADNLIB_OFFLINE"] = "1"
@@ -202,3 +203,40 @@ def check_06_sentences(out, random_weights: bool) -> None:
         claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
     assert claim in text
     assert ("**random** backbone weights" in text) == random_weights
+
+
+class CommandRecorder:
+    """A stand-in for subprocess.run that records (command, kwargs) and succeeds."""
+
+    def __init__(self):
+        self.commands = []
+
+    def __call__(self, command, **kwargs):
+        import subprocess
+        self.commands.append((command, kwargs))
+        return subprocess.CompletedProcess(command, 0)
+
+
+@contextlib.contextmanager
+def loopback_server(monkeypatch, handler, **attributes):
+    """A threaded HTTP server on 127.0.0.1 serving `handler` (online mode, no proxy for loopback), with
+    `attributes` and a `release` Event set on it, and `url`; shut down and joined (bounded) whatever the test does."""
+    import http.server
+    import threading
+    monkeypatch.setenv("ADNLIB_OFFLINE", "0")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads, httpd.release = True, threading.Event()
+    for name, value in attributes.items():
+        setattr(httpd, name, value)
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

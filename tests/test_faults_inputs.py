@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import CommandRecorder, loopback_server
 
 from adnlib import cli
 from adnlib.config import preset
@@ -313,18 +313,9 @@ def test_install_command_has_a_fixed_shape():
         setup_cell_source(URL, INJECTION)
 
 
-class _Recorder:
-    def __init__(self):
-        self.commands = []
-
-    def __call__(self, command, **kwargs):
-        self.commands.append((command, kwargs))
-        return subprocess.CompletedProcess(command, 0)
-
-
 def test_the_setup_cell_installs_on_kaggle(monkeypatch):
     # catches the Kaggle branch removed or broken (only the Colab branch was ever executed by a test)
-    run, prepared = _Recorder(), []
+    run, prepared = CommandRecorder(), []
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(hosted, "prepare", lambda: prepared.append(True))
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
@@ -410,20 +401,8 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def trickle(monkeypatch):
     """A server on 127.0.0.1 that trickles (one byte every 2 s): its URL. Shut down whatever the test does."""
-    monkeypatch.setenv("ADNLIB_OFFLINE", "0")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
-    httpd.daemon_threads, httpd.pause, httpd.release = True, 2.0, threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/slow.pt"
-    finally:
-        httpd.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(WAIT_S)
+    with loopback_server(monkeypatch, _Trickle, pause=2.0) as httpd:
+        yield f"{httpd.url}/slow.pt"
 
 
 def _sha(data: bytes) -> str:

@@ -6,11 +6,11 @@ import io
 import itertools
 import json
 import re
-import threading
 import time
 
 import pytest
 import torch
+from conftest import loopback_server
 
 from adnlib.errors import AdnlibError, CheckpointError
 from adnlib.run.fetch import cache_path, fetch_checkpoint, fetch_checkpoints, write_manifest
@@ -53,22 +53,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch):
     """A live server on 127.0.0.1 (online mode for this test); shut down whatever the test does."""
-    monkeypatch.setenv("ADNLIB_OFFLINE", "0")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests, httpd.truncate, httpd.stall = {}, [], set(), set()
-    httpd.release = threading.Event()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(monkeypatch, _Handler, files={}, requests=[], truncate=set(), stall=set()) as httpd:
         yield httpd
-    finally:
-        httpd.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(WAIT_S)
 
 
 def _tiny_checkpoint(seed: int = 0) -> bytes:

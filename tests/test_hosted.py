@@ -9,6 +9,7 @@ from importlib import metadata
 
 import nbformat
 import pytest
+from conftest import CommandRecorder
 
 from adnlib.teach import hosted
 from adnlib.teach.hosted import (
@@ -73,18 +74,9 @@ def test_notebook_badges_and_setup_cell_follow_pyproject(name):
     assert all("import adnlib" not in c.source and "from adnlib" not in c.source for c in nb.cells[:setup[0]])
 
 
-class _Recorder:
-    def __init__(self):
-        self.commands = []
-
-    def __call__(self, command, **kwargs):
-        self.commands.append((command, kwargs))
-        return subprocess.CompletedProcess(command, 0)
-
-
 def _run_setup_cell(source, monkeypatch, *, colab: bool, run=None):
     """Execute the cell's text as a kernel would, with subprocess.run and prepare() recorded."""
-    run, prepared = run or _Recorder(), []
+    run, prepared = run or CommandRecorder(), []
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(hosted, "prepare", lambda: prepared.append(True))
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
@@ -105,7 +97,7 @@ def test_setup_cell_runs_the_install_command_only_on_a_platform(monkeypatch):
 
 
 def test_setup_cell_without_a_repository_stops_before_pip(monkeypatch):
-    run = _Recorder()
+    run = CommandRecorder()
     with pytest.raises(RuntimeError, match="names no public repository"):
         _run_setup_cell(setup_cell_source(PLACEHOLDER), monkeypatch, colab=True, run=run)
     assert run.commands == []
