@@ -4,7 +4,9 @@ Run by the test inside private network and PID namespaces, so that every connect
 interface and `ray stop --force` sees only this cluster's processes:
 
     unshare --net --pid --fork --kill-child --mount-proc bash -c \\
-        'ip link set lo up && python tests/cluster_scenario.py DATA OUT RESULT.json'
+        'ip link set lo up && python tests/cluster_scenario.py DATA OUT RESULT.json; exit $?'
+
+(`; exit $?` keeps bash as PID 1 of the namespace, reaping orphaned processes; Python as PID 1 would leave zombies.)
 
 It starts a head node (0 CPU, no GPU: it runs no cell) and a second node declaring 2 GPUs (2 CPUs), connects, and runs
 `adnlib grid --engine ray --address 127.0.0.1:PORT --gpus-per-cell 1` over DATA's categories (disc, weave, broken:

@@ -144,7 +144,9 @@ def test_ray_grid_on_a_two_node_cluster(cluster_root, tmp_path, monkeypatch, cap
     if why:
         pytest.skip(why)
     ray_out, result = tmp_path / "ray", tmp_path / "result.json"
-    script = f"ip link set lo up && {sys.executable} {SCENARIO} {cluster_root} {ray_out} {result}"
+    # "; exit $?" keeps bash as the namespace's PID 1 (it reaps orphans): without it bash execs Python as PID 1,
+    # which reaps nothing, and Ray's client proxy fails on a zombie's cmdline (psutil.ZombieProcess)
+    script = f"ip link set lo up && {sys.executable} {SCENARIO} {cluster_root} {ray_out} {result}; exit $?"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "scenario.log").open("w")
     proc = subprocess.Popen(["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "bash", "-c",

@@ -502,14 +502,24 @@ sys.exit(main(["notebooks", "--only", "00_quickstart", "--out", sys.argv[2]]))
 """
 
 
-def _ctrl_c_when(tmp_path: Path, ready) -> tuple[int, list[str], Path]:
+# Imported by every Python started with it on the path; in the kernel alone (jupyter_client gives only the kernel
+# JPY_PARENT_PID) it marks that the kernel is importing `site` and holds it there for a few seconds.
+SLOW_KERNEL_START = """import os, time
+if "JPY_PARENT_PID" in os.environ:
+    open(os.environ["ADNLIB_TEST_KERNEL_MARKER"], "w").close()
+    time.sleep(5)
+"""
+
+
+def _ctrl_c_when(tmp_path: Path, ready, python_path: tuple[Path, ...] = ()) -> tuple[int, list[str], Path]:
     """Run the stand-in course's notebook in a real `adnlib notebooks` process, send SIGINT once ready(partial
     notebook, marker) holds -> (exit status, stderr lines, partial notebook)."""
     marker = tmp_path / "sleeping"
     _sleeping_notebook(tmp_path / "course", marker)
     out = tmp_path / "out"
     partial = out / "00_quickstart.ipynb"
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "ADNLIB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (REPOSITORY, *python_path))),
+           "ADNLIB_OFFLINE": "1", "ADNLIB_TEST_KERNEL_MARKER": str(tmp_path / "kernel-starting")}
     proc = subprocess.Popen([sys.executable, "-c", RUN_STAND_IN, str(tmp_path / "course"), str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -538,8 +548,15 @@ def test_ctrl_c_during_a_notebook_is_one_line_naming_the_cell_and_the_partial_fi
 
 @pytest.mark.slow  # starts a kernel (10-30 s on 2 busy cores)
 def test_ctrl_c_while_the_kernel_starts_is_one_line_too(tmp_path):
-    # catches a kernel left running after Ctrl-C during its start (it printed its own warning after our line)
-    rc, err, partial = _ctrl_c_when(tmp_path, lambda partial, marker: partial.is_file())
+    # catches a kernel left running after Ctrl-C during its start (it printed its own warning after our line), and
+    # a shutdown that interrupts the kernel while it imports `site` ("Fatal Python error: init_import_site" and a
+    # traceback: jupyter_client's shutdown sends SIGINT first)
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    (site_dir / "sitecustomize.py").write_text(SLOW_KERNEL_START)
+    kernel_starting = tmp_path / "kernel-starting"
+    rc, err, partial = _ctrl_c_when(tmp_path, lambda partial, marker: kernel_starting.exists(), (site_dir,))
+    assert kernel_starting.exists(), "the kernel never started"
     assert rc == 130, err
     assert len(err) == 1, err
     assert err[0].startswith("error: interrupted: notebook 00_quickstart"), err

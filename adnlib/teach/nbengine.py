@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import signal
 import time
 from queue import Empty
 
@@ -124,9 +126,14 @@ class HeadlessClient(PapermillNotebookClient):
         """After Ctrl-C: shut the kernel down if one is still there, so that none outlives this process (and
         prints its own warning after our one line)."""
         _settle_tasks()
-        if self.km is not None:
-            with contextlib.suppress(Exception):  # already gone, or never started: nothing to stop
-                self._cleanup_kernel()
+        if self.km is None:
+            return
+        if self.km.has_kernel:  # killed, not shut down: jupyter_client's shutdown first sends SIGINT, and a kernel
+            # still starting answers that with "Fatal Python error: init_import_site" and a traceback on our stderr
+            with contextlib.suppress(Exception):  # already gone: nothing to stop
+                _wait(self.km.signal_kernel(getattr(signal, "SIGKILL", signal.SIGTERM)))
+        with contextlib.suppress(Exception):
+            self._cleanup_kernel()
 
 
 class CellInterrupted(KeyboardInterrupt):
@@ -135,6 +142,14 @@ class CellInterrupted(KeyboardInterrupt):
     def __init__(self, cell_index: int, first_line: str):
         super().__init__(f"cell {cell_index} ({first_line[:60]!r})")
         self.cell_index, self.first_line = cell_index, first_line
+
+
+def _wait(result):
+    """The value of a call to a sync or an async kernel manager's method (nbclient's is async)."""
+    if inspect.isawaitable(result):
+        from jupyter_core.utils import ensure_event_loop
+        return ensure_event_loop().run_until_complete(result)
+    return result
 
 
 def _settle_tasks(seconds: float = 5.0) -> None:
