@@ -4,6 +4,13 @@ import os
 
 os.environ["ADNLIB_OFFLINE"] = "1"
 
+import sys  # noqa: E402
+
+# jsonschema (under nbformat) imports the optional rfc3987_syntax format checker when it is installed (JupyterLab's
+# jupyter-events brings it), and that builds 39 lark grammars: 5 s in every test process. nbformat validates without
+# format checks, so the tests tell jsonschema it is absent.
+sys.modules.setdefault("rfc3987_syntax", None)
+
 import re  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -13,7 +20,11 @@ import torch  # noqa: E402
 
 from adnlib.data.demo import make_demo_dataset  # noqa: E402
 
-# two threads; one per process when pytest-xdist runs several (`make test`), so that they do not oversubscribe
+# two threads; one per process when pytest-xdist runs several (`make test`), so that they do not oversubscribe.
+# The processes the tests start (notebook kernels, CLI runs) inherit OMP_NUM_THREADS: with torch's default of one
+# thread per core, two notebooks run side by side on 2 cores took 162 s each instead of 35 s (benchmarks/README.md).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
@@ -28,6 +39,21 @@ def _tree(root: Path) -> set[str]:
         dirs[:] = [d for d in dirs if d not in NOT_WATCHED and not d.endswith(".egg-info")]
         found.update(os.path.relpath(os.path.join(folder, name), root) for name in dirs + files)
     return found
+
+
+def _estimated_seconds(item) -> float:
+    """A test's rough cost: `@pytest.mark.slow(seconds=...)`, 10 s for other slow tests, half a second otherwise."""
+    mark = item.get_closest_marker("slow")
+    return 0.5 if mark is None else float(mark.kwargs.get("seconds", 10))
+
+
+def pytest_collection_modifyitems(items):
+    """The costliest test files first. pytest-xdist (`--dist loadfile`) hands whole files to its workers in this
+    order, so a long file collected last would otherwise run alone at the end while the other worker idles."""
+    cost: dict = {}
+    for item in items:
+        cost[item.path] = cost.get(item.path, 0.0) + _estimated_seconds(item)
+    items.sort(key=lambda item: -cost[item.path])  # stable: each file's tests stay together and in their order
 
 
 @pytest.fixture(scope="session", autouse=True)

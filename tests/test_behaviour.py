@@ -101,6 +101,7 @@ def test_random_mode_scores_do_not_depend_on_batch_size_or_order(random_mode_mod
 
 
 # --- feature cache ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_feature_cache_refuses_a_trainable_backbone(tmp_path):
     """Cached embeddings of a backbone that trains would go stale after the first step: refused by the config (so
     before any image is read: a missing data folder is not reached), and by FeatureCache itself. A frozen
@@ -188,6 +189,7 @@ def test_gate_monitor_records_each_block_at_each_scale(variant, demo_root):
     assert max(abs(direct_attention(model, before)[name] - stats[name]) for name in stats) > 5e-5
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 @pytest.mark.parametrize("variant", ["se", "cbam", "differnet"])
 def test_history_gate_columns_hold_the_gates_of_the_training_images(variant, small_root):
     """One epoch, one step holding every training image, no rotation (0 degrees) and lr 0 (the model does not

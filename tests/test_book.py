@@ -83,7 +83,7 @@ def _visit(browser, url: str, name: str, screens: Path) -> dict:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)  # two notebooks run, the book built, every page loaded in Chromium
 def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     from playwright.sync_api import sync_playwright
     pages = {"index": "index.html", "01_attention_modules": "01_attention_modules.html",

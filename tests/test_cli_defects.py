@@ -93,6 +93,7 @@ def grid_args(demo_root, out, *extra):
             "--no-progress", "--out", str(out), *extra]
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_grid_reuses_only_cells_of_the_same_config(demo_root, tmp_path, capsys):
     out = tmp_path / "grid"
     for category, variant in (("stray", "differnet"), ("disc", "se")):  # not asked for: not in the table
@@ -242,6 +243,7 @@ def test_config_from_dict_warns_about_unknown_fields():
 
 
 # --- 6. with_initial_attention shares the flow and the frozen convolutions ------------------------------------------
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone():
     from adnlib.explain.attention_viz import with_initial_attention
     from adnlib.model.network import AttentDifferNet

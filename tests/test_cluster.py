@@ -132,7 +132,7 @@ def _overlap(a: dict, b: dict) -> bool:
     return a["started"] < b["end"] and b["started"] < a["end"]
 
 
-@pytest.mark.slow  # a 2-node Ray cluster: ~2-3 min on 2 cores (Ray's start-up and worker start-up dominate)
+@pytest.mark.slow(seconds=150)  # a 2-node Ray cluster: 2-3 min on 2 cores (Ray start-up dominates)
 def test_ray_grid_on_a_two_node_cluster(cluster_root, tmp_path, monkeypatch, capsys):
     """The Ray engine on a real cluster (head + a node declaring 2 GPUs, on 127.0.0.1 in private namespaces):
     cells of --gpus-per-cell 1 run two at once, each with its own CUDA_VISIBLE_DEVICES; a SIGKILLed worker's cell

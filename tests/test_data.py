@@ -20,6 +20,7 @@ def test_demo_dataset_has_the_mvtec_layout(demo_root):
         assert sum(s.label for s in test) == N_TEST_PER_DEFECT * len(defects)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_demo_generation_is_deterministic_and_small(tmp_path, demo_root):
     again = make_demo_dataset(tmp_path / "demo")
     a = np.asarray(Image.open(demo_root / "weave" / "test" / "hole" / "002.png"))

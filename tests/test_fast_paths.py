@@ -193,6 +193,7 @@ def test_score_equals_the_official_test_loop(images):
 
 
 # --- feature cache ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_feature_cache_auroc_stays_within_noise_of_the_uncached_run(demo_root):
     """The cache (K fixed rotations per image) approximates fresh random rotations.
 

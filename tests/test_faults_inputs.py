@@ -147,6 +147,7 @@ def test_a_bad_cell_timeout_variable_is_refused_at_start(tmp_path, capsys, run_a
 
 
 # --- 4. grid weights and damaged cells -------------------------------------------------------------------------------
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_grid_refuses_a_missing_weights_file_before_any_cell(tiny_root, tmp_path, capsys):
     # catches the weights path found missing by each cell, tried max_retries + 1 times, exit 1
     out = tmp_path / "grid"
@@ -410,6 +411,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_a_trickling_download_ends_at_its_deadline_and_leaves_nothing(trickle, tmp_path):
     # catches a download bounded only per read: one byte every 2 s (per-read timeout 5 s) never timed out
     cache = tmp_path / "cache"
@@ -420,6 +422,7 @@ def test_a_trickling_download_ends_at_its_deadline_and_leaves_nothing(trickle, t
     assert list(cache.iterdir()) == []
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_the_imagenet_download_has_the_same_deadline(trickle, tmp_path, monkeypatch):
     # catches a second downloader for the weights without the overall deadline
     from adnlib.model import weights as weights_mod
@@ -438,6 +441,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_a_killed_downloads_partial_file_is_removed_by_the_next_call(trickle, tmp_path):
     # catches temporary files of killed downloads left in the cache for ever, or a live download's file removed
     cache = tmp_path / "cache"
@@ -563,6 +567,7 @@ def test_ctrl_c_while_the_kernel_starts_is_one_line_too(tmp_path):
     assert err[0].endswith(f"the partial notebook is {partial}"), err
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_the_notebook_engine_imports_in_a_fresh_interpreter():
     # catches the papermill entry-point cycle ("partially initialized module ... HeadlessEngine"), and a stand-in
     # engine that does not lead to the real one

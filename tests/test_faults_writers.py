@@ -96,6 +96,7 @@ def test_a_second_train_is_refused_naming_the_holder_and_a_killed_holder_frees_t
     assert json.loads(out_text.splitlines()[0])["epochs"] == 1
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_wait_waits_for_the_holder_and_gives_up_after_its_bound(tmp_path):
     # catches --wait that does not wait (refuses at once) or waits past its bound
     holder = _hold_lock(tmp_path / "out", seconds=2.0)
@@ -112,6 +113,7 @@ def test_wait_waits_for_the_holder_and_gives_up_after_its_bound(tmp_path):
         _stop(holder)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_a_grid_refuses_a_cell_that_another_process_is_writing(tiny_grid_root, tmp_path, adnlib_cli):
     # catches a grid that trains into (or plans from) a cell another grid is writing: the overwritten checkpoint
     # of the issue
@@ -294,6 +296,7 @@ def small_disk(tmp_path, size: str):
         _unmount(folder)
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 @needs_root
 def test_every_writing_command_refuses_a_read_only_folder_up_front(tiny_root, tiny_grid_root, tmp_path, adnlib_cli):
     # catches a traceback (OSError Errno 30) or a check that only comes after the first epoch

@@ -309,6 +309,7 @@ def test_parameter_table_counts():
     assert table["se"].iloc[-1] == table["se"][:3].sum()
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_overlay_stats_and_viewer(models, stains):
     images = stains[0][:2]
     over = overlay_heatmap(images[0], np.random.default_rng(0).random((7, 7)))
@@ -331,6 +332,7 @@ def test_overlay_stats_and_viewer(models, stains):
     plt.close("all")
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_initial_attention_matches_a_fresh_model(models, stains):
     """with_initial_attention rebuilds the blocks' init cheaply; it must equal a fresh full model's."""
     for variant in ("se", "cbam"):

@@ -56,7 +56,7 @@ def _run(installed, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)  # builds and installs the wheel
 def test_the_installed_package_runs_without_the_repository(installed):
     site, _, work, home = installed
     before = _files(site)

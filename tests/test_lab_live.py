@@ -112,7 +112,7 @@ def _move_slider_and_watch(page, name: str) -> tuple[str, str]:
     return before, shown.evaluate(read)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=55)  # a Lab server, Chromium, and the notebook run in the live kernel
 @pytest.mark.parametrize("name", list(PARAMETERS))
 def test_moving_a_slider_redraws_the_figure(lab, name, screens):
     from playwright.sync_api import sync_playwright

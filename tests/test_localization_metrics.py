@@ -196,6 +196,7 @@ def test_dataset_mask_errors_name_the_file(demo_root, tmp_path):
         AnomalyDataset(root, "disc", "test", 64, masks=True)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_old_demo_folders_are_regenerated_with_masks(tmp_path):
     # catches a marker that was not bumped: a v1 demo folder would never get its masks
     from adnlib.data.demo import make_demo_dataset

@@ -67,6 +67,7 @@ def test_notebook_is_clean_and_parameterised(name):
     assert "input(" not in "".join(c.source for c in code)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatch):
     # catches paths resolved against the working directory (what "../data/demo" did) and ignored variables;
     # writes only under tmp_path (the checkout's defaults are checked as values, nothing is made there)
@@ -93,7 +94,7 @@ def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatc
 
 
 # --- headless runs ----------------------------------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_00_quickstart(tmp_path, demo_root):
     out = _run("00_quickstart", tmp_path, demo_root, variant="se", n_show=4)
     env = json.loads((out / "environment.json").read_text())
@@ -108,7 +109,7 @@ def test_00_quickstart(tmp_path, demo_root):
     assert {"dataset_grid.png", "scored_images.png"} <= set(_pngs(out))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_02_flows(tmp_path, demo_root):
     out = _run("02_normalizing_flows_differnet", tmp_path, demo_root, toy_steps=30, toy_blocks=2, toy_hidden=16)
     assert json.loads((out / "logdet_check.json").read_text())["max_abs_difference"] < 1e-8
@@ -118,7 +119,7 @@ def test_02_flows(tmp_path, demo_root):
             "differnet_training.png", "latent_normality.png"} <= set(_pngs(out))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_03_training(tmp_path, demo_root):
     variants = ["differnet", "se", "cbam"]
     out = _run("03_training_attentdiffernet", tmp_path, demo_root, variants=variants, epochs=1, eval_every=1)
@@ -145,7 +146,7 @@ def test_03_training(tmp_path, demo_root):
     assert opened["seeds"] == m["seeds"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_04_evaluation(tmp_path, demo_root):
     out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet", "se"], checkpoints="",
                n_rotations=2, max_rotations=4)
@@ -172,7 +173,7 @@ def test_04_evaluation(tmp_path, demo_root):
     check_04_sentences(out)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
     # A finished run laid out as notebook 03 writes it: 04 must load it instead of training.
     from adnlib.config import preset
@@ -184,7 +185,7 @@ def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
     assert set(json.loads((out / "roc.json").read_text())["variants"]) == {"differnet"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_06_benchmark_report(tmp_path, demo_root):
     out = _run("06_benchmark_report", tmp_path, demo_root, categories=["disc"], variants=["differnet", "se"],
                seeds=[0, 1])

@@ -89,7 +89,7 @@ def test_notebook_has_its_own_parameters(name):
             assert "long" in cell.metadata.get("tags", []), cell.source[:80]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_01_attention_modules(tmp_path, demo_root):
     out, executed = _run("01_attention_modules", tmp_path, demo_root, n_show=1, max_images=8)
     summary = json.loads((out / "attention_modules.json").read_text())
@@ -131,7 +131,7 @@ def _stream_outputs(executed) -> list[str]:
     return [o["text"] for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_01_loads_the_models_of_03(tmp_path, demo_root):
     # A finished run laid out as notebook 03 writes it: 01 must load it instead of training, and say so.
     from adnlib.config import preset
@@ -146,7 +146,7 @@ def test_01_loads_the_models_of_03(tmp_path, demo_root):
     assert any(str(cell / "checkpoint.pt") in t and "2 epochs" in t for t in _markdown_outputs(executed))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)  # a notebook run
 def test_05_gradcam_comparison(tmp_path, demo_root):
     out, executed = _run("05_gradcam_comparison", tmp_path, demo_root, n_normal=1, n_defective=2)
     summary = json.loads((out / "gradcam.json").read_text())

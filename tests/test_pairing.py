@@ -19,6 +19,7 @@ from adnlib.run.train import train, training_batch
 VARIANTS = ("differnet", "se", "cbam")
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 @pytest.mark.parametrize("attention_init", ["standard", "open"])
 def test_flows_start_equal_for_every_variant(attention_init):
     # catches a flow built after the attention blocks from one seeded stream (SE/CBAM then draw other weights)
@@ -35,6 +36,7 @@ def test_flows_start_equal_for_every_variant(attention_init):
                                                  models[2].backbone.features.parameters()))
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_variants_with_one_seed_see_the_same_batches_and_angles(tiny_root, monkeypatch):
     # catches a data order or rotation generator that depends on the variant (or on draws the attention makes),
     # for any of the three variants
@@ -109,6 +111,7 @@ def test_float32_is_the_default_and_amp_is_refused_where_it_cannot_run(monkeypat
     assert precision_record(True, torch.device("cpu"))["precision"].startswith("bfloat16")
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_amp_changes_the_scores_a_little_and_is_recorded(tiny_root, tmp_path):
     # the bf16 path runs on CPU too (so it is tested here): it must change the numbers (else it is not on) by
     # little (else it is broken), and metrics.json must say which precision ran
@@ -201,6 +204,7 @@ def test_open_gate_init_starts_every_gate_at_095():
         sum(p.numel() for p in AttentDifferNet(preset("smoke", variant="se")).backbone.attention.parameters())
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_cbam_spatial_batchnorm_switch_and_modes():
     # catches a switch that is ignored, BatchNorm statistics that update while the attention is frozen, and a
     # frozen block left in train mode by model.train()

@@ -88,7 +88,7 @@ def weights_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)  # notebooks 03 and 06
 def test_sentences_agree_with_the_numbers_with_a_saved_weights_file(weights_file, demo_root, tmp_path):
     """The second backbone setting (the first, random weights, is checked by tests/test_notebooks.py's runs of
     03, 04 and 06): a saved AlexNet state dict passed as a path gives other numbers, and the sentences of 03 and 06

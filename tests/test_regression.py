@@ -315,7 +315,7 @@ def test_run_notebook_writes_the_summary_even_when_a_cell_fails(tmp_path):
     assert executed.metadata["adnlib"]["summary"] == summary
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=65)  # three runs of notebook 00
 def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, demo_root, capsys):
     # catches: non-deterministic summaries on the CPU (same seed and settings), or a real drift not failing
     data = ["-p", "data_root:str", str(demo_root)]

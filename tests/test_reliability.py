@@ -147,6 +147,7 @@ DATASET_CASES = {
 }
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 @pytest.mark.parametrize("case", list(DATASET_CASES))
 def test_bad_dataset_is_one_clear_line(case, tiny_root, tmp_path, run_cli):
     mutate, sub, category, fragments = DATASET_CASES[case]
@@ -385,6 +386,7 @@ def test_imagenet_weights_offline_fail_fast_with_advice(tiny_root, tmp_path, mon
 
 
 # --- faults -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(trained_run, tiny_root,
                                                                                    tmp_path):
     out = Path(shutil.copytree(trained_run, tmp_path / "run"))  # a previous run, replaced with overwrite=True
@@ -530,6 +532,7 @@ def _notebook(path: Path, *sources: str) -> None:
     nbformat.write(nb, path)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_a_failing_notebook_cell_is_named_and_the_other_notebooks_still_run(tmp_path, monkeypatch, run_cli):
     (tmp_path / "nb").mkdir()
     _notebook(tmp_path / "nb" / "bad.ipynb", "x = 1", "ratio = x / 0")

@@ -410,6 +410,7 @@ def test_attention_init_is_carried_into_the_table_and_mixing_is_refused():
         seed_summary(mixed)
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_calibration_false_star_rate_is_near_nominal():
     # the small version of benchmarks/stats_calibration.py: catches a verdict from one seed (50 % false '*' at a
     # 5-point seed spread with the old percentile bootstrap) and an interval that leaves out the between-seed

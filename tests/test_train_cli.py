@@ -19,6 +19,7 @@ def run_cli(*args, check=True):
     return proc
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_training_lowers_the_loss(demo_root):
     result = train(preset("smoke", epochs=4, eval_every=4), demo_root, "weave", progress=False)
     losses = result.history["loss"].tolist()
@@ -26,6 +27,7 @@ def test_training_lowers_the_loss(demo_root):
     assert result.metrics["backbone_weights"] == "random"
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 @pytest.mark.parametrize("category,floor", [("weave", 0.95), ("disc", 0.65)])
 def test_smoke_training_separates_the_demo_anomalies(demo_root, category, floor):
     # Random backbone weights: measured 1.00 (weave) and ~0.70 (disc) after 3 smoke epochs.
@@ -33,6 +35,7 @@ def test_smoke_training_separates_the_demo_anomalies(demo_root, category, floor)
     assert result.metrics["auroc"] >= floor, result.metrics
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_same_seed_gives_identical_scores(demo_root):
     a = train(preset("smoke", variant="se"), demo_root, "disc", progress=False)
     b = train(preset("smoke", variant="se"), demo_root, "disc", progress=False)
@@ -70,6 +73,7 @@ def test_cli_train_evaluate_score_round_trip(demo_root, tmp_path):
         assert float(score) == pytest.approx(expected[path], abs=1e-6)
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_checkpoint_loads_with_weights_only(demo_root, tmp_path):
     train(preset("smoke"), demo_root, "weave", tmp_path / "r", progress=False)
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)

@@ -119,6 +119,7 @@ def _next_globals():
     return random.random(), float(np.random.rand()), torch.rand(3).tolist()
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_train_leaves_the_global_generators_alone_and_is_deterministic(tiny_root, tmp_path):
     _seed_globals(123)
     expected = _next_globals()
@@ -167,6 +168,7 @@ def test_gate_monitor_averages_each_block_and_scale_over_the_batches(variant, ti
     assert not model.backbone._forward_pre_hooks
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 @pytest.mark.parametrize("variant", ["se", "cbam"])
 def test_history_holds_the_epochs_gates_per_block_and_scale(variant, tiny_root):
     """lr 0 and 0-degree rotations keep the model and images fixed: the history's columns must equal the gates
@@ -186,6 +188,7 @@ def test_history_holds_the_epochs_gates_per_block_and_scale(variant, tiny_root):
 
 
 # --- explicit state: torch.compile ------------------------------------------------------------------------------
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_compile_keeps_the_state_dict_keys(tiny_root, tmp_path, monkeypatch):
     """compile=True compiles the embedding in place (Module.compile), so checkpoints keep the plain keys and load
     and resume anywhere. Compiling for real takes minutes on CPU: nn.Module.compile is replaced by a recorder here
@@ -214,6 +217,7 @@ def test_a_finished_checkpoint_keeps_the_weights_only(finished_run):
     assert metrics["checkpoint_keeps_optimizer"] is False
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_best_pt_is_a_pointer_when_the_best_evaluation_is_the_last(finished_run, tiny_root, tmp_path):
     run = Path(shutil.copytree(finished_run, tmp_path / "run"))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -242,6 +246,7 @@ def test_best_pt_is_a_pointer_when_the_best_evaluation_is_the_last(finished_run,
         model_from_checkpoint(best)
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_best_pt_is_a_copy_when_an_earlier_evaluation_was_best(tiny_root, tmp_path, monkeypatch):
     aurocs = iter([0.9, 0.8, 0.8])  # the evaluations of epochs 1 and 2, then the final report
     real_report = train_mod.report
@@ -254,6 +259,7 @@ def test_best_pt_is_a_copy_when_an_earlier_evaluation_was_best(tiny_root, tmp_pa
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["best_weights_in"] == "best.pt"
 
 
+@pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
 def test_keep_optimizer_lets_a_finished_run_continue_to_the_same_numbers(tiny_root, tmp_path):
     out = tmp_path / "run"
     train(preset("smoke", epochs=1), tiny_root, "disc", out, progress=False, keep_optimizer=True)
@@ -288,6 +294,7 @@ def test_evaluation_reads_only_the_weights(finished_run, monkeypatch):
     assert all(k.get("mmap") and k.get("weights_only") for k in seen)
 
 
+@pytest.mark.slow(seconds=2)  # over 1.5 s: left out of `make test-fast`
 def test_parameters_are_checked_at_evaluations_and_saves_only(tiny_root, monkeypatch):
     calls = []
     monkeypatch.setattr(train_mod, "_all_finite", lambda model: calls.append(1) or True)
