@@ -174,19 +174,34 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
     assert _widget_drew_a_figure(executed)
     _check_localization(out, summary, maps, demo_root)
     _check_seed_baseline(summary, maps, _markdown_outputs(executed))
-    _check_pixel_metrics(out, "\n".join(_markdown_outputs(executed)))
+    _check_pixel_metrics(out, summary, "\n".join(_markdown_outputs(executed)), demo_root)
 
 
-def _check_pixel_metrics(out, text):
-    """The pixel table has every model x method, and its sentence names the table's best map by PRO."""
+def _check_pixel_metrics(out, summary, text, demo_root):
+    """The pixel table has every model x method and the centre prior's row (recomputed here from the masks); each
+    sentence names the table's best map by PRO and says whether it beats the prior and depends on the image."""
+    from adnlib.explain.evidence import IMAGE_INDEPENDENT, centre_prior_maps
+    from adnlib.explain.localization_metrics import localization_metrics
+    from adnlib.explain.localize import test_masks
+
     pixel = pd.read_csv(out / "pixel_metrics.csv")
+    prior_row = pixel[pixel["model"] == "centre prior (no model)"]
+    pixel = pixel[pixel["model"] != "centre prior (no model)"]
     assert set(zip(pixel["model"], pixel["method"])) == {(m, k) for m in ("differnet", "se")
                                                           for k in ("differnet", "gradcam")}
     assert pixel["pixel_auroc"].between(0, 1).all()
     assert pixel["pro"].between(0, 1).all()
+    masks = test_masks(demo_root, "disc", summary["img_size"])[2]
+    prior = localization_metrics(masks, centre_prior_maps(*masks.shape))
+    assert prior_row["pro"].item() == pytest.approx(prior["pro"], abs=1e-9)
+    assert summary["centre_prior"]["pro"] == pytest.approx(prior["pro"], abs=1e-9)
+    assert prior_row["image_dependence"].item() == pytest.approx(1.0)
     for model, part in pixel.groupby("model"):
         best = part.loc[part["pro"].idxmax()]
-        assert f"**{model}**: the best map by PRO is `{best['method']}` (PRO {best['pro']:.3f}" in text
+        sentence = next(line for line in text.splitlines() if line.startswith(f"**{model}**: the best map by PRO"))
+        assert f"is `{best['method']}` (PRO {best['pro']:.3f}" in sentence
+        assert ("not above the centre prior" in sentence) == (best["pro"] <= prior["pro"])
+        assert ("nearly one map for all" in sentence) == (best["image_dependence"] >= IMAGE_INDEPENDENT)
     assert "ΔPRO" in text
 
 
@@ -223,4 +238,10 @@ def _check_seed_baseline(summary, maps, texts):
     text = next(t for t in texts if "seed 1) **" in t)
     assert f"**{np.mean(seeds):.2f}**" in text
     assert f"**{np.mean(attention):.2f}**" in text
-    assert ("agree less" in text) == (np.mean(attention) < np.mean(seeds))
+    from adnlib.explain.evidence import IMAGE_INDEPENDENT, image_dependence
+    compared = ("differnet: gradcam", "se: gradcam", "differnet, seed 1: gradcam")
+    for name in compared:  # the precondition's numbers are those of the saved maps
+        assert summary["image_dependence"][name] == pytest.approx(image_dependence(maps[name]), abs=1e-9)
+    readable = all(image_dependence(maps[name]) < IMAGE_INDEPENDENT for name in compared)
+    assert ("not comparable" in text) == (not readable)
+    assert ("agree less" in text) == (readable and np.mean(attention) < np.mean(seeds))

@@ -51,7 +51,35 @@ def test_shrinkage_text_follows_the_ratio(last, word):
     text = shrinkage_text(shrinkage_summary({"se": history}))
     assert word in text
     assert f"{100 * (last - 1):+.1f} %" in text
-    assert "from 0.500 to 0.600" in text
+    assert "from 0.5000 to 0.6000" in text
+
+
+@pytest.mark.parametrize("last,trained", [(0.4995, False), (0.52, True)])
+def test_gate_movement_text_says_when_the_attention_did_not_train(last, trained):
+    # catches a run whose gates did not move being described as trained attention (or the reverse), and a shift
+    # taken from another block than the one that moved most
+    from adnlib.teach.analysis import gate_movement, gate_movement_text
+    histories = {"differnet": pd.DataFrame({"epoch": [1, 2], "feature_norm": [10.0, 10.0]}),
+                 "se": pd.DataFrame({"epoch": [1, 2], "feature_norm": [5.0, 5.0],
+                                     "gate_mean_block1_scale0": [0.5, last],
+                                     "gate_mean_block2_scale0": [0.5, 0.5001]})}
+    movement = gate_movement(histories)
+    assert list(movement["variant"]) == ["se"]
+    assert movement["quantity"].item() == "gate_mean_block1_scale0"
+    assert movement["shift"].item() == pytest.approx(abs(last - 0.5))
+    text = gate_movement_text(movement)
+    assert f"from 0.5000 to {last:.4f} in 2 epochs" in text
+    assert ("barely trained" in text) == (not trained)
+    assert ("training changed the gates" in text) == trained
+
+
+def test_shrinkage_is_judged_against_differnets_own_drift():
+    # catches -3 % called "shrank" when DifferNet's frozen embedding itself moved 2 % (the noise of the measure)
+    histories = {"differnet": pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "feature_norm": [10.0, 10.2]}),
+                 "se": pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5], "feature_norm": [5.0, 4.85]})}
+    text = shrinkage_text(shrinkage_summary(histories))
+    assert "**se**: the embedding kept its size, within the noise of this measure (-3.0 %" in text
+    assert "differnet's frozen one moved +2.0 %" in text
 
 
 def test_cold_start_text_states_the_measured_ratio():

@@ -19,8 +19,29 @@ VARIANT_COLORS = {"differnet": "#4c72b0", "se": "#dd8452", "cbam": "#55a868"}
 VARIANT_LABELS = {"differnet": "DifferNet", "se": "AttentDifferNet (SE)", "cbam": "AttentDifferNet (CBAM)"}
 
 
+EXTRA_COLORS = ("#8172b3", "#c44e52", "#937860", "#da8bc3", "#8c8c8c")  # runs other than the three variants
+
+
 def _label(variant: str) -> str:
     return VARIANT_LABELS.get(variant, variant)
+
+
+def _colors(names) -> dict[str, str]:
+    """A colour per run: the variant's own, else one of EXTRA_COLORS, so that, e.g., "se, open gates" never shares
+    DifferNet's colour (matplotlib's default cycle starts with the same blue)."""
+    extra = iter(EXTRA_COLORS * 4)
+    return {name: VARIANT_COLORS.get(name) or next(extra) for name in names}
+
+
+def _columns_by_block(history: pd.DataFrame, prefix: str) -> dict[int, list[str]]:
+    """{block: its columns <prefix>block<i>_scale<s>, one per scale}, blocks in order."""
+    import re
+    blocks: dict[int, list[str]] = {}
+    for column in history.columns:
+        found = re.fullmatch(rf"{prefix}block(\d+)_scale\d+", column)
+        if found and history[column].notna().any():
+            blocks.setdefault(int(found.group(1)), []).append(column)
+    return dict(sorted(blocks.items()))
 
 
 def _epoch_ticks(ax, histories) -> None:
@@ -264,8 +285,9 @@ def latent_normality(z: np.ndarray, labels: np.ndarray, max_points: int = 20000,
 def training_curves(histories: dict[str, pd.DataFrame]):
     """Loss per epoch and AUROC per evaluation, one line per variant, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = _colors(histories)
     for variant, h in histories.items():
-        color = VARIANT_COLORS.get(variant)
+        color = colors[variant]
         axes[0].plot(h["epoch"], h["loss"], marker=".", color=color, label=_label(variant))
         evaluated = h.dropna(subset=["auroc"]) if "auroc" in h else h.iloc[:0]
         axes[1].plot(evaluated["epoch"], 100 * evaluated["auroc"], marker="o", color=color, label=_label(variant))
@@ -288,24 +310,26 @@ def feature_shrinkage(histories: dict[str, pd.DataFrame]):
     very different sizes), the mean channel gate of each attention block, and CBAM's mean spatial map per block."""
     spatial = any(c.startswith("spatial_mean_") for h in histories.values() for c in h.columns)
     fig, axes = plt.subplots(1, 3 if spatial else 2, figsize=(17 if spatial else 12, 4.2))
+    colors = _colors(histories)
     for variant, h in histories.items():
-        color = VARIANT_COLORS.get(variant)
+        color = colors[variant]
         first = float(h["feature_norm"].iloc[0])
         axes[0].plot(h["epoch"], h["feature_norm"] / first, marker=".", color=color,
                      label=f"{_label(variant)} (epoch {int(h['epoch'].iloc[0])}: {first:.3g})")
         for ax, prefix in zip(axes[1:], ("gate_mean_", "spatial_mean_")):
             styles = iter(["-", "--", ":", "-."])
-            for column in [c for c in h.columns if c.startswith(prefix)]:
-                ax.plot(h["epoch"], h[column], ls=next(styles, "-"), marker=".", color=color,
-                        label=f"{_label(variant)}, block {column.rsplit('_', 1)[-1]}")
+            for block, columns in _columns_by_block(h, prefix).items():  # one line per block: mean over scales
+                ax.plot(h["epoch"], h[columns].mean(axis=1), ls=next(styles, "-"), marker=".", color=color,
+                        label=f"{_label(variant)}, block {block}"
+                              + (f" (mean of {len(columns)} scales)" if len(columns) > 1 else ""))
     axes[0].axhline(1.0, color="k", lw=0.6, ls=":")
     axes[0].set_ylabel("embedding norm / its value at the first epoch")
     axes[0].set_title("Embedding size during training (below 1 = shrinking)")
     axes[1].set_ylabel("mean channel gate (0 = closed, 1 = open)")
-    axes[1].set_title("Channel gates (last batch of each epoch)")
+    axes[1].set_title("Channel gates (mean over each epoch's batches)")
     if spatial:
         axes[2].set_ylabel("mean spatial map (0 = masked, 1 = kept)")
-        axes[2].set_title("CBAM spatial maps (last batch of each epoch)")
+        axes[2].set_title("CBAM spatial maps (mean over each epoch's batches)")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
