@@ -82,6 +82,21 @@ def test_shrinkage_is_judged_against_differnets_own_drift():
     assert "differnet's frozen one moved +2.0 %" in text
 
 
+@pytest.mark.parametrize("weave,expected", [(100.0, "**ceiling** on `weave` (100.0 %)"),
+                                            (99.4, "No category has differnet at the ceiling")])
+def test_ceiling_text_names_categories_at_the_ceiling_and_only_those(weave, expected):
+    # catches a ceiling that is never mentioned (the mean row silently averaging a 100 % category), or one claimed
+    # for a category below it
+    from adnlib.teach.analysis import ceiling_text
+    table = pd.DataFrame({"differnet": [80.0, weave], "se": [82.0, 99.0]}, index=["disc", "weave"])
+    table.loc["mean"] = table.mean()
+    text = ceiling_text(table)
+    assert expected in text
+    assert "`disc`" not in text
+    if weave >= 99.5:
+        assert "rests on the other 1 category" in text
+
+
 def test_cold_start_text_states_the_measured_ratio():
     # catches a ratio or AUROC that is not the history's (e.g. the textbook 8x instead of the measured one)
     histories = {"differnet": pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "feature_norm": [40.0, 40.0],

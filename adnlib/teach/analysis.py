@@ -329,6 +329,28 @@ def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differ
     return "\n\n".join(lines)
 
 
+# An AUROC (in %) at or above this leaves no room for a gain: a category there is at the ceiling.
+CEILING = 99.5
+
+
+def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: float = CEILING) -> str:
+    """Which categories of an `auroc_table` (categories × variants, in %, with a 'mean' row) have `reference` at the
+    ceiling, where no variant can do better, and what that means for the mean row."""
+    rows = table.drop(index="mean", errors="ignore")
+    if reference not in rows.columns:
+        return ""
+    top = [(category, float(value)) for category, value in rows[reference].items() if value >= ceiling]
+    if not top:
+        return (f"No category has {reference} at the ceiling (all below {ceiling} %): every row leaves room for a "
+                "gain.")
+    listed = ", ".join(f"`{category}` ({value:.1f} %)" for category, value in top)
+    left = len(rows) - len(top)
+    return (f"{reference} is at the **ceiling** on {listed}: no variant can improve on it there, so those rows can "
+            "only show a loss, and the mean row averages them with the others. "
+            + (f"The question of a gain rests on the other {left} categor{'y' if left == 1 else 'ies'}."
+               if left else "No category here leaves room for a gain: this data cannot show one."))
+
+
 def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
     """Markdown sentences, one per variant, computed from `adnlib.run.stats.paired_comparison`'s mean row: the
     gain over DifferNet with its interval, and a verdict only where the run has the seeds to give one."""
