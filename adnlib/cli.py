@@ -132,6 +132,8 @@ def _add_maths_options(p) -> None:
     p.add_argument("--attention-init", choices=("standard", "open", "reference"),
                    help="SE/CBAM gates: standard init (default, gates near 0.5), open (gates start at 0.95) or "
                         "reference (the CBAM authors' code: needs --variant cbam --cbam-spatial-bn)")
+    p.add_argument("--attention-lr", type=_positive_float, metavar="LR",
+                   help="learning rate of the SE/CBAM blocks (default: the flow's, 2e-4, as officially)")
     p.add_argument("--cbam-spatial-bn", action="store_true",
                    help="CBAM: the BatchNorm after the spatial convolution of the authors' code (not in the paper)")
     p.add_argument("--test-rotations", choices=("random", "fixed"),
@@ -263,7 +265,8 @@ def _config_from_args(args):
 
 
 def _maths_overrides(args) -> dict:
-    overrides = {"attention_init": args.attention_init, "test_rotations": args.test_rotations}
+    overrides = {"attention_init": args.attention_init, "test_rotations": args.test_rotations,
+                 "attention_lr": args.attention_lr}
     flags = {"amp": args.amp, "cbam_spatial_bn": args.cbam_spatial_bn}
     return {**{k: v for k, v in overrides.items() if v is not None}, **{k: True for k, v in flags.items() if v}}
 

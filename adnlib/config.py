@@ -43,6 +43,9 @@ class Config:
     clamp: float = 3.0
     # optimisation
     lr: float = 2e-4
+    # None: the attention blocks learn at `lr`, like the flow (faithful). A number is a recorded deviation: the
+    # demo preset's few steps at 2e-4 barely move the gates (docs/protocol.md §8)
+    attention_lr: float | None = None
     betas: tuple[float, float] = (0.8, 0.8)
     eps: float = 1e-4
     weight_decay: float = 1e-5
@@ -86,6 +89,9 @@ class Config:
                 self.variant == "cbam" and self.cbam_spatial_bn):
             raise ConfigError("attention_init 'reference' is the CBAM authors' initialisation, which needs "
                               "variant 'cbam' with cbam_spatial_bn=True (--cbam-spatial-bn)")
+        if self.attention_lr is not None and not (isinstance(self.attention_lr, numbers.Real)
+                                                  and 0 < self.attention_lr < float("inf")):
+            raise ConfigError(f"attention_lr must be a positive number or None, not {self.attention_lr!r}")
         if self.test_rotations not in ("random", "fixed"):
             raise ConfigError(f"test_rotations must be 'random' or 'fixed', not {self.test_rotations!r}")
         for name in ("epochs", "eval_every", "batch_size", "n_train_rotations", "n_test_rotations",

@@ -102,17 +102,24 @@ class AttentDifferNet(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def make_optimizer(self) -> torch.optim.Adam:
-        """DifferNet's Adam (config lr, betas, eps, weight decay) over `trainable_parameters()`.
+        """DifferNet's Adam (config lr, betas, eps, weight decay) over `trainable_parameters()`; with
+        `attention_lr` set, the attention blocks form a second group at that learning rate.
 
         Uses the fused kernel where torch has one for the parameters' device (CPU, CUDA): the same update in one
         pass over the 172M flow parameters instead of a dozen, ~5x faster on CPU (benchmarks/speed.py). Where it
         has none, torch's default Adam does the same update, with a warning (once per process).
         """
-        params = self.trainable_parameters()
+        tensors = self.trainable_parameters()
         c = self.config
         kwargs = {"lr": c.lr, "betas": c.betas, "eps": c.eps, "weight_decay": c.weight_decay}
-        devices = sorted({p.device.type for p in params})
-        if not all(p.dtype.is_floating_point for p in params) or not set(devices) <= {"cpu", "cuda"}:
+        attention = {id(p) for p in self.backbone.attention.parameters()}
+        params: list = tensors
+        if c.attention_lr is not None and any(id(p) in attention for p in tensors):
+            # two groups: the flow at lr, the attention blocks at attention_lr (a recorded deviation)
+            params = [{"params": [p for p in tensors if id(p) not in attention]},
+                      {"params": [p for p in tensors if id(p) in attention], "lr": c.attention_lr}]
+        devices = sorted({p.device.type for p in tensors})
+        if not all(p.dtype.is_floating_point for p in tensors) or not set(devices) <= {"cpu", "cuda"}:
             _warn_unfused(f"parameters on {', '.join(devices)}")
         else:
             try:
