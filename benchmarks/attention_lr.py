@@ -51,7 +51,7 @@ def main() -> None:
             print(f"== attention_lr={rate}: mean gate shift {shifts.mean():+.4f} ± {spread:.4f} over "
                   f"{len(rows)} seeds (|mean| / std = {abs(shifts.mean()) / spread:.1f}); largest block shift "
                   f"{min(r['max_shift'] for r in rows):.4f}–{max(r['max_shift'] for r in rows):.4f}; AUROC "
-                  f"{', '.join(f'{r['auroc']:.3f}' for r in rows)}", flush=True)
+                  + ", ".join(f"{r['auroc']:.3f}" for r in rows), flush=True)
 
 
 if __name__ == "__main__":
