@@ -277,3 +277,27 @@ def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone()
     for name, value in model.backbone.attention.state_dict().items():
         assert torch.equal(value, attention_before[name]), name
     assert torch.equal(model.embed(x), embedding_before)
+
+
+@pytest.mark.slow(seconds=10)  # trains two tiny cells
+def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root, tmp_path):
+    # catches notebook 06 retraining what notebook 03 trained (nothing adopted), and adopting a cell of another
+    # config or with a replaced checkpoint (a mixed or unverifiable result reported as reused)
+    from adnlib.config import preset
+    from adnlib.run.grid import adopt_cells, run_grid
+    base = preset("smoke", weights="none", device="cpu")
+    source = tmp_path / "03" / "runs"
+    run_grid(base, tiny_grid_root, ["disc"], ["differnet", "se"], source, progress=False)
+    assert adopt_cells(source, tmp_path / "other", base.replace(epochs=2), ["disc"], ["differnet", "se"]) == []
+    assert not (tmp_path / "other").exists()
+    target = tmp_path / "06" / "grid"
+    adopted = adopt_cells(source, target, base, ["disc"], ["differnet", "se", "cbam"])
+    assert adopted == ["disc/differnet/seed0", "disc/se/seed0"]  # cbam was never trained in the source
+    rows = run_grid(base, tiny_grid_root, ["disc"], ["differnet", "se"], target, progress=False)
+    assert [row["status"] for row in rows.attrs["cells"]] == ["reused", "reused"]
+    for variant in ("differnet", "se"):
+        cell = f"disc/{variant}/seed0"
+        assert (target / cell / "scores.csv").read_bytes() == (source / cell / "scores.csv").read_bytes()
+    with open(source / "disc" / "se" / "seed0" / "checkpoint.pt", "ab") as f:
+        f.write(b"changed")
+    assert adopt_cells(source, tmp_path / "third", base, ["disc"], ["differnet", "se"]) == ["disc/differnet/seed0"]

@@ -155,6 +155,37 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     return _result(out_dir, categories, variants, seeds, rows, on_failure)
 
 
+def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, categories: list[str], variants: list[str],
+                seeds: list[int] | None = None) -> list[str]:
+    """Copy into out_dir the finished cells of another grid folder (e.g. notebook 03's runs) that run_grid would
+    reuse there: the same config (base with the cell's variant and seed) and checkpoints that are the files their
+    metrics.json records. Cells already in out_dir, and cells saved with another config or damaged, are left alone
+    (run_grid then trains them). Each copy lands whole (a staging folder renamed). -> adopted 'cat/variant/seed<k>'."""
+    source, out_dir = Path(source), Path(out_dir)
+    cells = [(c, v, s) for c in categories for v in variants for s in (dict.fromkeys(seeds) if seeds else [base.seed])]
+    return [f"{c}/{v}/seed{s}" for c, v, s in cells
+            if _adopt(cell_dir(source, c, v, s), cell_dir(out_dir, c, v, s), base.replace(variant=v, seed=s))]
+
+
+def _adopt(origin: Path, target: Path, config: Config) -> bool:
+    """Copy one finished cell whole (staging folder, then rename) if run_grid would reuse it for `config`."""
+    import shutil
+
+    from adnlib.run.lock import LOCK_NAME
+    if target.exists() or not (origin / "metrics.json").is_file():
+        return False
+    try:
+        if cell_action(origin, config) != "reuse":
+            return False
+    except OutputExistsError:  # another config, damaged or replaced files: not a result to take
+        return False
+    staging = target.with_name(f".{target.name}.adopting")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(LOCK_NAME, "attempts.json"))
+    staging.rename(target)
+    return True
+
+
 def _check_request(base: Config, out_dir: Path, variants: list[str], engine: str, on_failure: str) -> None:
     """Everything a grid can check before any cell: its options, Ray, the weights file, the output folder."""
     if on_failure not in ("raise", "report"):
