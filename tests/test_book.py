@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import pytest
 from conftest import launch_chromium
 
-from adnlib.teach.book import build_book
-from adnlib.teach.hosted import launch_urls, repository_url
+from adnlib.teach.book import build_book, page_notebook
+from adnlib.teach.hosted import PLACEHOLDER, launch_urls, repository_url
 from adnlib.teach.notebooks import run_notebook
 
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
@@ -108,8 +108,50 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     assert results["01_attention_modules"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["formulas"] == 2  # typeset by the local MathJax, beside the widgets
-    # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote)
+    # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote); none
+    # while the course names no repository (the placeholder's links lead nowhere)
     for name in ("01_attention_modules", "04_auroc_evaluation"):
+        if repository_url() == PLACEHOLDER:
+            assert "Open in Colab" not in results[name]["links"], results[name]["links"]
+            continue
         urls = launch_urls(name, repository_url())
         assert results[name]["links"].get("Open in Colab") == urls["colab"], results[name]["links"]
         assert results[name]["links"].get("Open in Kaggle") == urls["kaggle"]
+
+
+def _executed(cells: list[dict]) -> dict:
+    return {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+
+
+def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions():
+    # catches pages that show papermill's injected cell with temporary paths, badges leading to OWNER/REPOSITORY,
+    # or solutions printed in full although JupyterLab folds them
+    badges = ("[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research."
+              "google.com/github/OWNER/REPOSITORY/blob/main/notebooks/x.ipynb)")
+    nb = _executed([
+        {"cell_type": "markdown", "metadata": {}, "source": f"# 0 · Title\n\n{badges}\n\n**What you will learn.**"},
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "preset = 'demo'", "outputs": []},
+        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "outputs": [],
+         "source": '# Parameters\npreset = "smoke"\ndata_root = "/tmp/pytest-7/data/demo"\nepochs = 1\n'},
+        {"cell_type": "code", "metadata": {"jupyter": {"source_hidden": True}}, "source": "# Solutions", "outputs": []},
+    ])
+    page = page_notebook(nb)
+    first, _, note, solution = page["cells"]
+    assert "Open in" not in first["source"]
+    assert "**What you will learn.**" in first["source"]
+    assert note["cell_type"] == "markdown"
+    assert note["source"] == ('> **This run\'s parameters** (set by `make demo`): `preset = "smoke"`, '
+                              '`data_root = "…/demo"`, `epochs = 1`.')
+    assert "hide-input" in solution["metadata"]["tags"]
+    assert nb["cells"][3]["metadata"] == {"jupyter": {"source_hidden": True}}  # the executed notebook is not changed
+    warning = ("/x/site-packages/adnlib/model/weights.py:80: UserWarning: random backbone weights\n"
+               "  warnings.warn(message)\n")
+    stderr = {"output_type": "stream", "name": "stderr", "text": warning + "epoch 1: done\n"}
+    warned = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "a", "outputs": [stderr]},
+                                      {"cell_type": "code", "metadata": {}, "source": "b",
+                                       "outputs": [{**stderr, "text": warning}]}]))
+    assert warned["cells"][0]["outputs"][0]["text"] == "UserWarning: random backbone weights\nepoch 1: done\n"
+    assert warned["cells"][1]["outputs"] == []  # the same warning again: not repeated
+    real = page_notebook(_executed([{"cell_type": "markdown", "metadata": {},
+                                     "source": badges.replace("OWNER/REPOSITORY", "someone/course")}]))
+    assert real["cells"][0]["source"].startswith("[Open in Colab](https://colab.research.google.com/github/someone")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from adnlib.errors import AdnlibError
 from adnlib.locations import cache_dir, require_repository
-from adnlib.teach.hosted import badges_as_links
+from adnlib.teach.hosted import PLACEHOLDER, badges_as_links
 from adnlib.teach.notebooks import NOTEBOOKS
 
 # Pinned: the html-manager that ipywidgets 8 embeds (ipywidgets._version.__html_manager_version__ is ^1.0.1)
@@ -143,6 +143,83 @@ def _front_page(notebooks: list[str], run_dir: Path) -> str:
             f"{toc}\n```\n")
 
 
+def _source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _shown(value: str) -> str:
+    """A parameter's value for the page: a path as its last component (temporary folders mean nothing to a
+    reader), anything else as given."""
+    text = value.strip()
+    if len(text) > 2 and text[0] == text[-1] and text[0] in "'\"" and "/" in text:
+        return f'"…/{text[1:-1].rstrip("/").rsplit("/", 1)[-1]}"'
+    return text
+
+
+def _parameters_note(injected: dict) -> dict:
+    """papermill's injected-parameters cell as a short markdown note of the values this run used."""
+    pairs = [line.split("=", 1) for line in _source(injected).splitlines()
+             if "=" in line and not line.lstrip().startswith("#")]
+    listed = ", ".join(f"`{name.strip()} = {_shown(value)}`" for name, value in pairs)
+    return {"cell_type": "markdown", "metadata": {"tags": ["run-parameters"]},
+            "source": f"> **This run's parameters** (set by `make demo`): {listed or 'the defaults above'}."}
+
+
+# "/site-packages/adnlib/model/weights.py:80: UserWarning: message" and the source line Python prints under it
+WARNING_LINE = re.compile(r"^\S*\.py:\d+: (\w*Warning): (.*)$")
+
+
+def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
+    """stderr outputs with each warning once per notebook (`seen` holds those shown), without file paths or the
+    source line Python prints under it."""
+    kept = []
+    for output in outputs:
+        if output.get("output_type") != "stream" or output.get("name") != "stderr":
+            kept.append(output)
+            continue
+        lines, skip_source = [], False
+        for line in _source({"source": output.get("text", "")}).splitlines():
+            found = WARNING_LINE.match(line)
+            if found:
+                message = f"{found.group(1)}: {found.group(2)}"
+                skip_source = True
+                if message not in seen:
+                    seen.add(message)
+                    lines.append(message)
+            elif skip_source and line.startswith("  "):
+                skip_source = False
+            else:
+                skip_source = False
+                lines.append(line)
+        if any(line.strip() for line in lines):
+            kept.append({**output, "text": "\n".join(lines) + "\n"})
+    return kept
+
+
+def page_notebook(nb: dict) -> dict:
+    """An executed notebook as a book page: the Colab/Kaggle badges as links, or dropped while the course names no
+    repository (the placeholder address leads nowhere); papermill's injected-parameters cell replaced by a short
+    note of its values; each warning once, without file paths; solutions folded (cells hidden in JupyterLab get
+    myst-nb's `hide-input` tag: a dropdown)."""
+    cells, seen = [], set()
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            cell = {**cell, "outputs": _quiet_warnings(cell.get("outputs", []), seen)}
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            cells.append(_parameters_note(cell))
+            continue
+        if index == 0 and cell["cell_type"] == "markdown":
+            source = _source(cell)
+            if PLACEHOLDER.split("github.com/", 1)[1] in source:
+                source = "\n".join(line for line in source.splitlines() if "[![Open in" not in line)
+            cell = {**cell, "source": badges_as_links(source)}
+        if cell.get("metadata", {}).get("jupyter", {}).get("source_hidden") and "hide-input" not in tags:
+            cell = {**cell, "metadata": {**cell["metadata"], "tags": [*tags, "hide-input"]}}
+        cells.append(cell)
+    return {**nb, "cells": cells}
+
+
 def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     """Sphinx source folder: conf.py, index.md, the executed notebooks, the widget JavaScript -> page names."""
     notebooks = [n for n in NOTEBOOKS if (run_dir / f"{n}.ipynb").exists()]
@@ -153,10 +230,7 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     (src / "conf.py").write_text(CONF.format())
     (src / "index.md").write_text(_front_page(notebooks, run_dir))
     for name in notebooks:
-        nb = json.loads((run_dir / f"{name}.ipynb").read_text())
-        for cell in nb["cells"][:1]:  # the Colab/Kaggle badges: links here (no image from outside the site)
-            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            cell["source"] = badges_as_links(source)
+        nb = page_notebook(json.loads((run_dir / f"{name}.ipynb").read_text()))
         (src / f"{name}.ipynb").write_text(json.dumps(nb, ensure_ascii=False))
     shutil.copytree(vendor / "requirejs", src / "_static" / "requirejs")
     shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
