@@ -155,3 +155,17 @@ def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions()
     real = page_notebook(_executed([{"cell_type": "markdown", "metadata": {},
                                      "source": badges.replace("OWNER/REPOSITORY", "someone/course")}]))
     assert real["cells"][0]["source"].startswith("[Open in Colab](https://colab.research.google.com/github/someone")
+
+
+def test_the_front_page_lists_each_notebooks_goals_needs_and_run_time():
+    # catches a front page that is the README again, or entries whose goals, prerequisites or time are not the
+    # notebook's own
+    from adnlib.teach.book import _syllabus_entry
+    first = ("# 03 · Training side by side\n\n[badges]\n\n**What you will learn.**\n- one step, written out;\n"
+             "- what makes a comparison\n  *paired*.\n\n**Prerequisites.** Notebooks 01 and\n02.\n\n**Runtime.**")
+    nb = {"cells": [{"cell_type": "markdown", "source": first}], "metadata": {"papermill": {"duration": 170.4}}}
+    entry = _syllabus_entry("03_training", nb)
+    assert entry.startswith("### [03 · Training side by side](03_training.ipynb)")
+    assert "- one step, written out;\n- what makes a comparison\n  *paired*." in entry
+    assert "*Needs:* Notebooks 01 and 02." in entry
+    assert "*Ran in 170 s* in the run shown here." in entry

@@ -1,14 +1,14 @@
 """The course as a website: an HTML book built from the executed notebooks of a headless run (no second execution).
 
-`build_book(run_dir, out_dir)` assembles a Sphinx source folder (the README's overview as the front page, one page
-per executed notebook, in course order), builds it with myst-nb and the book theme, and returns the HTML folder.
-Pages request nothing outside the site: myst-nb's widget JavaScript (require.js and
-`@jupyter-widgets/html-manager`, which it loads from CDNs by default) and MathJax (Sphinx's default is a CDN) are
-taken from the npm registry once, at build time, into the user's cache (`<cache>/book-vendor`, adnlib/locations.py:
-$ADNLIB_CACHE or ~/.cache/adnlib), with their licence files, and served from the site's `_static/`. That `npm pack`
-is the book's one network use; later builds (and the tests) reuse the cache.
+`build_book(run_dir, out_dir)` assembles a Sphinx source folder (a syllabus as the front page: each notebook's
+goals, prerequisites and run time; one page per executed notebook, in course order), builds it with myst-nb and the
+book theme, and returns the HTML folder. Pages request nothing outside the site: myst-nb's widget JavaScript
+(require.js and `@jupyter-widgets/html-manager`, which it loads from CDNs by default) and MathJax (Sphinx's default
+is a CDN) are taken from the npm registry once, at build time, into the user's cache (`<cache>/book-vendor`,
+adnlib/locations.py: $ADNLIB_CACHE or ~/.cache/adnlib), with their licence files, and served from the site's
+`_static/`. That `npm pack` is the book's one network use; later builds (and the tests) reuse the cache.
 
-The book is repository authoring (its front page is the README): it refuses with one error line when adnlib runs
+The book is repository authoring (its front page quotes the README): it refuses with one error line when adnlib runs
 from an installed package rather than a checkout.
 
     python -m adnlib.teach.book [--run runs/<stamp>] [--out runs/book]     # `make book`
@@ -131,16 +131,34 @@ MATHJAX_WIDGETS_JS = """(function () {
 """
 
 
+def _syllabus_entry(name: str, nb: dict) -> str:
+    """One notebook on the front page: its title, what it teaches, its prerequisites, and how long it ran here."""
+    first = _source(nb["cells"][0]) if nb["cells"] else ""
+    title = next((line.lstrip("# ").strip() for line in first.splitlines() if line.startswith("# ")), name)
+    learn = re.search(r"\*\*What you will learn\.\*\*\s*\n((?:- .*\n?(?:  .*\n?)*)+)", first)
+    needs = re.search(r"\*\*Prerequisites\.\*\*\s*(.+?)(?:\n\n|$)", first, re.S)
+    seconds = nb.get("metadata", {}).get("papermill", {}).get("duration")
+    parts = [f"### [{title}]({name}.ipynb)", ""]
+    if learn:
+        parts += ["You will learn:", "", learn.group(1).rstrip(), ""]
+    if needs:
+        parts += [f"*Needs:* {' '.join(needs.group(1).split())}", ""]
+    if isinstance(seconds, (int, float)):
+        parts += [f"*Ran in {seconds:.0f} s* in the run shown here.", ""]
+    return "\n".join(parts)
+
+
 def _front_page(notebooks: list[str], run_dir: Path) -> str:
-    """The README's overview (up to its command-line reference) and the table of contents."""
+    """A syllabus: the course's aim, then each notebook in order with its goals, prerequisites and run time."""
     readme = (require_repository("the book") / "README.md").read_text()
-    overview = readme.split("\n## Architecture")[0]
-    overview = re.sub(r"`(docs/[\w./-]+)`", r"\1", overview)
+    aim = readme.split("\n## ")[0].split("\n", 1)[1].strip()  # the README's opening paragraph
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(run_dir.stat().st_mtime))
+    entries = "\n".join(_syllabus_entry(n, json.loads((run_dir / f"{n}.ipynb").read_text())) for n in notebooks)
     toc = "\n".join(notebooks)
-    return (f"{overview}\n\nThe pages below are the notebooks as executed by `make demo` ({run_dir.name}, "
-            f"{stamp}), with their figures and widgets.\n\n```{{toctree}}\n:maxdepth: 1\n:caption: Notebooks\n\n"
-            f"{toc}\n```\n")
+    return (f"# AttentDifferNet: a course\n\n{aim}\n\n## Syllabus\n\nEach notebook's *Needs* line says what to "
+            f"read first. The pages are the notebooks as executed by `make demo` ({run_dir.name}, {stamp}), "
+            f"with their figures and widgets; the README in the repository has the set-up and the command line."
+            f"\n\n{entries}\n```{{toctree}}\n:maxdepth: 1\n:hidden:\n:caption: Notebooks\n\n{toc}\n```\n")
 
 
 def _source(cell: dict) -> str:
