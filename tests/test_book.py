@@ -74,11 +74,13 @@ def _visit(browser, url: str, name: str, screens: Path) -> dict:
         formulas.first.wait_for(state="attached", timeout=PAGE_TIMEOUT_MS)
     page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
-                                               "e.naturalWidth])")
+                                               "e.naturalWidth, e.getBoundingClientRect().width])")
     links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
+    text = page.inner_text("body")
+    folded = page.locator("details.hide.above-input").count()  # myst-nb's dropdown for cells tagged hide-input
     page.screenshot(path=str(screens / f"{name}.png"), full_page=False)
     found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
-             "formulas": formulas.count(), "links": links}
+             "formulas": formulas.count(), "links": links, "text": text, "folded": folded}
     page.close()
     return found
 
@@ -99,7 +101,7 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
         assert not found["errors"], (name, found["errors"])
         assert not found["outside"], (name, found["outside"][:5])  # nothing requested outside the site
         assert not found["failed"], (name, found["failed"][:5])  # every file the page asks for is in the site
-        broken = [src for src, complete, width in found["images"] if not complete or width == 0]
+        broken = [src for src, complete, width, _ in found["images"] if not complete or width == 0]
         assert not broken, (name, broken)
     assert len(results["01_attention_modules"]["images"]) >= 3
     assert len(results["04_auroc_evaluation"]["images"]) >= 5
@@ -108,6 +110,14 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     assert results["01_attention_modules"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["formulas"] == 2  # typeset by the local MathJax, beside the widgets
+    for name in ("01_attention_modules", "04_auroc_evaluation"):  # the page clean-ups of book.page_notebook
+        text = results[name]["text"]
+        assert "parameters (set by make demo)" in text, name  # the injected cell's note (curly apostrophe)
+        assert "# Parameters" not in text, name  # papermill's injected cell is gone
+        assert results[name]["folded"] >= 1, name  # the solutions, folded
+        assert text.count("UserWarning") <= 1, name  # each warning once, without file paths
+        assert ".py:" not in "".join(line for line in text.splitlines() if "Warning" in line), name
+    assert "Syllabus" in results["index"]["text"]
     # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote); none
     # while the course names no repository (the placeholder's links lead nowhere)
     for name in ("01_attention_modules", "04_auroc_evaluation"):

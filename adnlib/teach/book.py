@@ -103,9 +103,17 @@ nb_ipywidgets_js = {{"requirejs/require.js": {{}},
 myst_enable_extensions = ["dollarmath"]
 mathjax_path = "mathjax/es5/tex-mml-chtml.js"  # served by the site (Sphinx's default is a CDN address)
 html_js_files = ["mathjax-widgets.js"]  # before MathJax (deferred): widgets typeset through MathJax 2's API
+html_css_files = ["adnlib-book.css"]
 exclude_patterns = ["_build"]
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
+
+
+# Wide code lines and tables were cut off at the theme's reading column: tables scroll, code and text outputs wrap.
+# (Figures still shrink to the column, about 690 px at a 1280 px window: sizing them for it is open work.)
+BOOK_CSS = """div.cell_output table { display: block; overflow-x: auto; max-width: 100%; }
+div.cell_input pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+"""
 
 
 # @jupyter-widgets/html-manager typesets widget labels with MathJax 2's API, `MathJax.Hub.Queue(["Typeset", ...])`,
@@ -254,6 +262,7 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     shutil.copytree(vendor / "@jupyter-widgets__html-manager", src / "_static" / "html-manager")
     shutil.copytree(vendor / "mathjax", src / "_static" / "mathjax")
     (src / "_static" / "mathjax-widgets.js").write_text(MATHJAX_WIDGETS_JS)
+    (src / "_static" / "adnlib-book.css").write_text(BOOK_CSS)
     return notebooks
 
 
