@@ -89,8 +89,8 @@ class Config:
                 self.variant == "cbam" and self.cbam_spatial_bn):
             raise ConfigError("attention_init 'reference' is the CBAM authors' initialisation, which needs "
                               "variant 'cbam' with cbam_spatial_bn=True (--cbam-spatial-bn)")
-        if self.attention_lr is not None and not (isinstance(self.attention_lr, numbers.Real)
-                                                  and 0 < self.attention_lr < float("inf")):
+        if self.attention_lr is not None and (isinstance(self.attention_lr, bool) or not (
+                isinstance(self.attention_lr, numbers.Real) and 0 < self.attention_lr < float("inf"))):
             raise ConfigError(f"attention_lr must be a positive number or None, not {self.attention_lr!r}")
         if self.test_rotations not in ("random", "fixed"):
             raise ConfigError(f"test_rotations must be 'random' or 'fixed', not {self.test_rotations!r}")

@@ -17,7 +17,7 @@ from conftest import launch_chromium
 
 from adnlib.teach.book import build_book, page_notebook
 from adnlib.teach.hosted import PLACEHOLDER, launch_urls, repository_url
-from adnlib.teach.notebooks import run_notebook
+from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
 
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
 PAGE_TIMEOUT_MS = 60_000
@@ -179,3 +179,15 @@ def test_the_front_page_lists_each_notebooks_goals_needs_and_run_time():
     assert "- one step, written out;\n- what makes a comparison\n  *paired*." in entry
     assert "*Needs:* Notebooks 01 and 02." in entry
     assert "*Ran in 170 s* in the run shown here." in entry
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_course_notebook_has_goals_and_needs_on_the_front_page(name):
+    # catches a syllabus parser that knows one heading style only (00 and 02 write "**What you will learn**",
+    # 01 and 05 "### What you will learn" with "*" bullets)
+    from adnlib.teach.book import _syllabus_entry
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    entry = _syllabus_entry(name, nb)
+    assert "You will learn:\n\n- " in entry, entry
+    assert "*Needs:* " in entry, entry
+    assert "**Runtime" not in entry, entry  # the runtime table stays on the notebook's page

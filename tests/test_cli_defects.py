@@ -301,3 +301,13 @@ def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root
     with open(source / "disc" / "se" / "seed0" / "checkpoint.pt", "ab") as f:
         f.write(b"changed")
     assert adopt_cells(source, tmp_path / "third", base, ["disc"], ["differnet", "se"]) == ["disc/differnet/seed0"]
+    # a cell another process is writing is skipped, on either side; a target left with only its lock file (an
+    # interrupted grid's planning) is filled
+    from adnlib.run.lock import folder_lock
+    fourth = tmp_path / "fourth"
+    with folder_lock(source / "disc" / "differnet" / "seed0"):
+        assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == []
+    with folder_lock(fourth / "disc" / "differnet" / "seed0"):
+        assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == []
+    assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == ["disc/differnet/seed0"]
+    assert not list(fourth.glob("disc/differnet/.*adopting"))

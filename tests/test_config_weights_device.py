@@ -316,7 +316,7 @@ def test_bad_device_strings_are_config_errors(name):
         resolve_device(name)
 
 
-@pytest.mark.parametrize("bad", [0, -1e-3, float("inf"), float("nan"), "fast"])
+@pytest.mark.parametrize("bad", [0, -1e-3, float("inf"), float("nan"), "fast", True])
 def test_attention_lr_must_be_a_positive_number(bad):
     # catches a zero rate (attention silently frozen) or a string reaching the optimiser
     with pytest.raises(ConfigError, match="attention_lr must be a positive number"):
@@ -340,6 +340,8 @@ def test_attention_lr_puts_exactly_the_attention_blocks_in_their_own_group(varia
     assert default[0]["lr"] == 2e-4
     differnet = AttentDifferNet(preset("smoke", variant="differnet", attention_lr=3e-3)).make_optimizer()
     assert len(differnet.param_groups) == 1  # no attention block: nothing to put in a second group
+    # kept in DifferNet's config all the same: a grid's base config carries it to the attention variants
+    assert preset("smoke", variant="differnet", attention_lr=3e-3).replace(variant="se").attention_lr == 3e-3
 
 
 def test_attention_lr_steps_the_gates_at_their_own_rate():

@@ -26,9 +26,14 @@ def test_independent_maps_correlate_near_zero_and_the_mean_is_over_pairs_of_imag
     assert image_dependence(pair) == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
-def test_image_dependence_needs_two_maps():
-    with pytest.raises(ValueError, match="B >= 2"):
-        image_dependence(np.zeros((1, 4, 4)))
+def test_one_map_cannot_tell_and_is_never_read():
+    # catches a single image reported as "depends on the image" (NaN < threshold is False, NaN >= threshold too)
+    value = image_dependence(np.zeros((1, 4, 4)))
+    assert np.isnan(value)
+    assert "cannot be told" in dependence_text({"a": value})
+    assert not readable({"a": value}, ["a"])
+    with pytest.raises(ValueError, match="shape"):
+        image_dependence(np.zeros((4, 4)))
 
 
 def test_centre_prior_scores_high_on_central_defects_and_low_on_corner_defects():

@@ -68,9 +68,18 @@ def test_gate_movement_text_says_when_the_attention_did_not_train(last, trained)
     assert movement["quantity"].item() == "gate_mean_block1_scale0"
     assert movement["shift"].item() == pytest.approx(abs(last - 0.5))
     text = gate_movement_text(movement)
-    assert f"from 0.5000 to {last:.4f} in 2 epochs" in text
+    assert f"from 0.5000 to {last:.4f} from the first epoch to the last (2 epochs)" in text
     assert ("barely trained" in text) == (not trained)
     assert ("training changed the gates" in text) == trained
+
+
+def test_one_epoch_shows_no_gate_movement_and_says_so():
+    # catches "barely trained" claimed from a single history row (an epoch's mean: no start to compare with)
+    from adnlib.teach.analysis import gate_movement, gate_movement_text
+    one = {"se": pd.DataFrame({"epoch": [1], "feature_norm": [5.0], "gate_mean_block1_scale0": [0.49]})}
+    text = gate_movement_text(gate_movement(one))
+    assert "one epoch only" in text
+    assert "barely trained" not in text
 
 
 def test_shrinkage_is_judged_against_differnets_own_drift():
@@ -80,6 +89,7 @@ def test_shrinkage_is_judged_against_differnets_own_drift():
     text = shrinkage_text(shrinkage_summary(histories))
     assert "**se**: the embedding kept its size, within the noise of this measure (-3.0 %" in text
     assert "differnet's frozen one moved +2.0 %" in text
+    assert "**differnet**: the embedding of the frozen reference changed (+2.0 %" in text  # no verdict of its own
 
 
 @pytest.mark.parametrize("weave,expected", [(100.0, "**ceiling** on `weave` (100.0 %)"),
@@ -137,7 +147,8 @@ def test_sentences_agree_with_the_numbers_with_a_saved_weights_file(weights_file
     03, 04 and 06): a saved AlexNet state dict passed as a path gives other numbers, and the sentences of 03 and 06
     (the verdicts that can come out either way) follow."""
     common = {"data_root": str(demo_root), **FAST, "weights": str(weights_file)}
-    run_notebook("03_training_attentdiffernet", tmp_path, {**common, "variants": ["differnet", "se"], "epochs": 1,
+    # two epochs: the gate-movement sentence then compares two rows (one epoch only says it cannot tell)
+    run_notebook("03_training_attentdiffernet", tmp_path, {**common, "variants": ["differnet", "se"], "epochs": 2,
                                                            "eval_every": 1})
     out = tmp_path / "03_training_attentdiffernet"
     assert json.loads((out / "metrics_se.json").read_text())["backbone_weights"] == str(weights_file)

@@ -19,11 +19,14 @@ IMAGE_INDEPENDENT = 0.9
 
 
 def image_dependence(maps: np.ndarray) -> float:
-    """Mean Pearson correlation between the maps of different images: maps (B,H,W), B ≥ 2 -> a float in [-1, 1].
-    Near 1: the map is the same whatever the image. A constant map (no variation at all) counts as 1."""
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim != 3 or len(maps) < 2:
-        raise ValueError(f"need maps of shape (B,H,W) with B >= 2, got {maps.shape}")
+    """Mean Pearson correlation between the maps of different images: maps (B,H,W) -> a float in [-1, 1], NaN for
+    a single image (nothing to compare). Near 1: the map is the same whatever the image. A constant map (no
+    variation at all) counts as 1."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"need maps of shape (B,H,W), got {maps.shape}")
+    if len(maps) < 2:
+        return float("nan")
     flat = maps.reshape(len(maps), -1)
     flat = flat - flat.mean(1, keepdims=True)
     norms = np.sqrt((flat * flat).sum(1))
@@ -49,7 +52,10 @@ def dependence_text(dependence: dict[str, float], threshold: float = IMAGE_INDEP
     """One sentence per map set ({name: image_dependence}): whether it can show where the model looks."""
     lines = []
     for name, value in dependence.items():
-        if value >= threshold:
+        if not np.isfinite(value):
+            lines.append(f"* `{name}`: one image only, so whether its map depends on the image cannot be told; it is "
+                         "not read as an explanation.")
+        elif value >= threshold:
             lines.append(f"* `{name}`: maps of different images correlate **{value:.2f}** on average (≥ {threshold}): "
                          "nearly the same map on every image, so it cannot show where the model looks on a given "
                          "image; any localisation score it gets comes from where the defects happen to lie.")
@@ -60,5 +66,6 @@ def dependence_text(dependence: dict[str, float], threshold: float = IMAGE_INDEP
 
 
 def readable(dependence: dict[str, float], names, threshold: float = IMAGE_INDEPENDENT) -> bool:
-    """True when every map set in `names` depends on the image (its inter-image correlation is below threshold)."""
-    return all(dependence[name] < threshold for name in names)
+    """True when every map set in `names` is known to depend on the image (its inter-image correlation is a number
+    below threshold; NaN, from one image, is not)."""
+    return all(np.isfinite(dependence[name]) and dependence[name] < threshold for name in names)

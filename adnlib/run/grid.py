@@ -168,22 +168,42 @@ def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, categorie
 
 
 def _adopt(origin: Path, target: Path, config: Config) -> bool:
-    """Copy one finished cell whole (staging folder, then rename) if run_grid would reuse it for `config`."""
+    """Copy one finished cell if run_grid would reuse it for `config`, holding both cells' write locks (a cell being
+    written on either side is skipped, never half-copied). A target holding nothing but a lock file (left by an
+    interrupted grid's planning) counts as empty."""
+    from adnlib.run.lock import LOCK_NAME, FolderLockedError
+    if not (origin / "metrics.json").is_file():
+        return False
+    if target.exists() and any(p.name != LOCK_NAME for p in target.iterdir()):
+        return False
+    try:
+        with folder_lock(origin):
+            if cell_action(origin, config) != "reuse":
+                return False
+            with folder_lock(target):  # created only now: nothing is made for a cell that is not taken
+                if any(p.name != LOCK_NAME for p in target.iterdir()):
+                    return False
+                _copy_cell(origin, target)
+    except (OutputExistsError, FolderLockedError):  # another config, damaged or replaced files, or in use
+        return False
+    return True
+
+
+def _copy_cell(origin: Path, target: Path) -> None:
+    """The result files of `origin` into `target` through a staging folder beside it, metrics.json last (without it
+    the cell does not count as finished); the staging folder is removed whatever happens."""
+    import os
     import shutil
 
     from adnlib.run.lock import LOCK_NAME
-    if target.exists() or not (origin / "metrics.json").is_file():
-        return False
-    try:
-        if cell_action(origin, config) != "reuse":
-            return False
-    except OutputExistsError:  # another config, damaged or replaced files: not a result to take
-        return False
-    staging = target.with_name(f".{target.name}.adopting")
+    staging = target.parent / f".{target.name}.adopting"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(LOCK_NAME, "attempts.json"))
-    staging.rename(target)
-    return True
+    try:
+        shutil.copytree(origin, staging, ignore=shutil.ignore_patterns(LOCK_NAME, "attempts.json"))
+        for name in sorted((p.name for p in staging.iterdir()), key=lambda name: name == "metrics.json"):
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_request(base: Config, out_dir: Path, variants: list[str], engine: str, on_failure: str) -> None:

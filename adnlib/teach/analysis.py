@@ -265,6 +265,8 @@ def shrinkage_text(shrink: pd.DataFrame, reference: str = "differnet") -> str:
         change = 100 * (norm["last/first"] - 1)
         verb = ("shrank" if change < -threshold else "grew" if change > threshold
                 else "kept its size, within the noise of this measure")
+        if variant == reference:  # no verdict: its drift is what the others are judged against
+            verb = "of the frozen reference changed"
         sentence = f"**{variant}**: the embedding {verb} ({change:+.1f} % from the first to the last epoch"
         sentence += (f"; {reference}'s frozen one moved {100 * (float(norms[reference]) - 1):+.1f} %)"
                      if reference in norms and variant != reference else ")")
@@ -273,7 +275,7 @@ def shrinkage_text(shrink: pd.DataFrame, reference: str = "differnet") -> str:
             moved = gates.assign(shift=(gates["last_epoch"] - gates["first_epoch"]).abs()).nlargest(1, "shift").iloc[0]
             sentence += (f"; the attention quantity that moved most is `{moved['quantity']}`, from "
                          f"{moved['first_epoch']:.4f} to {moved['last_epoch']:.4f}")
-        lines.append(sentence + ".")
+        lines.append(sentence + (": the noise the other rows are judged against." if variant == reference else "."))
     return "\n\n".join(lines)
 
 
@@ -290,10 +292,10 @@ def gate_movement(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
         columns = [c for c in h.columns if c.startswith(("gate_mean_", "spatial_mean_")) and h[c].notna().any()]
         if not columns:
             continue
-        shifts = {c: abs(float(h[c].iloc[-1]) - float(h[c].iloc[0])) for c in columns}
+        shifts = {c: abs(float(h[c].dropna().iloc[-1]) - float(h[c].dropna().iloc[0])) for c in columns}
         top = max(shifts, key=shifts.get)
-        rows.append({"variant": variant, "quantity": top, "first_epoch": float(h[top].iloc[0]),
-                     "last_epoch": float(h[top].iloc[-1]), "shift": shifts[top], "epochs": len(h)})
+        rows.append({"variant": variant, "quantity": top, "first_epoch": float(h[top].dropna().iloc[0]),
+                     "last_epoch": float(h[top].dropna().iloc[-1]), "shift": shifts[top], "epochs": len(h)})
     return pd.DataFrame(rows)
 
 
@@ -301,8 +303,13 @@ def gate_movement_text(movement: pd.DataFrame, tolerance: float = GATES_MOVED) -
     """Whether each run's attention learnt anything that a comparison could show, from `gate_movement`."""
     lines = []
     for _, row in movement.iterrows():
+        if row["epochs"] < 2:  # each history row is an epoch's mean: one row shows no movement at all
+            lines.append(f"**{row['variant']}**: one epoch only, so the history cannot show how far the gates moved "
+                         "(it records each epoch's mean, not the start); train at least two epochs to see it.")
+            continue
         head = (f"**{row['variant']}**: the gate that moved most, `{row['quantity']}`, went from "
-                f"{row['first_epoch']:.4f} to {row['last_epoch']:.4f} in {int(row['epochs'])} epochs ")
+                f"{row['first_epoch']:.4f} to {row['last_epoch']:.4f} from the first epoch to the last "
+                f"({int(row['epochs'])} epochs) ")
         if row["shift"] < tolerance:
             lines.append(head + f"(less than {tolerance}): its attention blocks **barely trained**, so this run "
                          "cannot show what *trained* attention does; its difference from DifferNet comes from "
@@ -345,8 +352,9 @@ def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: flo
                 "gain.")
     listed = ", ".join(f"`{category}` ({value:.1f} %)" for category, value in top)
     left = len(rows) - len(top)
-    return (f"{reference} is at the **ceiling** on {listed}: no variant can improve on it there, so those rows can "
-            "only show a loss, and the mean row averages them with the others. "
+    return (f"{reference} is at the **ceiling** on {listed}: a variant can gain at most "
+            f"{max(100 - v for _, v in top):.1f} points there, so those rows can show a loss but hardly a gain, and "
+            "the mean row averages them with the others. "
             + (f"The question of a gain rests on the other {left} categor{'y' if left == 1 else 'ies'}."
                if left else "No category here leaves room for a gain: this data cannot show one."))
 

@@ -139,18 +139,37 @@ MATHJAX_WIDGETS_JS = """(function () {
 """
 
 
+# A section heading of a notebook's first cell, in either of the course's forms: "**Prerequisites.** text" or
+# "### Prerequisites"
+SECTION = re.compile(r"^(?:#{2,4}\s*|\*\*)(What you will learn|Prerequisites|Runtime)\.?(?:\*\*)?[ \t]*(.*)$")
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """{heading: its text} for the 'What you will learn', 'Prerequisites' and 'Runtime' parts of a first cell."""
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in markdown.splitlines():
+        match = SECTION.match(line.strip())
+        if match:
+            current = match.group(1)
+            found[current] = [match.group(2)] if match.group(2) else []
+        elif current is not None:
+            found[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in found.items()}
+
+
 def _syllabus_entry(name: str, nb: dict) -> str:
     """One notebook on the front page: its title, what it teaches, its prerequisites, and how long it ran here."""
     first = _source(nb["cells"][0]) if nb["cells"] else ""
     title = next((line.lstrip("# ").strip() for line in first.splitlines() if line.startswith("# ")), name)
-    learn = re.search(r"\*\*What you will learn\.\*\*\s*\n((?:- .*\n?(?:  .*\n?)*)+)", first)
-    needs = re.search(r"\*\*Prerequisites\.\*\*\s*(.+?)(?:\n\n|$)", first, re.S)
+    parts, sections = [f"### [{title}]({name}.ipynb)", ""], _sections(first)
+    if sections.get("What you will learn"):
+        goals = re.sub(r"^\* ", "- ", sections["What you will learn"], flags=re.M)
+        parts += ["You will learn:", "", goals, ""]
+    if sections.get("Prerequisites"):
+        needs = " ".join(re.sub(r"^\s*[*-] ", "", sections["Prerequisites"], flags=re.M).split())  # one paragraph
+        parts += [f"*Needs:* {needs}", ""]
     seconds = nb.get("metadata", {}).get("papermill", {}).get("duration")
-    parts = [f"### [{title}]({name}.ipynb)", ""]
-    if learn:
-        parts += ["You will learn:", "", learn.group(1).rstrip(), ""]
-    if needs:
-        parts += [f"*Needs:* {' '.join(needs.group(1).split())}", ""]
     if isinstance(seconds, (int, float)):
         parts += [f"*Ran in {seconds:.0f} s* in the run shown here.", ""]
     return "\n".join(parts)
@@ -204,7 +223,8 @@ def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
             kept.append(output)
             continue
         lines, skip_source = [], False
-        for line in _source({"source": output.get("text", "")}).splitlines():
+        text = _source({"source": output.get("text", "")})
+        for line in (part.rsplit("\r", 1)[-1] for part in text.rstrip("\n").split("\n")):  # \r updates: the last
             found = WARNING_LINE.match(line)
             if found:
                 message = f"{found.group(1)}: {found.group(2)}"
