@@ -4,7 +4,7 @@ A stall is a run whose client went on later than it should: a cell that failed i
 (papermill's end_time, client side) came more than `--lag` seconds after the kernel's reply was sent (the reply's
 date, kernel side). Before the fix (see adnlib/teach/nbengine.py) such a cell waited for the cell timeout.
 
-    python benchmarks/notebook_soak.py --runs 30                      # 01, 04, 05 with the smoke parameters
+    python benchmarks/notebook_soak.py --runs 30                      # 03, 04, 05 with the smoke parameters
     python benchmarks/notebook_soak.py --runs 30 --reuse-models       # the same, models trained once up front
     python benchmarks/notebook_soak.py --runs 5 --preset demo          # make demo's parameters (minutes per run)
     python benchmarks/notebook_soak.py --repro --runs 3 --engine papermill   # the synthetic stall, plain papermill
@@ -28,11 +28,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 from adnlib.data.demo import make_demo_dataset
 from adnlib.teach.notebooks import CellLimits, NotebookError, run_notebook
 
-WIDGET_NOTEBOOKS = ("01_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison")
+WIDGET_NOTEBOOKS = ("03_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison")
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
-SMALL = {"01_attention_modules": {"n_show": 1, "max_images": 8},
+SMALL = {"03_attention_modules": {"n_show": 1, "max_images": 8},
          "05_gradcam_comparison": {"n_normal": 1, "n_defective": 2}}
-# The shape of notebook 01's former viewer (an Output widget capturing plt.show() at the end of the cell).
+# The shape of notebook 03's former viewer (an Output widget capturing plt.show() at the end of the cell).
 REPRO_CELLS = ["%matplotlib inline\nimport matplotlib.pyplot as plt, numpy as np, ipywidgets as widgets\n"
                "from IPython.display import display",
                "def show(image, block):\n    fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))\n"
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     params.update(SMOKE if args.preset == "smoke" else {})
     if args.reuse_models:
         models = train_once(Path(params["data_root"]), work / "models")
-        REUSE.update({"01_attention_modules": {"checkpoints": {v: models[v] for v in ("se", "cbam")}},
+        REUSE.update({"03_attention_modules": {"checkpoints": {v: models[v] for v in ("se", "cbam")}},
                       "04_auroc_evaluation": {"checkpoints": str(work / "models")},
                       "05_gradcam_comparison": {"checkpoints": {v: models[v] for v in ("differnet", "se")}}})
     records = []

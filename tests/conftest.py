@@ -166,7 +166,7 @@ def load_benchmark(filename: str, name: str | None = None):
     return module
 
 
-# The generated sentences of notebooks 03, 04 and 06 checked against the numbers their runs saved (used by
+# The generated sentences of notebooks 02, 04 and 06 checked against the numbers their runs saved (used by
 # tests/test_notebooks.py with random weights and tests/test_prose.py with a saved weights file).
 def _markdown_outputs(notebook) -> str:
     import nbformat
@@ -175,10 +175,10 @@ def _markdown_outputs(notebook) -> str:
                      for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
 
 
-def check_03_sentences(out, variants) -> None:
-    """Every generated sentence of notebook 03's run in `out` against the numbers the run saved."""
+def check_02_sentences(out, variants) -> None:
+    """Every generated sentence of notebook 02's run in `out` against the numbers the run saved."""
     import pandas as pd
-    text = _markdown_outputs(out.parent / "03_training_attentdiffernet.ipynb")
+    text = _markdown_outputs(out.parent / "02_training_attentdiffernet.ipynb")
     shrink = pd.read_csv(out / "shrinkage.csv")
     norms = shrink[shrink["quantity"] == "feature_norm"].set_index("variant")["last/first"]
     noise = abs(100 * (norms["differnet"] - 1)) if "differnet" in norms else 0.0  # the frozen embedding's drift
@@ -215,7 +215,7 @@ def check_03_sentences(out, variants) -> None:
 
 
 def _check_gate_movement(out, text: str) -> None:
-    """03's "did the gates move?" sentences, recomputed from the saved histories: the largest first-to-last change
+    """02's "did the gates move?" sentences, recomputed from the saved histories: the largest first-to-last change
     of any block's mean gate, and the verdict on the side of GATES_MOVED that the number falls."""
     import pandas as pd
 

@@ -1,7 +1,7 @@
 """The course book in a real browser: notebooks executed headless, built into HTML offline, served on 127.0.0.1
 and opened in Chromium (the one tools/browser.py finds, driven by Playwright with `executable_path`).
 
-Every page must load without a page error, every image must load, the widgets (notebook 01's attention viewer,
+Every page must load without a page error, every image must load, the widgets (notebook 03's attention viewer,
 notebook 04's threshold slider) must render from their saved state, and no request may leave the local server.
 A screenshot of each page is kept in pytest's temporary folder (`screens` in tests/conftest.py).
 """
@@ -26,9 +26,9 @@ FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ an
 
 @pytest.fixture(scope="module")
 def book(demo_root, tmp_path_factory):
-    """The book of notebooks 01 (attention viewer) and 04 (threshold slider), executed with smoke parameters."""
+    """The book of notebooks 03 (attention viewer) and 04 (threshold slider), executed with smoke parameters."""
     run = tmp_path_factory.mktemp("executed")
-    run_notebook("01_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
+    run_notebook("03_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
     run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
                                               "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4})
     # formulas on a page with widgets: the widget bundle calls MathJax 2's API, the book loads MathJax 3
@@ -88,7 +88,7 @@ def _visit(browser, url: str, name: str, screens: Path) -> dict:
 @pytest.mark.slow(seconds=75)  # two notebooks run, the book built, every page loaded in Chromium
 def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     from playwright.sync_api import sync_playwright
-    pages = {"index": "index.html", "01_attention_modules": "01_attention_modules.html",
+    pages = {"index": "index.html", "03_attention_modules": "03_attention_modules.html",
              "04_auroc_evaluation": "04_auroc_evaluation.html"}
     assert all((book / page).is_file() for page in pages.values())
     with sync_playwright() as playwright:
@@ -103,14 +103,14 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
         assert not found["failed"], (name, found["failed"][:5])  # every file the page asks for is in the site
         broken = [src for src, complete, width, _ in found["images"] if not complete or width == 0]
         assert not broken, (name, broken)
-    assert len(results["01_attention_modules"]["images"]) >= 3
+    assert len(results["03_attention_modules"]["images"]) >= 3
     assert len(results["04_auroc_evaluation"]["images"]) >= 5
     assert (book / "_static" / "mathjax" / "es5" / "tex-mml-chtml.js").is_file()  # the formula's renderer, local
     # the saved widget state is rendered: the attention viewer's sliders and the threshold slider
-    assert results["01_attention_modules"]["widgets"] >= 1
+    assert results["03_attention_modules"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["widgets"] >= 1
     assert results["04_auroc_evaluation"]["formulas"] == 2  # typeset by the local MathJax, beside the widgets
-    for name in ("01_attention_modules", "04_auroc_evaluation"):  # the page clean-ups of book.page_notebook
+    for name in ("03_attention_modules", "04_auroc_evaluation"):  # the page clean-ups of book.page_notebook
         text = results[name]["text"]
         assert "parameters (set by make demo)" in text, name  # the injected cell's note (curly apostrophe)
         assert "# Parameters" not in text, name  # papermill's injected cell is gone
@@ -120,7 +120,7 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
     assert "Syllabus" in results["index"]["text"]
     # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote); none
     # while the course names no repository (the placeholder's links lead nowhere)
-    for name in ("01_attention_modules", "04_auroc_evaluation"):
+    for name in ("03_attention_modules", "04_auroc_evaluation"):
         if repository_url() == PLACEHOLDER:
             assert "Open in Colab" not in results[name]["links"], results[name]["links"]
             continue
@@ -162,6 +162,11 @@ def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions()
                                        "outputs": [{**stderr, "text": warning}]}]))
     assert warned["cells"][0]["outputs"][0]["text"] == "UserWarning: random backbone weights\nepoch 1: done\n"
     assert warned["cells"][1]["outputs"] == []  # the same warning again: not repeated
+    # a headless progress bar (adnlib.progress) arrives as several stderr outputs: one line on the page, its last
+    bar = [{"output_type": "stream", "name": "stderr", "text": f"\rse on disc: {k}/8"} for k in (0, 4, 8)]
+    shown = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "c",
+                                      "outputs": [*bar, {"output_type": "stream", "name": "stderr", "text": "\n"}]}]))
+    assert [o["text"] for o in shown["cells"][0]["outputs"]] == ["se on disc: 8/8\n"]
     real = page_notebook(_executed([{"cell_type": "markdown", "metadata": {},
                                      "source": badges.replace("OWNER/REPOSITORY", "someone/course")}]))
     assert real["cells"][0]["source"].startswith("[Open in Colab](https://colab.research.google.com/github/someone")
@@ -171,23 +176,43 @@ def test_the_front_page_lists_each_notebooks_goals_needs_and_run_time():
     # catches a front page that is the README again, or entries whose goals, prerequisites or time are not the
     # notebook's own
     from adnlib.teach.book import _syllabus_entry
-    first = ("# 03 · Training side by side\n\n[badges]\n\n**What you will learn.**\n- one step, written out;\n"
-             "- what makes a comparison\n  *paired*.\n\n**Prerequisites.** Notebooks 01 and\n02.\n\n**Runtime.**")
+    first = ("# 02 · Training side by side\n\n[badges]\n\n**What you will learn.**\n- one step, written out;\n"
+             "- what makes a comparison\n  *paired*.\n\n**Prerequisites.** Notebooks 00 and\n01.\n\n**Runtime.**")
     nb = {"cells": [{"cell_type": "markdown", "source": first}], "metadata": {"papermill": {"duration": 170.4}}}
-    entry = _syllabus_entry("03_training", nb)
-    assert entry.startswith("### [03 · Training side by side](03_training.ipynb)")
+    entry = _syllabus_entry("02_training", nb)
+    assert entry.startswith("### [02 · Training side by side](02_training.ipynb)")
     assert "- one step, written out;\n- what makes a comparison\n  *paired*." in entry
-    assert "*Needs:* Notebooks 01 and 02." in entry
+    assert "*Needs:* Notebooks 00 and 01." in entry
     assert "*Ran in 170 s* in the run shown here." in entry
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_course_notebook_has_goals_and_needs_on_the_front_page(name):
-    # catches a syllabus parser that knows one heading style only (00 and 02 write "**What you will learn**",
-    # 01 and 05 "### What you will learn" with "*" bullets)
+    # catches a syllabus parser that knows one heading style only (00 and 01 write "**What you will learn**",
+    # 03 and 05 "### What you will learn" with "*" bullets)
     from adnlib.teach.book import _syllabus_entry
     nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
     entry = _syllabus_entry(name, nb)
     assert "You will learn:\n\n- " in entry, entry
     assert "*Needs:* " in entry, entry
     assert "**Runtime" not in entry, entry  # the runtime table stays on the notebook's page
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_needs_only_earlier_notebooks(name):
+    # catches a course whose order is circular (an attention notebook that needs the training notebook after it,
+    # as before the renumbering): its prerequisites, and the output folders its code reads, are of earlier notebooks
+    import re
+
+    from adnlib.teach.book import _syllabus_entry
+    from adnlib.teach.notebooks import RUN_ORDER
+    assert list(NOTEBOOKS) == sorted(NOTEBOOKS)
+    assert RUN_ORDER == NOTEBOOKS
+    own = int(name[:2])
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    needs = _syllabus_entry(name, nb).split("*Needs:* ", 1)[1].split("\n", 1)[0]
+    required = [s for s in re.split(r"(?<=[.;])\s", needs) if not re.search(r"introduces|looks inside", s)]
+    assert all(int(n) < own for s in required for n in re.findall(r"\b0(\d)\b", s)), needs  # pointers ahead aside
+    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    reads = {int(other[:2]) for other in NOTEBOOKS if other != name and f'"{other}"' in code}
+    assert all(n < own for n in reads), (name, reads)

@@ -214,8 +214,8 @@ def run_all_calls(monkeypatch):
 
 
 def test_notebook_parameters_are_json_or_marked_strings(tmp_path, capsys, run_all_calls):
-    # names of notebook 03's parameters cell (an unknown name is refused: tests/test_faults_inputs.py)
-    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "03_training_attentdiffernet", "-p", "epochs", "3",
+    # names of notebook 02's parameters cell (an unknown name is refused: tests/test_faults_inputs.py)
+    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "02_training_attentdiffernet", "-p", "epochs", "3",
             "-p", "variants", '["se"]', "-p", "category:str", "bottle", "-p", "device:str", "3",
             "-p", "eval_every", "null"]
     assert cli.main(args) == 0
@@ -281,12 +281,12 @@ def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone()
 
 @pytest.mark.slow(seconds=10)  # trains two tiny cells
 def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root, tmp_path):
-    # catches notebook 06 retraining what notebook 03 trained (nothing adopted), and adopting a cell of another
+    # catches notebook 06 retraining what notebook 02 trained (nothing adopted), and adopting a cell of another
     # config or with a replaced checkpoint (a mixed or unverifiable result reported as reused)
     from adnlib.config import preset
     from adnlib.run.grid import adopt_cells, run_grid
     base = preset("smoke", weights="none", device="cpu")
-    source = tmp_path / "03" / "runs"
+    source = tmp_path / "02" / "runs"
     run_grid(base, tiny_grid_root, ["disc"], ["differnet", "se"], source, progress=False)
     assert adopt_cells(source, tmp_path / "other", base.replace(epochs=2), ["disc"], ["differnet", "se"]) == []
     assert not (tmp_path / "other").exists()

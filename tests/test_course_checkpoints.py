@@ -1,4 +1,4 @@
-"""A notebook's `checkpoints` parameter: train here, notebook 03's runs, a folder, or a published manifest."""
+"""A notebook's `checkpoints` parameter: train here, notebook 02's runs, a folder, or a published manifest."""
 import json
 
 from adnlib.run.fetch import write_manifest
@@ -15,7 +15,7 @@ def _grid(root, cells):
 
 def test_every_form_of_the_checkpoints_parameter(tmp_path):
     # catches a resolver that ignores the seed, the "" (train here) choice, or a manifest's cells
-    runs = tmp_path / "03" / "runs"
+    runs = tmp_path / "02" / "runs"
     _grid(runs, [("disc", "differnet", 0), ("disc", "se", 0), ("disc", "se", 1), ("weave", "se", 0)])
     assert resolve_checkpoints("", "disc", ["differnet", "se"], 0, default_runs=runs) == {}
     auto = resolve_checkpoints("auto", "disc", ["differnet", "se", "cbam"], 1, default_runs=runs)

@@ -472,7 +472,7 @@ def test_a_summary_reads_only_the_files_of_its_run(tmp_path):
     # catches stale files of an earlier run (another variant's metrics, an unrequested grid cell) in the summary,
     # and a reused grid cell (touched only through its lock) left out of it
     from adnlib.teach.notebooks import _file_clock_ns, _files_of_this_run
-    folder = tmp_path / "03"
+    folder = tmp_path / "02"
     for rel in ("metrics_cbam.json", "runs/disc/cbam/seed0/metrics.json", "runs/disc/se/seed0/metrics.json",
                 f"runs/disc/se/seed0/{LOCK_NAME}"):
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from adnlib.teach.notebooks import CellLimits, NotebookError, run_notebook
 SETUP = """import matplotlib.pyplot as plt, numpy as np, ipywidgets as widgets
 from IPython.display import display
 %matplotlib inline"""
-# The shape of notebook 01's former viewer: an `interactive` whose callback shows a figure with plt.show(), so
+# The shape of notebook 03's former viewer: an `interactive` whose callback shows a figure with plt.show(), so
 # that a large PNG is captured in an Output widget at the very end of the cell.
 OUTPUT_WIDGET_VIEWER = """def show(image, block):
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))

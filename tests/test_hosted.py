@@ -53,11 +53,11 @@ def test_install_command_pins_the_installed_torch():
 
 
 def test_launch_urls_and_badges():
-    urls = launch_urls("03_training_attentdiffernet", URL + ".git", "dev")
-    blob = "someone/attentdiffernet-course/blob/dev/notebooks/03_training_attentdiffernet.ipynb"
+    urls = launch_urls("02_training_attentdiffernet", URL + ".git", "dev")
+    blob = "someone/attentdiffernet-course/blob/dev/notebooks/02_training_attentdiffernet.ipynb"
     assert urls == {"colab": f"https://colab.research.google.com/github/{blob}",
                     "kaggle": f"https://kaggle.com/kernels/welcome?src=https://github.com/{blob}"}
-    links = badges_as_links(f"# Title\n\n{badge_markdown('03_training_attentdiffernet', URL, 'dev')}\n")
+    links = badges_as_links(f"# Title\n\n{badge_markdown('02_training_attentdiffernet', URL, 'dev')}\n")
     assert links == f"# Title\n\n[Open in Colab]({urls['colab']}) [Open in Kaggle]({urls['kaggle']})\n"
 
 

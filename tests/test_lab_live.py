@@ -1,6 +1,6 @@
-"""The widgets, live: JupyterLab on 127.0.0.1 (with a token), notebooks 01 and 04 opened in Chromium (the one
+"""The widgets, live: JupyterLab on 127.0.0.1 (with a token), notebooks 03 and 04 opened in Chromium (the one
 tools/browser.py finds, driven by Playwright), run with the smoke parameters; moving the attention viewer's slider
-(01) and the threshold slider (04) must redraw the figure the widget shows. The server and its kernels are stopped
+(03) and the threshold slider (04) must redraw the figure the widget shows. The server and its kernels are stopped
 also when the test fails.
 """
 import os
@@ -20,7 +20,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from adnlib.teach.notebooks import NOTEBOOK_DIR
 
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "checkpoints": "", "epochs": 1}
-PARAMETERS = {"01_attention_modules": SMOKE,
+PARAMETERS = {"03_attention_modules": SMOKE,
               "04_auroc_evaluation": {**SMOKE, "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4}}
 START_TIMEOUT_S = 90
 RUN_TIMEOUT_MS = int(os.environ.get("ADNLIB_LAB_RUN_TIMEOUT_MS", 900_000))  # the notebook, training included
@@ -90,7 +90,7 @@ def _run_all(page) -> None:
 
 # per notebook: the slider to move, the key (the viewer's block slider starts at its maximum, the threshold slider
 # at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text
-WATCH = {"01_attention_modules": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
+WATCH = {"03_attention_modules": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
                                   "el => el.getAttribute('src')"),
          "04_auroc_evaluation": (".jp-OutputArea .widget-slider", "ArrowRight", ".jp-OutputArea .widget-html",
                                  "el => el.innerText")}

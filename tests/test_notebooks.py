@@ -1,4 +1,4 @@
-"""The teaching notebooks 00, 02, 03, 04 and 06 run headless (papermill) with small parameters and write their
+"""The teaching notebooks 00, 01, 02, 04 and 06 run headless (papermill) with small parameters and write their
 artefacts; plus quick checks of the helpers they rely on (paper numbers, toy flow, rotation subsets).
 
 Each notebook run takes well under a minute on 2 CPU cores with the smoke preset.
@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import papermill  # noqa: F401  (test extra: a broken install fails these tests, never skips them)
 import pytest
-from conftest import check_03_sentences, check_04_sentences, check_06_sentences
+from conftest import check_02_sentences, check_04_sentences, check_06_sentences
 from sklearn.metrics import roc_auc_score
 
 from adnlib.teach import paper
 from adnlib.teach.analysis import auroc_vs_rotations, rotation_counts, rotation_subset
 from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
 
-OWN = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet", "04_auroc_evaluation",
+OWN = ("00_quickstart", "01_normalizing_flows_differnet", "02_training_attentdiffernet", "04_auroc_evaluation",
        "06_benchmark_report")
 FAST = {"preset": "smoke", "weights": "none", "device": "cpu"}
 
@@ -88,8 +88,8 @@ def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatc
     monkeypatch.setenv("ADNLIB_RUNS", str(tmp_path / "myruns"))
     assert paths.data_root(None) == tmp_path / "mydata"
     assert not (tmp_path / "mydata").exists()  # a named dataset is not generated
-    assert paths.output_dir("03_x") == tmp_path / "myruns" / "03_x"
-    assert (tmp_path / "myruns" / "03_x").is_dir()
+    assert paths.output_dir("02_x") == tmp_path / "myruns" / "02_x"
+    assert (tmp_path / "myruns" / "02_x").is_dir()
     assert paths.data_root("given") == Path("given")  # an explicit path wins
 
 
@@ -110,8 +110,8 @@ def test_00_quickstart(tmp_path, demo_root):
 
 
 @pytest.mark.slow(seconds=30)  # a notebook run
-def test_02_flows(tmp_path, demo_root):
-    out = _run("02_normalizing_flows_differnet", tmp_path, demo_root, toy_steps=30, toy_blocks=2, toy_hidden=16)
+def test_01_flows(tmp_path, demo_root):
+    out = _run("01_normalizing_flows_differnet", tmp_path, demo_root, toy_steps=30, toy_blocks=2, toy_hidden=16)
     assert json.loads((out / "logdet_check.json").read_text())["max_abs_difference"] < 1e-8
     stats = json.loads((out / "latent_stats.json").read_text())
     assert set(stats) == {"train (normal)", "test normal", "test anomalous"}
@@ -120,9 +120,9 @@ def test_02_flows(tmp_path, demo_root):
 
 
 @pytest.mark.slow(seconds=30)  # a notebook run
-def test_03_training(tmp_path, demo_root):
+def test_02_training(tmp_path, demo_root):
     variants = ["differnet", "se", "cbam"]
-    out = _run("03_training_attentdiffernet", tmp_path, demo_root, variants=variants, epochs=1, eval_every=1)
+    out = _run("02_training_attentdiffernet", tmp_path, demo_root, variants=variants, epochs=1, eval_every=1)
     for variant in variants:
         m = json.loads((out / f"metrics_{variant}.json").read_text())
         run = out / "runs" / "disc" / variant / "seed0"
@@ -140,7 +140,7 @@ def test_03_training(tmp_path, demo_root):
         assert table.loc[variant, "auroc_best_%"] == pytest.approx(100 * m["auroc_best"], abs=0.051)
     assert "feature_norm" in set(pd.read_csv(out / "shrinkage.csv")["quantity"])
     assert {"training_curves.png", "feature_shrinkage.png", "cold_start.png"} <= set(_pngs(out))
-    check_03_sentences(out, variants)  # the generated sentences state this run's numbers (random weights)
+    check_02_sentences(out, variants)  # the generated sentences state this run's numbers (random weights)
     opened = json.loads((out / "runs_open_gates" / "disc" / "se" / "seed0" / "metrics.json").read_text())
     assert opened["attention_init"] == "open"
     assert opened["seeds"] == m["seeds"]
@@ -174,14 +174,14 @@ def test_04_evaluation(tmp_path, demo_root):
 
 
 @pytest.mark.slow(seconds=30)  # a notebook run
-def test_04_reuses_checkpoints_of_03(tmp_path, demo_root):
-    # A finished run laid out as notebook 03 writes it: 04 must load it instead of training.
+def test_04_reuses_checkpoints_of_02(tmp_path, demo_root):
+    # A finished run laid out as notebook 02 writes it: 04 must load it instead of training.
     from adnlib.config import preset
     from adnlib.run.train import train
-    runs = tmp_path / "03_training_attentdiffernet" / "runs"
+    runs = tmp_path / "02_training_attentdiffernet" / "runs"
     train(preset("smoke"), demo_root, "disc", runs / "disc" / "differnet" / "seed0", progress=False)
     out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet"], n_rotations=2, max_rotations=2)
-    assert not (out / "runs").exists(), "04 trained although 03's checkpoint was there"
+    assert not (out / "runs").exists(), "04 trained although 02's checkpoint was there"
     assert set(json.loads((out / "roc.json").read_text())["variants"]) == {"differnet"}
 
 

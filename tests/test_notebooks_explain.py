@@ -1,4 +1,4 @@
-"""Notebooks 01 (attention modules) and 05 (Grad-CAM comparison) run headless with small parameters and write
+"""Notebooks 03 (attention modules) and 05 (Grad-CAM comparison) run headless with small parameters and write
 their figures and key numbers; the committed notebooks are clean. Each run takes well under a minute on 2 CPU
 cores with the smoke preset.
 """
@@ -14,7 +14,7 @@ from PIL import Image
 
 from adnlib.teach.notebooks import NOTEBOOK_DIR, run_notebook
 
-OWN = ("01_attention_modules", "05_gradcam_comparison")
+OWN = ("03_attention_modules", "05_gradcam_comparison")
 FAST = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
 
 
@@ -42,7 +42,7 @@ def _widget_drew_a_figure(executed) -> bool:
 
 
 def _check_block_statistics(out, summary, variant, blocks, demo_root):
-    """Recompute the gate means and energy ratios of notebook 01's table from its trained model and images."""
+    """Recompute the gate means and energy ratios of notebook 03's table from its trained model and images."""
     import torch
 
     from adnlib.data.datasets import AnomalyDataset
@@ -71,7 +71,7 @@ def test_notebook_has_its_own_parameters(name):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     for parameter in ("category", "variants", "epochs", "checkpoints"):
         assert f"{parameter} = " in tagged[0].source
-    assert 'checkpoints = "auto"' in tagged[0].source  # notebook 03's models by default, trained here only if missing
+    assert 'checkpoints = "auto"' in tagged[0].source  # notebook 02's models by default, trained here only if missing
     source = "".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "paths.data_root(data_root)" in source
     assert "paths.output_dir(" in source
@@ -90,15 +90,15 @@ def test_notebook_has_its_own_parameters(name):
 
 
 @pytest.mark.slow(seconds=30)  # a notebook run
-def test_01_attention_modules(tmp_path, demo_root):
-    out, executed = _run("01_attention_modules", tmp_path, demo_root, n_show=1, max_images=8)
+def test_03_attention_modules(tmp_path, demo_root):
+    out, executed = _run("03_attention_modules", tmp_path, demo_root, n_show=1, max_images=8)
     summary = json.loads((out / "attention_modules.json").read_text())
     assert summary["n_images"] == {"normal": 4, "defective": 4}
     assert [row["channels"] for row in summary["parameters"][:3]] == [64, 192, 256]
     assert summary["parameters"][0]["se"] == 64 * 4 + 4 + 4 * 64 + 64
     assert set(summary["variants"]) == {"se", "cbam"}
     for variant, entry in summary["variants"].items():
-        # no notebook 03 next to it: trained here, and the notebook says so
+        # no notebook 02 next to it: trained here, and the notebook says so
         assert entry["model"] == "trained here"
         assert entry["epochs"] == 1
         assert 0 <= entry["auroc"] <= 1
@@ -132,14 +132,14 @@ def _stream_outputs(executed) -> list[str]:
 
 
 @pytest.mark.slow(seconds=30)  # a notebook run
-def test_01_loads_the_models_of_03(tmp_path, demo_root):
-    # A finished run laid out as notebook 03 writes it: 01 must load it instead of training, and say so.
+def test_03_loads_the_models_of_02(tmp_path, demo_root):
+    # A finished run laid out as notebook 02 writes it: 03 must load it instead of training, and say so.
     from adnlib.config import preset
     from adnlib.run.train import train
-    cell = tmp_path / "03_training_attentdiffernet" / "runs" / "disc" / "se" / "seed0"
+    cell = tmp_path / "02_training_attentdiffernet" / "runs" / "disc" / "se" / "seed0"
     train(preset("smoke", variant="se", epochs=2), demo_root, "disc", cell, progress=False)
-    out, executed = _run("01_attention_modules", tmp_path, demo_root, variants=["se"], n_show=1, max_images=4)
-    assert not (out / "models").exists(), "01 trained although 03's checkpoint was there"
+    out, executed = _run("03_attention_modules", tmp_path, demo_root, variants=["se"], n_show=1, max_images=4)
+    assert not (out / "models").exists(), "03 trained although 02's checkpoint was there"
     entry = json.loads((out / "attention_modules.json").read_text())["variants"]["se"]
     assert entry["model"] == str(cell / "checkpoint.pt")
     assert entry["epochs"] == 2

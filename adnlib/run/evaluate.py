@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from adnlib.data.datasets import image_to_tensor, load_image
 from adnlib.data.transforms import fixed_angles, random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import OutputExistsError
+from adnlib.progress import progress_bar
 
 
 def rotation_key(path: str | Path, split_dir: str | Path | None = None) -> str:
@@ -77,7 +77,8 @@ def _score_loader(model, loader, keys: list[str], n_rotations: int, mode: str, d
                   progress: bool) -> tuple[list[int], torch.Tensor]:
     model.eval()
     scores, order = [], []
-    for images, _, idx in tqdm(loader, desc=f"scoring ({n_rotations} rotations)", leave=False, disable=not progress):
+    for images, _, idx in progress_bar(loader, desc=f"scoring ({n_rotations} rotations)", leave=False,
+                                       disable=not progress):
         batch_keys = [keys[i] for i in idx.tolist()]
         scores.append(_score_batch(model, images.to(device), batch_keys, n_rotations, mode, seed, evaluation)
                       .float().cpu())

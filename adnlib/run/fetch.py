@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlparse
 
-from tqdm.auto import tqdm
-
 from adnlib.errors import CheckpointError
+from adnlib.progress import progress_bar
 from adnlib.version import __version__
 
 MANIFEST_FORMAT = "adnlib-checkpoints"
@@ -259,7 +258,7 @@ def _stream(url: str, out, progress: bool, timeout: float, deadline: float | Non
         with urllib.request.urlopen(_request(url), timeout=timeout) as response:
             length = response.headers.get("Content-Length", "")
             size = int(length) if length.isdigit() else None
-            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+            with progress_bar(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                       disable=not progress) as bar:
                 while chunk := response.read1(_CHUNK):  # what one read brings: the deadline is checked often
                     out.write(chunk)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from adnlib.config import Config
 from adnlib.errors import AdnlibError, ConfigError, OutputExistsError, OutputWriteError
+from adnlib.progress import progress_bar
 from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir, NOT_RESULT_FIELDS: public here as before
     CELL_COLUMNS,
     NOT_RESULT_FIELDS,
@@ -132,7 +132,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
                  lock_wait)
     rows = []
-    bar = tqdm(total=len(plan), desc="grid cells", disable=not progress)
+    bar = progress_bar(total=len(plan), desc="grid cells", disable=not progress)
 
     def done(row: dict) -> None:
         rows.append(row)
@@ -157,7 +157,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
 
 def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, categories: list[str], variants: list[str],
                 seeds: list[int] | None = None) -> list[str]:
-    """Copy into out_dir the finished cells of another grid folder (e.g. notebook 03's runs) that run_grid would
+    """Copy into out_dir the finished cells of another grid folder (e.g. notebook 02's runs) that run_grid would
     reuse there: the same config (base with the cell's variant and seed) and checkpoints that are the files their
     metrics.json records. Cells already in out_dir, and cells saved with another config or damaged, are left alone
     (run_grid then trains them). Each copy lands whole (a staging folder renamed). -> adopted 'cat/variant/seed<k>'."""

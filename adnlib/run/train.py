@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from adnlib.config import FEATURE_CACHE_NEEDS_FROZEN, Config
 from adnlib.data.datasets import AnomalyDataset
@@ -40,6 +39,7 @@ from adnlib.data.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
 from adnlib.model.flow import nll_loss
 from adnlib.model.network import AttentDifferNet
+from adnlib.progress import progress_bar
 from adnlib.run.checkpoint import (
     WEIGHTS_IN,
     config_differences,
@@ -107,7 +107,8 @@ class FeatureCache:
         loader = DataLoader(dataset, batch_size=max(1, batch_size), shuffle=False, generator=torch.Generator())
         chunks = []
         with torch.inference_mode():
-            for images, _, _ in tqdm(loader, desc=f"caching {k} rotations/image", leave=False, disable=not progress):
+            for images, _, _ in progress_bar(loader, desc=f"caching {k} rotations/image", leave=False,
+                                             disable=not progress):
                 angles = random_angles(len(images) * k, model.config.rotation_degrees, generator)
                 x = model.prepare(images.to(device), angles.reshape(len(images), k))
                 chunks.append(model.embed(x).reshape(len(images), k, -1))
@@ -446,7 +447,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> tuple[dict, int]:
     with contextlib.ExitStack() as hooks:
         norms = hooks.enter_context(_FlowInputNorms(model))
         gates = None if config.compile else hooks.enter_context(GateMonitor(model))
-        for step, (images, _, indices) in enumerate(tqdm(run.loader, desc=f"epoch {epoch}", leave=False,
+        for step, (images, _, indices) in enumerate(progress_bar(run.loader, desc=f"epoch {epoch}", leave=False,
                                                           disable=not progress)):
             if run.cache is not None:
                 y = run.cache.sample(indices, config.n_train_rotations, run.rotation_generator)
@@ -572,7 +573,7 @@ def train(config: Config, data_root: str | Path, category: str, out_dir: str | P
     """
     run = _start(config, data_root, category, out_dir, resume=resume, overwrite=overwrite,
                  skip_corrupt=skip_corrupt, progress=progress)
-    epochs = tqdm(range(run.start_epoch + 1, config.epochs + 1), desc=f"{config.variant} on {category}",
+    epochs = progress_bar(range(run.start_epoch + 1, config.epochs + 1), desc=f"{config.variant} on {category}",
                   disable=not progress, initial=run.start_epoch, total=config.epochs)
     for epoch in epochs:
         started = time.perf_counter()

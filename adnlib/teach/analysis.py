@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from adnlib.data.transforms import rotated_copies, to_unit
+from adnlib.progress import progress_bar
 from adnlib.run.evaluate import image_angles, rotation_key
 
 
@@ -47,7 +47,7 @@ def rotation_score_matrix(model, dataset, n_rotations: int, *, mode: str | None 
     keys = [rotation_key(s.path, split_dir) for s in dataset.samples]
     loader = DataLoader(dataset, batch_size=batch_size or model.config.test_batch_size, shuffle=False)
     scores, angles_all = [], []
-    for images, _, idx in tqdm(loader, desc=f"scoring {n_rotations} rotations per image", disable=not progress):
+    for images, _, idx in progress_bar(loader, desc=f"scoring {n_rotations} rotations per image", disable=not progress):
         angles = torch.stack([image_angles(keys[i], n_rotations, mode, model.config.rotation_degrees, seed, evaluation)
                               for i in idx.tolist()])
         scores.append(copy_scores(model, images.to(device), angles).cpu())
@@ -173,7 +173,7 @@ def latent_codes(model, dataset, *, device: torch.device | str = "cpu", batch_si
     """z (N, D) of the unrotated images of a dataset and their labels (N,): is the latent standard normal?"""
     model.eval()
     zs, labels = [], []
-    for images, label, _ in tqdm(DataLoader(dataset, batch_size=batch_size), desc="latent codes",
+    for images, label, _ in progress_bar(DataLoader(dataset, batch_size=batch_size), desc="latent codes",
                                  disable=not progress):
         z, _ = model(model.prepare(images.to(device)))
         zs.append(z.float().cpu())
@@ -200,7 +200,7 @@ def resolve_checkpoints(checkpoints, category: str, variants: list[str], seed: i
     """{variant: checkpoint path} from a notebook's `checkpoints` parameter; variants without one are left out
     (the notebook trains them).
 
-    checkpoints: "" (train everything here); "auto" (notebook 03's runs, `default_runs`); a folder of runs
+    checkpoints: "" (train everything here); "auto" (notebook 02's runs, `default_runs`); a folder of runs
     (<category>/<variant>/seed<seed>/ or <category>/<variant>/); a URL or path of a checkpoint manifest (.json,
     `adnlib.run.fetch.write_manifest`: downloaded once into the cache, sha256-checked); or {variant: path or URL}.
     """

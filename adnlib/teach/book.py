@@ -182,9 +182,10 @@ def _front_page(notebooks: list[str], run_dir: Path) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(run_dir.stat().st_mtime))
     entries = "\n".join(_syllabus_entry(n, json.loads((run_dir / f"{n}.ipynb").read_text())) for n in notebooks)
     toc = "\n".join(notebooks)
-    return (f"# AttentDifferNet: a course\n\n{aim}\n\n## Syllabus\n\nEach notebook's *Needs* line says what to "
-            f"read first. The pages are the notebooks as executed by `make demo` ({run_dir.name}, {stamp}), "
-            f"with their figures and widgets; the README in the repository has the set-up and the command line."
+    return (f"# AttentDifferNet: a course\n\n{aim}\n\n## Syllabus\n\nTake the notebooks in order: each needs "
+            f"only earlier ones (its *Needs* line says which). The pages are the notebooks as executed by "
+            f"`make demo` ({run_dir.name}, {stamp}), with their figures and widgets; the README in the repository "
+            f"has the set-up and the command line."
             f"\n\n{entries}\n```{{toctree}}\n:maxdepth: 1\n:hidden:\n:caption: Notebooks\n\n{toc}\n```\n")
 
 
@@ -212,6 +213,21 @@ def _parameters_note(injected: dict) -> dict:
 
 # "/site-packages/adnlib/model/weights.py:80: UserWarning: message" and the source line Python prints under it
 WARNING_LINE = re.compile(r"^\S*\.py:\d+: (\w*Warning): (.*)$")
+
+
+def _joined_streams(outputs: list[dict]) -> list[dict]:
+    """Consecutive outputs of one stream as one: a progress bar's updates arrive as separate outputs, and only
+    joined does each bar come out as one line (its last update) in _quiet_warnings."""
+    joined: list[dict] = []
+    for output in outputs:
+        last = joined[-1] if joined else None
+        if (output.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == output.get("name")):
+            text = _source({"source": last.get("text", "")}) + _source({"source": output.get("text", "")})
+            joined[-1] = {**last, "text": text}
+        else:
+            joined.append(output)
+    return joined
 
 
 def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
@@ -250,7 +266,7 @@ def page_notebook(nb: dict) -> dict:
     cells, seen = [], set()
     for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code":
-            cell = {**cell, "outputs": _quiet_warnings(cell.get("outputs", []), seen)}
+            cell = {**cell, "outputs": _quiet_warnings(_joined_streams(cell.get("outputs", [])), seen)}
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags:
             cells.append(_parameters_note(cell))

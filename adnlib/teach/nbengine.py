@@ -1,6 +1,6 @@
 """A papermill engine for headless runs that cannot stall on widgets (`papermill --engine adnlib`).
 
-Why it exists (the stall of notebook 01's viewer, found by reproducing it): nbclient imitates a browser for
+Why it exists (the stall of notebook 03's viewer, found by reproducing it): nbclient imitates a browser for
 ipywidgets' ``Output`` widget. Each output captured by such a widget is sent back to the kernel as a ``comm_msg``
 on the *shell* socket — the same socket on which nbclient is, at that moment, awaiting the cell's ``execute_reply``.
 When that send (about 1 MB for a captured PNG) overlaps the arrival of the reply, the ZeroMQ socket's edge-triggered
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import time
 from queue import Empty
@@ -103,6 +104,16 @@ class HeadlessClient(PapermillNotebookClient):
     def __init__(self, nb_man, **kwargs):
         super().__init__(nb_man, **kwargs)
         self.widget_registry = {"@jupyter-widgets/output": {"OutputModel": RecordingOutputWidget}}
+
+    async def async_start_new_kernel(self, **kwargs):
+        """The kernel with PLAIN_PROGRESS_ENV set: progress as one text line per loop, no widget bands in the book
+        (adnlib.progress)."""
+        from adnlib.progress import PLAIN_PROGRESS_ENV
+        env = {**kwargs.pop("env", os.environ), PLAIN_PROGRESS_ENV: "1"}
+        return await super().async_start_new_kernel(env=env, **kwargs)
+
+    def start_new_kernel(self, **kwargs):
+        return _wait(self.async_start_new_kernel(**kwargs))
 
     # nbclient's sync methods are run_sync wrappers bound to its own async functions: override both forms.
     async def async_start_new_kernel_client(self):

@@ -12,11 +12,10 @@ from adnlib.errors import AdnlibError
 from adnlib.locations import in_repository, notebook_dir
 
 NOTEBOOK_DIR = notebook_dir()  # <repository>/notebooks, or the copy in the installed wheel
-NOTEBOOKS = ("00_quickstart", "01_attention_modules", "02_normalizing_flows_differnet",
-             "03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
-# The order a full headless run takes: 03 trains the models that 01, 04 and 05 then reuse (train once).
-RUN_ORDER = ("00_quickstart", "02_normalizing_flows_differnet", "03_training_attentdiffernet",
-             "01_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
+NOTEBOOKS = ("00_quickstart", "01_normalizing_flows_differnet", "02_training_attentdiffernet",
+             "03_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
+# One linear order: each notebook needs only earlier ones (02 trains the models that 03, 04, 05 and 06 reuse).
+RUN_ORDER = NOTEBOOKS
 
 
 class NotebookError(AdnlibError, RuntimeError):
@@ -223,7 +222,7 @@ def _link_files(folder: Path, view: Path, files: list[Path]) -> None:
 
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,
             log=print) -> list[NotebookRun]:
-    """Run several notebooks in RUN_ORDER (03 before the notebooks that reuse its models); a failure is recorded and
+    """Run several notebooks in RUN_ORDER (02 before the notebooks that reuse its models); a failure is recorded and
     the next notebook still runs."""
     runs = []
     for name in sorted(names, key=lambda n: RUN_ORDER.index(n) if n in RUN_ORDER else len(RUN_ORDER)):

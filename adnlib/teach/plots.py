@@ -144,7 +144,7 @@ def scored_images(frame: pd.DataFrame, threshold: float | None = None, max_image
     return fig
 
 
-# --- normalizing flows (notebook 02) -----------------------------------------------------------------------
+# --- normalizing flows (notebook 01) -----------------------------------------------------------------------
 def toy_flow_panels(data: torch.Tensor, z: torch.Tensor, samples: torch.Tensor, density: tuple, kind: str = "toy"):
     """Four panels: data x, the same points mapped to z, samples z -> x, and contours of the learned p(x)."""
     xx, yy, p = density
@@ -281,7 +281,7 @@ def latent_normality(z: np.ndarray, labels: np.ndarray, max_points: int = 20000,
     return fig
 
 
-# --- training (notebook 03) ---------------------------------------------------------------------------------------
+# --- training (notebook 02) ---------------------------------------------------------------------------------------
 def training_curves(histories: dict[str, pd.DataFrame]):
     """Loss per epoch and AUROC per evaluation, one line per variant, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))

@@ -1,4 +1,4 @@
-"""2-D toy densities for learning normalizing flows before DifferNet (notebook 02).
+"""2-D toy densities for learning normalizing flows before DifferNet (notebook 01).
 
 The same `build_flow` and `nll_loss` as DifferNet, on two dimensions, so that x -> z, z -> x and the density
 log p(x) = log N(z; 0, I) + log|det ∂z/∂x| can be drawn.
@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from adnlib.model.flow import build_flow, nll_loss
+from adnlib.progress import progress_bar
 
 
 def toy_data(kind: str = "moons", n: int = 2000, noise: float = 0.06, seed: int = 0) -> torch.Tensor:
@@ -54,7 +54,7 @@ def train_toy_flow(flow, data: torch.Tensor, steps: int = 500, batch_size: int =
     optimizer = torch.optim.Adam([p for p in flow.parameters() if p.requires_grad], lr=lr)
     losses = []
     flow.train()
-    for _ in tqdm(range(steps), desc="toy flow", disable=not progress):
+    for _ in progress_bar(range(steps), desc="toy flow", disable=not progress):
         batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
         z, log_jac_det = flow(batch)
         loss = nll_loss(z, log_jac_det)

@@ -1,4 +1,4 @@
-"""Helpers that notebooks 01 (attention modules) and 05 (explanations) rely on: gate differences between normal and
+"""Helpers that notebooks 03 (attention modules) and 05 (explanations) rely on: gate differences between normal and
 defective images, and the pieces of DifferNet's localisation. Each test names the wrong code it catches."""
 import numpy as np
 import pytest

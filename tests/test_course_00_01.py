@@ -1,4 +1,4 @@
-"""Fast checks (each well under 5 s) of what notebooks 00 and 02 teach: the pipeline figure's shapes, the GLOW
+"""Fast checks (each well under 5 s) of what notebooks 00 and 01 teach: the pipeline figure's shapes, the GLOW
 coupling block written from scratch, the soft clamp, the NLL constant, and the paper numbers quoted in the text.
 
 Each test says which wrong code or wrong statement it catches.
@@ -81,7 +81,7 @@ def test_pipeline_figure_writes_the_recorded_shapes():
     plt.close(fig)
 
 
-# --- the GLOW coupling block of notebook 02 ----------------------------------------------------------------------
+# --- the GLOW coupling block of notebook 01 ----------------------------------------------------------------------
 def _freia_block(dim=6, clamp=3.0, seed=0):
     """A GLOW block of DifferNet's flow (float64) with weights large enough that the raw log-scales reach several
     units, where the soft clamp is far from linear."""
@@ -117,7 +117,7 @@ def _reference_glow(x, block, clamp=3.0, clamp_fn=None, swap=False):
 
 @pytest.mark.parametrize("dim", [6, 7])
 def test_glow_from_scratch_matches_freia_and_wrong_versions_do_not(dim):
-    # Catches a change of the library's flow away from what notebook 02 writes out (another clamp, another block
+    # Catches a change of the library's flow away from what notebook 01 writes out (another clamp, another block
     # type, another split): the written-out block must equal FrEIA's. The negative controls show the check is
     # sharp: FrEIA's default "ATAN" clamp, or the two half-steps in the other order, give different outputs.
     block, x = _freia_block(dim)
@@ -134,9 +134,9 @@ def test_glow_from_scratch_matches_freia_and_wrong_versions_do_not(dim):
 
 
 def test_notebook_glow_block_matches_freia():
-    # Catches an edit of notebook 02's 15-line glow_block (or soft_clamp) that breaks it, without the slow headless
+    # Catches an edit of notebook 01's 15-line glow_block (or soft_clamp) that breaks it, without the slow headless
     # run: the cell's definitions are executed here and compared with FrEIA's block.
-    source = _cell_defining(_notebook("02_normalizing_flows_differnet"), "def glow_block(")
+    source = _cell_defining(_notebook("01_normalizing_flows_differnet"), "def glow_block(")
     namespace = {"torch": torch, "clamp": 3.0, "seed": 0, "build_flow": build_flow}
     exec(compile(source, "notebook-02-glow_block", "exec"), namespace)  # the cell's own check runs too
     block, x = _freia_block(6)
@@ -148,7 +148,7 @@ def test_notebook_glow_block_matches_freia():
 
 
 def test_glow_jacobian_is_not_triangular_but_its_logdet_is_the_sum_of_log_scales():
-    # Catches the statements of notebook 02, section 2: a GLOW block's Jacobian is full (not triangular), and its
+    # Catches the statements of notebook 01, section 2: a GLOW block's Jacobian is full (not triangular), and its
     # log|det| is still the sum of the clamped log-scales (the FrEIA block's own log-det, checked by autograd).
     block, x = _freia_block(6)
     jacobian = torch.autograd.functional.jacobian(lambda v: block([v[None]])[0][0][0], x[0])
@@ -182,7 +182,7 @@ def test_nll_loss_drops_half_log_2pi_per_dimension():
     assert loss == pytest.approx(full - 0.5 * math.log(2 * math.pi), abs=1e-5)
 
 
-# --- the text of notebooks 00 and 02 -----------------------------------------------------------------------------
+# --- the text of notebooks 00 and 01 -----------------------------------------------------------------------------
 def test_quickstart_quotes_the_papers_means():
     # Catches a quoted mean AUROC that differs from adnlib.teach.paper (the numbers 06 compares against), or a
     # dataset left out (the Semiconductor Wafer result was once missing).
@@ -195,7 +195,7 @@ def test_quickstart_quotes_the_papers_means():
     assert "shell of radius about √768" in text
 
 
-@pytest.mark.parametrize("name", ["00_quickstart", "02_normalizing_flows_differnet"])
+@pytest.mark.parametrize("name", ["00_quickstart", "01_normalizing_flows_differnet"])
 def test_course_page_structure(name):
     # Catches a notebook that loses its course page: learning goals, prerequisites and runtime first, the
     # references (at least the two papers) last.
