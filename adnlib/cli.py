@@ -132,8 +132,9 @@ def _add_maths_options(p) -> None:
     p.add_argument("--attention-init", choices=("standard", "open", "reference"),
                    help="SE/CBAM gates: standard init (default, gates near 0.5), open (gates start at 0.95) or "
                         "reference (the CBAM authors' code: needs --variant cbam --cbam-spatial-bn)")
-    p.add_argument("--attention-lr", type=_positive_float, metavar="LR",
-                   help="learning rate of the SE/CBAM blocks (default: the flow's, 2e-4, as officially)")
+    p.add_argument("--attention-lr", type=_attention_lr, metavar="LR",
+                   help="learning rate of the SE/CBAM blocks, or 'flow' for the flow's (2e-4, as officially); "
+                        "default: the preset's (paper: the flow's; demo: 1e-2, a recorded deviation)")
     p.add_argument("--cbam-spatial-bn", action="store_true",
                    help="CBAM: the BatchNorm after the spatial convolution of the authors' code (not in the paper)")
     p.add_argument("--test-rotations", choices=("random", "fixed"),
@@ -187,6 +188,11 @@ def _positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def _attention_lr(text: str) -> float | str:
+    """A positive learning rate, or 'flow' (the attention blocks learn at the flow's rate: faithful)."""
+    return "flow" if text == "flow" else _positive_float(text)
 
 
 def _add_grid_parser(sub) -> None:
@@ -268,7 +274,10 @@ def _maths_overrides(args) -> dict:
     overrides = {"attention_init": args.attention_init, "test_rotations": args.test_rotations,
                  "attention_lr": args.attention_lr}
     flags = {"amp": args.amp, "cbam_spatial_bn": args.cbam_spatial_bn}
-    return {**{k: v for k, v in overrides.items() if v is not None}, **{k: True for k, v in flags.items() if v}}
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if chosen.get("attention_lr") == "flow":
+        chosen["attention_lr"] = None  # the faithful rate, also under the demo preset
+    return {**chosen, **{k: True for k, v in flags.items() if v}}
 
 
 def _out_folder(path: Path | None) -> None:

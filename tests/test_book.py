@@ -75,12 +75,18 @@ def _visit(browser, url: str, name: str, screens: Path) -> dict:
     page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
     images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc || e.src, e.complete, "
                                                "e.naturalWidth, e.getBoundingClientRect().width])")
+    figures = page.eval_on_selector_all("div.cell_output img", "els => els.map(e => [e.naturalWidth, "
+                                        "e.getBoundingClientRect().width])")
+    progress = page.locator(".widget-hprogress, .widget-progress, progress").count()
+    overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    column = page.evaluate("(document.querySelector('article') || document.body).getBoundingClientRect().width")
     links = dict(page.eval_on_selector_all("a", "els => els.map(e => [e.textContent.trim(), e.href])"))
     text = page.inner_text("body")
     folded = page.locator("details.hide.above-input").count()  # myst-nb's dropdown for cells tagged hide-input
     page.screenshot(path=str(screens / f"{name}.png"), full_page=False)
     found = {"errors": errors, "outside": outside, "failed": failed, "images": images, "widgets": widgets.count(),
-             "formulas": formulas.count(), "links": links, "text": text, "folded": folded}
+             "formulas": formulas.count(), "links": links, "text": text, "folded": folded, "figures": figures,
+             "progress": progress, "overflow": overflow, "column": column}
     page.close()
     return found
 
@@ -117,6 +123,15 @@ def test_every_page_loads_offline_with_images_and_widgets(site, book, screens):
         assert results[name]["folded"] >= 1, name  # the solutions, folded
         assert text.count("UserWarning") <= 1, name  # each warning once, without file paths
         assert ".py:" not in "".join(line for line in text.splitlines() if "Warning" in line), name
+        # headless progress is one text line per run: no progress widgets (each was an empty band in the book)
+        assert results[name]["progress"] == 0, name
+        # figures keep their size (a 10 pt label stays about 10 pt) instead of shrinking into the column; a wider
+        # one scrolls inside its output, the page itself does not scroll sideways
+        assert results[name]["figures"], name
+        shrunk = [(natural, shown) for natural, shown in results[name]["figures"] if shown < 0.95 * natural]
+        assert not shrunk, (name, shrunk)
+        assert results[name]["overflow"] <= 0, name
+        assert results[name]["column"] >= 900, name  # the wider reading column at a 1280 px window
     assert "Syllabus" in results["index"]["text"]
     # the launch links: the notebook's own Colab / Kaggle addresses, as links (the badge images are remote); none
     # while the course names no repository (the placeholder's links lead nowhere)
@@ -216,3 +231,15 @@ def test_every_notebook_needs_only_earlier_notebooks(name):
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     reads = {int(other[:2]) for other in NOTEBOOKS if other != name and f'"{other}"' in code}
     assert all(n < own for n in reads), (name, reads)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_ends_its_teaching_with_a_conclusion(name):
+    # catches a notebook that stops after its last figure: the conclusion comes before the exercises and
+    # points to the next notebook (the last one says it is the last)
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    heads = ["".join(c["source"]).split("\n", 1)[0] for c in nb["cells"] if c["cell_type"] == "markdown"]
+    assert heads.index("## Conclusion") + 1 == heads.index("## Exercises"), heads
+    conclusion = next("".join(c["source"]) for c in nb["cells"] if "".join(c["source"]).startswith("## Conclusion"))
+    following = NOTEBOOKS[NOTEBOOKS.index(name) + 1:]
+    assert (f"notebook {following[0][:2]}" in conclusion) if following else ("last notebook" in conclusion)

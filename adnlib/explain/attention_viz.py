@@ -545,7 +545,7 @@ def attention_panel(image, record: BlockRecord, item: int = 0, title: str = ""):
     """
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained", width_ratios=(1, 1.6, 1))
+    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.2), layout="constrained", width_ratios=(1, 1.6, 1))  # fits 960 px
     axes[0].imshow(to_display(image))
     axes[0].set(title=title or "input", xticks=[], yticks=[])
     gates = record.channel_gates[item].numpy()

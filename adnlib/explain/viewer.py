@@ -33,7 +33,8 @@ def figure_viewer(render: Callable, controls: dict, dpi: int = 100):
     """
     import ipywidgets as widgets
 
-    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+    # at its own size (a narrower output scrolls): shrunk to the column, its 10 pt labels became unreadable
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="none"))
 
     def redraw(change=None):
         image.value = figure_png(render(**{name: control.value for name, control in controls.items()}), dpi)

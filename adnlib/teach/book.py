@@ -110,9 +110,16 @@ suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 
 
 # Wide code lines and tables were cut off at the theme's reading column: tables scroll, code and text outputs wrap.
-# (Figures still shrink to the column, about 690 px at a 1280 px window: sizing them for it is open work.)
+# Figures shrank into the column (about 690 px at a 1280 px window; our figures are 900-1800 px at 100 dpi, so a
+# 10 pt label came out at 4-7 pt): the column is widened (the page's own table of contents, mostly empty for a
+# notebook, gives way) and a figure keeps its size, 10 pt labels at about 10 pt, scrolling sideways where it is
+# wider than the column instead of shrinking.
 BOOK_CSS = """div.cell_output table { display: block; overflow-x: auto; max-width: 100%; }
 div.cell_input pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+div.cell_output { overflow-x: auto; }
+div.cell_output img { max-width: none !important; height: auto; }
+.bd-sidebar-secondary { display: none !important; }
+.bd-main .bd-content .bd-article-container, .bd-page-width { max-width: 100% !important; }
 """
 
 
