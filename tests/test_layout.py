@@ -168,3 +168,14 @@ def test_every_import_is_a_declared_dependency():
                 assert dists(module) & core, f"{name} imports {module} at its top: a core dependency"
         for module in _third_party(path, top_level=False):
             assert dists(module) & everything, f"{name} imports {module}: declare it"
+
+
+def test_no_figure_text_is_set_below_9_pt():
+    # catches a legend or title written at 7-8 pt: figures are saved at 100 dpi and shown at their own size in the
+    # book, so 9 pt (12.5 px) is the smallest text a reader gets; matplotlib's default is 10 pt
+    small = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+             for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.keyword) and node.arg in ("fontsize", "labelsize")
+             and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (int, float))
+             and node.value.value < 9]
+    assert not small, small

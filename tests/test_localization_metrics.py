@@ -197,14 +197,30 @@ def test_dataset_mask_errors_name_the_file(demo_root, tmp_path):
 
 
 @pytest.mark.slow(seconds=3)  # over 2 s: left out of `make test-fast`
-def test_old_demo_folders_are_regenerated_with_masks(tmp_path):
-    # catches a marker that was not bumped: a v1 demo folder would never get its masks
+@pytest.mark.parametrize("old", [".adnlib-demo-v1", ".adnlib-demo-v2"])
+def test_old_demo_folders_are_regenerated_with_masks(tmp_path, old):
+    # catches a marker that was not bumped: a v1 folder would never get its masks, a v2 folder would keep the old
+    # disc images (large central defects) under the new marker
     from adnlib.data.demo import make_demo_dataset
-    (tmp_path / "demo").mkdir()
-    (tmp_path / "demo/.adnlib-demo-v1").write_text("old\n")
+    stale = tmp_path / "demo/disc/test/stain/000.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older version's image")
+    (tmp_path / "demo" / old).write_text("old\n")
     root = make_demo_dataset(tmp_path / "demo")
     assert (root / "weave/ground_truth/dye/004_mask.png").is_file()
-    assert not (root / ".adnlib-demo-v1").exists()
+    assert not (root / old).exists()
+    assert (root / ".adnlib-demo-v3").is_file()
+    assert stale.read_bytes()[:4] == b"\x89PNG"  # drawn again
+
+
+def test_a_subset_of_the_demo_categories_leaves_no_marker(tmp_path):
+    # catches a subset run that marks the folder complete: the other category (maybe an older version's) would
+    # then never be drawn again
+    from adnlib.data.demo import make_demo_dataset
+    root = make_demo_dataset(tmp_path / "demo", categories=("weave",), n_train=1, n_test_good=1, n_test_per_defect=1)
+    assert (root / "weave/train/good/000.png").is_file()
+    assert not (root / "disc").exists()
+    assert not any(root.glob(".adnlib-demo-v*"))
 
 
 # --- CLI ------------------------------------------------------------------------------------------------------------

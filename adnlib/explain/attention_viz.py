@@ -324,7 +324,7 @@ def backbone_diagram(config: Config | None = None, variant: str | None = None, a
         ax.add_patch(FancyBboxPatch((i + 0.06, 0.15), 0.88, 0.7, boxstyle="round,pad=0.02", fc=colours[kind],
                                     ec="#d94801" if kind == "attention" else "#555555",
                                     lw=2 if kind == "attention" else 1))
-        ax.text(i + 0.5, 0.5, label, ha="center", va="center", fontsize=7.5,
+        ax.text(i + 0.5, 0.5, label, ha="center", va="center", fontsize=9,
                 fontweight="bold" if kind == "attention" else "normal")
         if i:
             ax.annotate("", xy=(i + 0.06, 0.5), xytext=(i - 0.06, 0.5), arrowprops=dict(arrowstyle="->", lw=0.8))
@@ -351,7 +351,7 @@ def se_steps_figure(block: SEBlock, x: torch.Tensor, n_maps: int = 6):
             ax = fig.add_subplot(grid[row, j])
             vmax = float(x[0, c].max()) or 1.0  # same colour scale before/after: the gate's dimming is visible
             ax.imshow(tensor[0, c].numpy(), cmap="viridis", vmin=0, vmax=vmax)
-            ax.set_title(f"ch {c} {what}" + (f"\ngate {gates[c]:.2f}" if row else ""), fontsize=8)
+            ax.set_title(f"ch {c} {what}" + (f"\ngate {gates[c]:.2f}" if row else ""), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     ax = fig.add_subplot(grid[2, : n_maps // 2])
@@ -479,13 +479,13 @@ def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], label
             ax.set(title=f"{variant.upper()} block {r.block} ({r.channels} ch)", ylabel="channel gate", ylim=(0, 1),
                    xlabel="channel (sorted by normal mean)")
             if r.block == 1:
-                ax.legend(fontsize=7, loc="upper left")
+                ax.legend(fontsize=9, loc="upper left")
             # The shift is usually far smaller than the gates themselves: an inset on its own scale shows it.
             inset = ax.inset_axes((0.5, 0.07, 0.47, 0.3))
             shift = (defect.mean(0) - normal.mean(0))[order]
             inset.bar(c, shift, width=1.0, color=np.where(shift > 0, "#e6550d", "#3182bd"))
             inset.axhline(0, color="black", lw=0.5)
-            inset.set_title(f"defective − normal (max |Δ| {np.abs(shift).max():.0e})", fontsize=7, pad=2)
+            inset.set_title(f"defective − normal (max |Δ| {np.abs(shift).max():.0e})", fontsize=9, pad=2)
             inset.set_xticks([])
             inset.set_yticks([])
     fig.suptitle("Channel gates: normal vs defective test images (full-size scale)")
@@ -533,7 +533,7 @@ def energy_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
                    color=colour, label=name, capsize=3)
         ax.set_xticks(x, [f"block {r.block}\n({r.channels} ch)" for r in records])
         ax.set(title=f"{variant.upper()}: energy after / before the gate", ylabel="Σ mean(x²) after / before")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.suptitle("How much feature energy the attention blocks let through")
     return fig
 

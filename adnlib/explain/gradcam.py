@@ -320,7 +320,7 @@ def cam_grid_figure(images: torch.Tensor, columns: dict[str, np.ndarray], row_ti
             if j == 0 and row_titles is not None:
                 label = (label + "\n" if label else "") + row_titles[i]
             if label:
-                ax.set_title(label, fontsize=8, pad=2)
+                ax.set_title(label, fontsize=9, pad=2)
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 / height)
     return fig

@@ -78,7 +78,7 @@ def _box(ax, x: float, y: float, text: str, color: str, width: float = 1.8, heig
     """A rounded box centred at (x, y) with centred text."""
     ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04",
                                 facecolor=color, edgecolor="0.3", lw=0.8))
-    ax.text(x, y, text, ha="center", va="center", fontsize=8)
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
 
 
 def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -118,7 +118,7 @@ def pipeline_figure(model, image_size: int | None = None):
     ax.set_ylim(-gap * (len(scales) - 1) - 1.2, 0.8)
     legend = "grey: frozen AlexNet · " + ("orange: attention block (trained) · " if model.backbone.blocks else "")
     ax.text(-0.95, -gap * (len(scales) - 1) - 1.0, legend + "green: pooling, concatenation · pink: normalizing flow "
-            "(trained)", fontsize=8, color="0.3")
+            "(trained)", fontsize=9, color="0.3")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():

@@ -207,7 +207,7 @@ def clamp_functions(clamp: float = 3.0, s_range: float = 12.0):
     ax.set_xlabel("raw log-scale s from the subnet")
     ax.set_ylabel("log-scale used: x₂ · exp(·)")
     ax.set_title(f"Soft clamp (α = {clamp:g}): bounded by ±α·0.636·π/2 ≈ ±{clamp * 0.999:.2f}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -244,7 +244,7 @@ def embedding_vector(y: torch.Tensor, n_scales: int, title: str | None = None):
     ax.set_ylabel("mean activation")
     ax.set_title(title or f"The {len(y)}-d embedding of one image: {n_scales} × 256 averaged AlexNet channels")
     ax.set_xlim(0, len(y))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -271,12 +271,12 @@ def latent_normality(z: np.ndarray, labels: np.ndarray, max_points: int = 20000,
     axes[0].set_xlabel("z value (all dimensions pooled)")
     axes[0].set_ylabel("density")
     axes[0].set_title("Latent values: normal images should follow N(0, 1)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     axes[1].plot([-5, 5], [-5, 5], "k--", lw=1, label="perfect N(0, 1)")
     axes[1].set_xlabel("theoretical N(0, 1) quantile")
     axes[1].set_ylabel("observed z quantile")
     axes[1].set_title("Normal QQ plot of z")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -298,7 +298,7 @@ def training_curves(histories: dict[str, pd.DataFrame]):
     axes[1].set_ylabel("image AUROC on the test set (%)")
     axes[1].set_title("AUROC at each evaluation")
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
         ax.grid(alpha=0.3)
         _epoch_ticks(ax, histories.values())
     fig.tight_layout()
@@ -335,7 +335,7 @@ def feature_shrinkage(histories: dict[str, pd.DataFrame]):
         ax.grid(alpha=0.3)
         _epoch_ticks(ax, histories.values())
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -357,10 +357,10 @@ def rotated_copies_scores(image: torch.Tensor, angles, scores, title: str = ""):
     ax = fig.add_subplot(grid[rows, :])
     ax.plot(np.arange(n), np.asarray(scores, dtype=float), "o-", color="tab:purple", label="score of each copy")
     ax.axhline(float(np.mean(scores)), color="k", ls="--", label=f"image score = mean = {float(np.mean(scores)):.3g}")
-    ax.set_xticks(np.arange(n), [f"{float(a):.0f}°" for a in angles], fontsize=7)
+    ax.set_xticks(np.arange(n), [f"{float(a):.0f}°" for a in angles], fontsize=9)
     ax.set_xlabel("rotation angle of the copy")
     ax.set_ylabel("mean z² of the copy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.suptitle(title or "Test-time augmentation: rotated copies and their scores")
     fig.tight_layout()
     return fig
@@ -403,7 +403,7 @@ def roc_curves(rocs: dict[str, dict]):
     ax.set_ylabel("true positive rate (defects found)")
     ax.set_title("ROC curves on the test set")
     ax.set_aspect("equal")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -420,7 +420,7 @@ def auroc_per_defect(per_defect: pd.DataFrame):
     ax.set_xlabel("defect type")
     ax.set_ylabel("AUROC vs normal images (%)")
     ax.set_title("Which defects are easy? AUROC per defect type")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -458,7 +458,7 @@ def auroc_vs_rotations_plot(curves: dict[str, pd.DataFrame]):
     ax.set_title("AUROC vs test rotations (bars: 95 % interval over test images;\n"
                  "band: ±1 std over repeated tests with fresh random angles)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -525,7 +525,7 @@ def comparison_bars(table: pd.DataFrame, title: str = "Image AUROC per category"
     ax.set_xlabel("category")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
@@ -558,7 +558,7 @@ def forest_plot(comparison: pd.DataFrame, title: str = "Paired difference with D
                   + ("dashed: test images only, too few seeds for a verdict" if images_only
                      else "filled: beyond noise (Holm-corrected)"))
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=9, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
@@ -576,13 +576,13 @@ def paper_means_bars():
         bars = ax.bar(x + (i - 1) * width, np.nan_to_num(values), width, color=color, label=column)
         for bar, v in zip(bars, values):
             if not np.isnan(v):
-                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.3, f"{v:.1f}", ha="center", fontsize=7)
+                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.3, f"{v:.1f}", ha="center", fontsize=9)
     ax.set_xticks(x, table.index)
     ax.set_ylim(80, 100)
     ax.set_xlabel("dataset")
     ax.set_ylabel("mean image AUROC (%), axis from 80%")
     ax.set_title("Reported in the papers (AttentDifferNet = SE variant)")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
