@@ -25,8 +25,9 @@ FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ an
 
 
 @pytest.fixture(scope="module")
-def book(demo_root, tmp_path_factory):
-    """The book of notebooks 03 (attention viewer) and 04 (threshold slider), executed with smoke parameters."""
+def executed(demo_root, tmp_path_factory):
+    """Notebooks 03 (attention viewer; trains SE and CBAM here) and 04 (threshold slider), executed with smoke
+    parameters."""
     run = tmp_path_factory.mktemp("executed")
     run_notebook("03_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
     run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
@@ -36,7 +37,29 @@ def book(demo_root, tmp_path_factory):
     nb = json.loads(executed.read_text())
     nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": FORMULA})
     executed.write_text(json.dumps(nb))
-    return build_book(run, tmp_path_factory.mktemp("book"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def book(executed, tmp_path_factory):
+    """The book built from `executed`."""
+    return build_book(executed, tmp_path_factory.mktemp("book"))
+
+
+@pytest.mark.slow(seconds=60)  # shares the executed notebooks with the browser test
+def test_headless_progress_is_one_text_line_per_run_not_a_widget(executed):
+    # catches tqdm.auto's widgets in headless runs (each an empty band in the book) and nested bars printed as
+    # lines of their own: notebook 03 trained SE and CBAM here inside its "models" loop: that loop is one line,
+    # the trainings and their epochs inside it are quiet
+    nb = json.loads((executed / "03_attention_modules.ipynb").read_text())
+    state = nb["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    assert not [m for m in state.values() if m.get("model_name") in ("FloatProgressModel", "IntProgressModel")]
+    stderr = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
+                     for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stderr")
+    finals = {line.rsplit("\r", 1)[-1].split(":")[0] for line in stderr.split("\n") if "100%" in line}
+    assert "models" in finals, finals
+    lines = [part.strip() for part in stderr.replace("\r", "\n").split("\n")]
+    assert not [line for line in lines if line.startswith(("epoch ", "se on ", "cbam on "))], lines
 
 
 @pytest.fixture(scope="module")
