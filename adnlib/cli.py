@@ -134,7 +134,7 @@ def _add_maths_options(p) -> None:
                         "reference (the CBAM authors' code: needs --variant cbam --cbam-spatial-bn)")
     p.add_argument("--attention-lr", type=_attention_lr, metavar="LR",
                    help="learning rate of the SE/CBAM blocks, or 'flow' for the flow's (2e-4, as officially); "
-                        "default: the preset's (paper: the flow's; demo: 1e-2, a recorded deviation)")
+                        "default: the preset's (paper: the flow's; demo: 2e-3, a recorded deviation)")
     p.add_argument("--cbam-spatial-bn", action="store_true",
                    help="CBAM: the BatchNorm after the spatial convolution of the authors' code (not in the paper)")
     p.add_argument("--test-rotations", choices=("random", "fixed"),
