@@ -132,7 +132,7 @@ def _add_maths_options(p) -> None:
     p.add_argument("--attention-init", choices=("standard", "open", "reference"),
                    help="SE/CBAM gates: standard init (default, gates near 0.5), open (gates start at 0.95) or "
                         "reference (the CBAM authors' code: needs --variant cbam --cbam-spatial-bn)")
-    p.add_argument("--attention-lr", type=_attention_lr, metavar="LR",
+    p.add_argument("--attention-lr", type=_attention_lr, metavar="LR|flow",
                    help="learning rate of the SE/CBAM blocks, or 'flow' for the flow's (2e-4, as officially); "
                         "default: the preset's (paper: the flow's; demo: 2e-3, a recorded deviation)")
     p.add_argument("--cbam-spatial-bn", action="store_true",

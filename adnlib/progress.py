@@ -3,7 +3,8 @@ notebook runs (`adnlib notebooks`, `make demo`, papermill with `--engine adnlib`
 
 Why the headless mode: a tqdm widget in an executed notebook is saved as a widget view; in the HTML book it renders
 as an empty band (about 400 px per training run), and every per-epoch or per-batch bar adds one. The `adnlib`
-engine (adnlib.teach.nbengine) starts the kernel with PLAIN_PROGRESS_ENV set; then only the outermost bar of a
+engine (adnlib.teach.nbengine) starts the kernel with PLAIN_PROGRESS_ENV=1 (unless the caller's environment sets it,
+e.g. to 0 for widgets); then only the outermost bar of a
 loop is shown, as text on stderr with its final state kept (the book keeps the last update of a line), and the
 nested ones (epochs inside a run, batches inside a scoring) stay quiet.
 """
@@ -29,4 +30,5 @@ def progress_bar(iterable=None, *, disable: bool = False, leave: bool = True, **
     from tqdm.std import tqdm
     nested = any(not bar.disable for bar in list(getattr(tqdm, "_instances", ())))
     kwargs.setdefault("mininterval", PLAIN_MININTERVAL_S)
+    kwargs.setdefault("maxinterval", 4 * PLAIN_MININTERVAL_S)  # tqdm's monitor forces a refresh after maxinterval
     return tqdm(iterable, disable=disable or nested, leave=True, file=sys.stderr, ascii=True, **kwargs)

@@ -266,3 +266,28 @@ def test_every_notebook_ends_its_teaching_with_a_conclusion(name):
     conclusion = next("".join(c["source"]) for c in nb["cells"] if "".join(c["source"]).startswith("## Conclusion"))
     following = NOTEBOOKS[NOTEBOOKS.index(name) + 1:]
     assert (f"notebook {following[0][:2]}" in conclusion) if following else ("last notebook" in conclusion)
+
+
+def _numbered_sections(name: str) -> set[int]:
+    import re
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    return {int(m.group(1)) for c in nb["cells"] if c["cell_type"] == "markdown"
+            for m in re.finditer(r"^## (\d+)\.", "".join(c["source"]), re.M)}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_section_reference_names_a_section_that_exists(name):
+    # catches a "section 9" in a notebook of eight sections, or a "notebook 02's section 8" that renumbering or a
+    # merged section left behind (a reference to another notebook is checked against that notebook's headings)
+    import re
+    nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    wrong = []
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        for match in re.finditer(r"[Ss]ections? (\d+)((?:, \d+)*(?:,? and \d+)?)", text):
+            numbers = [int(match.group(1)), *map(int, re.findall(r"\d+", match.group(2)))]
+            other = re.findall(r"notebook (0\d)", text[max(0, match.start() - 40):match.start()])
+            target = next(n for n in NOTEBOOKS if n.startswith(other[-1])) if other else name
+            wrong += [f"{text[max(0, match.start() - 40):match.end()]!r}" for n in numbers
+                      if n not in _numbered_sections(target)]
+    assert not wrong, wrong

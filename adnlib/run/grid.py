@@ -141,10 +141,10 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
         if on_cell is not None:
             on_cell(row, len(rows), len(plan))
 
-    for cell in (c for c in plan if c.action == "reuse"):
-        done(reused_row(cell))
     todo, run_id = [c for c in plan if c.action != "reuse"], uuid.uuid4().hex[:12]
-    with bar:
+    with bar:  # closed also when a callback raises: a bar left open would quieten every later headless bar
+        for cell in (c for c in plan if c.action == "reuse"):
+            done(reused_row(cell))
         if engine == "ray":
             from adnlib.run.cluster import run_ray
             run_ray(base, data_root, todo, run_id=run_id, done=done, address=address, gpus_per_cell=gpus_per_cell,

@@ -107,9 +107,9 @@ class HeadlessClient(PapermillNotebookClient):
 
     async def async_start_new_kernel(self, **kwargs):
         """The kernel with PLAIN_PROGRESS_ENV set: progress as one text line per loop, no widget bands in the book
-        (adnlib.progress)."""
+        (adnlib.progress); a value the caller's environment sets (0: widgets as in JupyterLab) is kept."""
         from adnlib.progress import PLAIN_PROGRESS_ENV
-        env = {**kwargs.pop("env", os.environ), PLAIN_PROGRESS_ENV: "1"}
+        env = {PLAIN_PROGRESS_ENV: "1", **kwargs.pop("env", os.environ)}
         return await super().async_start_new_kernel(env=env, **kwargs)
 
     def start_new_kernel(self, **kwargs):
