@@ -311,3 +311,30 @@ def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root
         assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == []
     assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == ["disc/differnet/seed0"]
     assert not list(fourth.glob("disc/differnet/.*adopting"))
+
+
+@pytest.mark.slow(seconds=6)  # trains one tiny run
+def test_adopt_run_takes_an_earlier_notebooks_run_only_for_its_own_data_and_config(tiny_grid_root, tmp_path):
+    # catches notebook 02 retraining what notebooks 00 and 01 trained, and adopting a run of another category, data
+    # root or config as a cell it is not (a run folder, unlike a grid cell's path, does not name its category)
+    import shutil
+
+    from adnlib.config import preset
+    from adnlib.run.grid import adopt_run, run_grid
+    from adnlib.run.train import train
+    base = preset("smoke", weights="none", device="cpu")
+    run = tmp_path / "00" / "run"
+    train(base.replace(variant="se"), tiny_grid_root, "disc", run, progress=False)
+    grid = tmp_path / "02" / "runs"
+    assert not adopt_run(run, grid, base, tiny_grid_root, "weave", "se")  # another category
+    other_root = tmp_path / "copy"
+    shutil.copytree(tiny_grid_root, other_root)
+    assert not adopt_run(run, grid, base, other_root, "disc", "se")  # the same images elsewhere: another root
+    assert not adopt_run(run, grid, base.replace(epochs=2), tiny_grid_root, "disc", "se")  # another config
+    assert not adopt_run(run, grid, base, tiny_grid_root, "disc", "differnet")  # another variant
+    assert not grid.exists() or not any(grid.rglob("metrics.json"))
+    assert adopt_run(run, grid, base, tiny_grid_root, "disc", "se")
+    rows = run_grid(base, tiny_grid_root, ["disc"], ["se"], grid, progress=False)
+    assert [row["status"] for row in rows.attrs["cells"]] == ["reused"]
+    assert (grid / "disc" / "se" / "seed0" / "scores.csv").read_bytes() == (run / "scores.csv").read_bytes()
+    assert not adopt_run(run, grid, base, tiny_grid_root, "disc", "se")  # the cell is taken: never overwritten

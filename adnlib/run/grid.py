@@ -167,6 +167,29 @@ def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, categorie
             if _adopt(cell_dir(source, c, v, s), cell_dir(out_dir, c, v, s), base.replace(variant=v, seed=s))]
 
 
+def adopt_run(run_dir: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, category: str,
+              variant: str) -> bool:
+    """Copy one finished training run (a `train()` output folder, e.g. notebook 00's) into out_dir as the grid cell
+    <category>/<variant>/seed<base.seed>, under the conditions of adopt_cells (the run's saved config is base with
+    this variant, its checkpoints are the files its metrics.json records, the cell is empty) and trained on this
+    data root and category (a grid cell's folder names them; a run folder does not). -> adopted?"""
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if recorded.get("category") != category or not _same_path(recorded.get("data_root"), data_root):
+        return False
+    return _adopt(run_dir, cell_dir(out_dir, category, variant, base.seed), base.replace(variant=variant))
+
+
+def _same_path(recorded, requested) -> bool:
+    try:
+        return recorded is not None and Path(recorded).resolve() == Path(requested).resolve()
+    except (OSError, TypeError):
+        return False
+
+
 def _adopt(origin: Path, target: Path, config: Config) -> bool:
     """Copy one finished cell if run_grid would reuse it for `config`, holding both cells' write locks (a cell being
     written on either side is skipped, never half-copied). A target holding nothing but a lock file (left by an
