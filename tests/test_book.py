@@ -205,6 +205,15 @@ def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions()
     shown = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "c",
                                       "outputs": [*bar, {"output_type": "stream", "name": "stderr", "text": "\n"}]}]))
     assert [o["text"] for o in shown["cells"][0]["outputs"]] == ["se on disc: 8/8\n"]
+    # a warning printed while a bar's line is open lands on that line (notebook 06's grid): still shown once, and the
+    # bar's superseded state with it is dropped
+    grid = [{"output_type": "stream", "name": "stderr", "text": f"\rgrid cells:  {p}%|##   | {k}/6 [00:0{k}]"}
+            for k, p in ((3, 50), (4, 67), (6, 100))]
+    noisy = [grid[0], {**stderr, "text": warning}, grid[1], {**stderr, "text": warning}, grid[2],
+             {**stderr, "text": "\n"}]
+    once = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "d", "outputs": noisy}]))
+    assert [o["text"] for o in once["cells"][0]["outputs"]] == [
+        "UserWarning: random backbone weights\ngrid cells:  100%|##   | 6/6 [00:06]\n"]
     real = page_notebook(_executed([{"cell_type": "markdown", "metadata": {},
                                      "source": badges.replace("OWNER/REPOSITORY", "someone/course")}]))
     assert real["cells"][0]["source"].startswith("[Open in Colab](https://colab.research.google.com/github/someone")

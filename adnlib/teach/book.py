@@ -118,6 +118,7 @@ BOOK_CSS = """div.cell_output table { display: block; overflow-x: auto; max-widt
 div.cell_input pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 div.cell_output { overflow-x: auto; }
 div.cell_output img { max-width: none !important; height: auto; }
+div.cell_output .jupyter-widgets img { flex-shrink: 0 !important; width: auto !important; }
 .bd-sidebar-secondary { display: none !important; }
 .bd-main .bd-content .bd-article-container, .bd-page-width { max-width: 100% !important; }
 """
@@ -220,6 +221,8 @@ def _parameters_note(injected: dict) -> dict:
 
 # "/site-packages/adnlib/model/weights.py:80: UserWarning: message" and the source line Python prints under it
 WARNING_LINE = re.compile(r"^\S*\.py:\d+: (\w*Warning): (.*)$")
+# a warning printed while a headless progress bar's line was open lands after the bar's text, on its line
+WARNING_AFTER_BAR = re.compile(r"^(.*?\d+%\|.*?)(\S*\.py:\d+: \w*Warning: .*)$")
 
 
 def _joined_streams(outputs: list[dict]) -> list[dict]:
@@ -248,6 +251,9 @@ def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
         lines, skip_source = [], False
         text = _source({"source": output.get("text", "")})
         for line in (part.rsplit("\r", 1)[-1] for part in text.rstrip("\n").split("\n")):  # \r updates: the last
+            after_bar = WARNING_AFTER_BAR.match(line)
+            if after_bar:  # the bar's state then is superseded by its later updates: only the warning is kept
+                line = after_bar.group(2)
             found = WARNING_LINE.match(line)
             if found:
                 message = f"{found.group(1)}: {found.group(2)}"
