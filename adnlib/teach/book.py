@@ -118,7 +118,7 @@ BOOK_CSS = """div.cell_output table { display: block; overflow-x: auto; max-widt
 div.cell_input pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 div.cell_output { overflow-x: auto; }
 div.cell_output img { max-width: none !important; height: auto; }
-div.cell_output .jupyter-widgets img { flex-shrink: 0 !important; width: auto !important; }
+div.cell_output .jupyter-widgets img { flex-shrink: 0 !important; width: auto !important; min-width: max-content; }
 .bd-sidebar-secondary { display: none !important; }
 .bd-main .bd-content .bd-article-container, .bd-page-width { max-width: 100% !important; }
 """
