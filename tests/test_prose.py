@@ -92,7 +92,8 @@ def test_shrinkage_is_judged_against_differnets_own_drift():
     assert "**differnet**: the embedding of the frozen reference changed (+2.0 %" in text  # no verdict of its own
 
 
-@pytest.mark.parametrize("weave,expected", [(100.0, "**ceiling** on `weave` (100.0 %)"),
+@pytest.mark.parametrize("weave,expected", [(100.0, "**ceiling** on `weave` (100.0 %): no variant can gain anything"),
+                                            (99.7, "can gain at most 0.3 points there"),
                                             (99.4, "No category has differnet at the ceiling")])
 def test_ceiling_text_names_categories_at_the_ceiling_and_only_those(weave, expected):
     # catches a ceiling that is never mentioned (the mean row silently averaging a 100 % category), or one claimed

@@ -317,7 +317,7 @@ def gate_movement_text(movement: pd.DataFrame, tolerance: float = GATES_MOVED) -
                          "rate are needed before it can speak to the paper's question.")
         else:
             lines.append(head + f"(at least {tolerance}): training changed the gates; whether that helps is for "
-                         "the AUROCs, and for several seeds (notebook 06), to decide.")
+                         "the AUROCs, and for several seeds (notebook 06 run with `seeds = [0, 1, 2]`), to decide.")
     return "\n\n".join(lines)
 
 
@@ -352,9 +352,10 @@ def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: flo
                 "gain.")
     listed = ", ".join(f"`{category}` ({value:.1f} %)" for category, value in top)
     left = len(rows) - len(top)
-    return (f"{reference} is at the **ceiling** on {listed}: a variant can gain at most "
-            f"{max(100 - v for _, v in top):.1f} points there, so those rows can show a loss but hardly a gain, and "
-            "the mean row averages them with the others. "
+    room = max(100 - v for _, v in top)
+    gain = ("no variant can gain anything there, so those rows can show a loss but no gain" if room == 0 else
+            f"a variant can gain at most {room:.1f} points there, so those rows can show a loss but hardly a gain")
+    return (f"{reference} is at the **ceiling** on {listed}: {gain}, and the mean row averages them with the others. "
             + (f"The question of a gain rests on the other {left} categor{'y' if left == 1 else 'ies'}."
                if left else "No category here leaves room for a gain: this data cannot show one."))
 
