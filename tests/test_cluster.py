@@ -81,6 +81,55 @@ def test_a_local_ray_starts_without_dashboard_and_a_cluster_is_joined_by_address
 
 
 @pytest.mark.slow  # 3 tiny cells of 1 epoch: ~10 s
+class _FlakyRay:
+    """A stand-in for the ray module whose init fails `failures` times with the given error."""
+
+    def __init__(self, failures: int, error: Exception):
+        self.failures, self.error, self.inits, self.shutdowns, self.initialized = failures, error, 0, 0, False
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **options):
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise self.error
+        self.initialized = True
+
+    def shutdown(self):
+        self.shutdowns += 1
+        self.initialized = False
+
+
+PROXIER_FAILURE = ConnectionError("Initialization failure from server: psutil.ZombieProcess: PID still exists but "
+                                  "it's a zombie (pid=484)")
+
+
+@pytest.mark.parametrize("address, error, failures, inits, connects", [
+    ("ray://127.0.0.1:10001", PROXIER_FAILURE, 1, 2, True),  # Ray's proxier lost its server once: a second try
+    ("ray://127.0.0.1:10001", PROXIER_FAILURE, 5, 3, False),  # bounded: three tries, then the one-line error
+    ("ray://127.0.0.1:10001", ConnectionError("Failed to connect"), 1, 1, False),  # anything else: no retry
+    ("local", PROXIER_FAILURE, 1, 1, False),  # a local Ray has no proxier
+])
+def test_a_ray_client_connection_is_tried_again_only_after_the_proxiers_known_failure(monkeypatch, address, error,
+                                                                                      failures, inits, connects):
+    # catches a grid that fails on Ray's intermittent client-proxier failure (ray-project/ray#63202, seen in CI),
+    # and a retry loop that hides real errors or never ends
+    from adnlib.run import cluster
+    fake = _FlakyRay(failures, error)
+    monkeypatch.setattr(cluster, "require_ray", lambda: fake)
+    monkeypatch.setattr(cluster, "CLIENT_RETRY_PAUSE_S", 0.0)
+    if connects:
+        with cluster.connect(address) as ray:
+            assert ray is fake
+            assert fake.initialized
+    else:
+        with pytest.raises(cluster.ClusterError, match="cannot start or reach"):
+            with cluster.connect(address):
+                pass
+    assert fake.inits == inits
+
+
 def test_serial_engine_reports_a_failing_cell_and_finishes_the_others(tiny_root2, tmp_path, monkeypatch, capsys):
     """A cell that fails on every attempt is retried --max-retries times, reported as a row with its error, the
     other cells finish and are tabulated, and the command exits 1; run again, the finished cells are reused."""

@@ -33,6 +33,10 @@ INSTALL_HINT = "pip install 'adnlib[cluster]' (Ray >= 2.9)"
 # How long a HOST:PORT address may take to accept a connection. Ray's own client retries for many minutes (20
 # attempts of about 35 s each, with a warning every 40 s) when nothing listens there.
 CONNECT_TIMEOUT_S = 10.0
+# Ray's client proxier can lose the server it spawns for a new ray:// connection ("Initialization failure from
+# server", ray-project/ray#63202, intermittent): a fresh attempt gets a fresh server
+CLIENT_INIT_ATTEMPTS = 3
+CLIENT_RETRY_PAUSE_S = 2.0
 
 
 class ClusterError(AdnlibError, RuntimeError):
@@ -71,7 +75,7 @@ def connect(address: str | None):
     if "address" not in options:  # adnlib starts this Ray: no usage statistics
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
-        ray.init(**options)
+        _init(ray, options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or reach {where}: {' '.join(str(exc).split())}") from exc
@@ -79,6 +83,22 @@ def connect(address: str | None):
         yield ray
     finally:
         ray.shutdown()
+
+
+def _init(ray, options: dict) -> None:
+    """ray.init, tried again (CLIENT_INIT_ATTEMPTS in all) only where Ray's client proxier failed to start the
+    connection's server; every other error is raised at once."""
+    import time
+    for attempt in range(1, CLIENT_INIT_ATTEMPTS + 1):
+        try:
+            ray.init(**options)
+            return
+        except ConnectionError as exc:
+            transient = str(options.get("address", "")).startswith("ray://") and "Initialization failure" in str(exc)
+            if not transient or attempt == CLIENT_INIT_ATTEMPTS:
+                raise
+            ray.shutdown()
+            time.sleep(CLIENT_RETRY_PAUSE_S)
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
