@@ -179,3 +179,22 @@ def test_no_figure_text_is_set_below_9_pt():
              and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (int, float))
              and node.value.value < 9]
     assert not small, small
+
+
+def test_the_per_defect_legend_covers_no_bar():
+    # catches a legend drawn inside the axes over the bars (notebook 04's figure: it hid CBAM's short 'stain' bar)
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from adnlib.teach import plots
+    rows = [(variant, defect, auroc) for defect, values in {"chip": (0.84, 0.78, 0.86), "crack": (0.88, 0.72, 0.62),
+                                                             "stain": (0.72, 0.52, 0.46)}.items()
+            for variant, auroc in zip(("differnet", "se", "cbam"), values)]
+    fig = plots.auroc_per_defect(pd.DataFrame(rows, columns=["variant", "defect_type", "auroc"]))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [patch.get_window_extent() for patch in ax.patches if patch.get_height() > 0]
+    assert len(bars) == 9
+    assert not [bar for bar in bars if bar.overlaps(legend)]

@@ -412,7 +412,7 @@ def auroc_per_defect(per_defect: pd.DataFrame):
     """Bars of AUROC (%) per defect type (each defect vs all normal test images); columns: variant, defect, auroc."""
     import seaborn as sns
     frame = per_defect.assign(variant=per_defect["variant"].map(_label), auroc=100 * per_defect["auroc"])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     sns.barplot(data=frame, x="defect_type", y="auroc", hue="variant", ax=ax,
                 palette={_label(k): c for k, c in VARIANT_COLORS.items()})
     ax.axhline(50, color="k", ls=":", lw=1)
@@ -420,7 +420,7 @@ def auroc_per_defect(per_defect: pd.DataFrame):
     ax.set_xlabel("defect type")
     ax.set_ylabel("AUROC vs normal images (%)")
     ax.set_title("Which defects are easy? AUROC per defect type")
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars: any bar can be short
     fig.tight_layout()
     return fig
 
