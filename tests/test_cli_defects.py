@@ -283,15 +283,21 @@ def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone()
 def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root, tmp_path):
     # catches notebook 06 retraining what notebook 02 trained (nothing adopted), and adopting a cell of another
     # config or with a replaced checkpoint (a mixed or unverifiable result reported as reused)
+    import shutil
+
     from adnlib.config import preset
     from adnlib.run.grid import adopt_cells, run_grid
     base = preset("smoke", weights="none", device="cpu")
     source = tmp_path / "02" / "runs"
     run_grid(base, tiny_grid_root, ["disc"], ["differnet", "se"], source, progress=False)
-    assert adopt_cells(source, tmp_path / "other", base.replace(epochs=2), ["disc"], ["differnet", "se"]) == []
+    other = base.replace(epochs=2)
+    assert adopt_cells(source, tmp_path / "other", other, tiny_grid_root, ["disc"], ["differnet", "se"]) == []
     assert not (tmp_path / "other").exists()
+    elsewhere = tmp_path / "elsewhere"  # the same images under another root: cells of other data are not taken
+    shutil.copytree(tiny_grid_root, elsewhere)
+    assert adopt_cells(source, tmp_path / "other", base, elsewhere, ["disc"], ["differnet", "se"]) == []
     target = tmp_path / "06" / "grid"
-    adopted = adopt_cells(source, target, base, ["disc"], ["differnet", "se", "cbam"])
+    adopted = adopt_cells(source, target, base, tiny_grid_root, ["disc"], ["differnet", "se", "cbam"])
     assert adopted == ["disc/differnet/seed0", "disc/se/seed0"]  # cbam was never trained in the source
     rows = run_grid(base, tiny_grid_root, ["disc"], ["differnet", "se"], target, progress=False)
     assert [row["status"] for row in rows.attrs["cells"]] == ["reused", "reused"]
@@ -300,16 +306,17 @@ def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root
         assert (target / cell / "scores.csv").read_bytes() == (source / cell / "scores.csv").read_bytes()
     with open(source / "disc" / "se" / "seed0" / "checkpoint.pt", "ab") as f:
         f.write(b"changed")
-    assert adopt_cells(source, tmp_path / "third", base, ["disc"], ["differnet", "se"]) == ["disc/differnet/seed0"]
+    third = adopt_cells(source, tmp_path / "third", base, tiny_grid_root, ["disc"], ["differnet", "se"])
+    assert third == ["disc/differnet/seed0"]
     # a cell another process is writing is skipped, on either side; a target left with only its lock file (an
     # interrupted grid's planning) is filled
     from adnlib.run.lock import folder_lock
     fourth = tmp_path / "fourth"
     with folder_lock(source / "disc" / "differnet" / "seed0"):
-        assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == []
+        assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == []
     with folder_lock(fourth / "disc" / "differnet" / "seed0"):
-        assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == []
-    assert adopt_cells(source, fourth, base, ["disc"], ["differnet"]) == ["disc/differnet/seed0"]
+        assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == []
+    assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == ["disc/differnet/seed0"]
     assert not list(fourth.glob("disc/differnet/.*adopting"))
 
 

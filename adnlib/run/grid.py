@@ -155,47 +155,44 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     return _result(out_dir, categories, variants, seeds, rows, on_failure)
 
 
-def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, categories: list[str], variants: list[str],
-                seeds: list[int] | None = None) -> list[str]:
+def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, categories: list[str],
+                variants: list[str], seeds: list[int] | None = None) -> list[str]:
     """Copy into out_dir the finished cells of another grid folder (e.g. notebook 02's runs) that run_grid would
-    reuse there: the same config (base with the cell's variant and seed) and checkpoints that are the files their
-    metrics.json records. Cells already in out_dir, and cells saved with another config or damaged, are left alone
-    (run_grid then trains them). Each copy lands whole (a staging folder renamed). -> adopted 'cat/variant/seed<k>'."""
+    reuse there: trained on data_root, with the same config (base with the cell's variant and seed) and checkpoints
+    that are the files their metrics.json records. Cells already in out_dir, and cells of other data, saved with
+    another config or damaged, are left alone (run_grid then trains them). Each copy lands whole (a staging folder
+    renamed). -> adopted 'cat/variant/seed<k>'."""
     source, out_dir = Path(source), Path(out_dir)
     cells = [(c, v, s) for c in categories for v in variants for s in (dict.fromkeys(seeds) if seeds else [base.seed])]
     return [f"{c}/{v}/seed{s}" for c, v, s in cells
-            if _adopt(cell_dir(source, c, v, s), cell_dir(out_dir, c, v, s), base.replace(variant=v, seed=s))]
+            if _adopt(cell_dir(source, c, v, s), cell_dir(out_dir, c, v, s), base.replace(variant=v, seed=s),
+                      data_root, c)]
 
 
 def adopt_run(run_dir: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, category: str,
               variant: str) -> bool:
     """Copy one finished training run (a `train()` output folder, e.g. notebook 00's) into out_dir as the grid cell
-    <category>/<variant>/seed<base.seed>, under the conditions of adopt_cells (the run's saved config is base with
-    this variant, its checkpoints are the files its metrics.json records, the cell is empty) and trained on this
-    data root and category (a grid cell's folder names them; a run folder does not). -> adopted?"""
-    run_dir = Path(run_dir)
+    <category>/<variant>/seed<base.seed>, under the conditions of adopt_cells. -> adopted?"""
+    return _adopt(Path(run_dir), cell_dir(out_dir, category, variant, base.seed), base.replace(variant=variant),
+                  data_root, category)
+
+
+def _trained_on(origin: Path, data_root: str | Path, category: str) -> bool:
+    """Whether the run in `origin` recorded this category and data root (a run folder need not name them)."""
     try:
-        recorded = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if recorded.get("category") != category or not _same_path(recorded.get("data_root"), data_root):
-        return False
-    return _adopt(run_dir, cell_dir(out_dir, category, variant, base.seed), base.replace(variant=variant))
-
-
-def _same_path(recorded, requested) -> bool:
-    try:
-        return recorded is not None and Path(recorded).resolve() == Path(requested).resolve()
-    except (OSError, TypeError):
+        recorded = json.loads((origin / "metrics.json").read_text())
+        return (recorded.get("category") == category and recorded.get("data_root") is not None
+                and Path(recorded["data_root"]).resolve() == Path(data_root).resolve())
+    except (OSError, ValueError, TypeError):
         return False
 
 
-def _adopt(origin: Path, target: Path, config: Config) -> bool:
-    """Copy one finished cell if run_grid would reuse it for `config`, holding both cells' write locks (a cell being
-    written on either side is skipped, never half-copied). A target holding nothing but a lock file (left by an
-    interrupted grid's planning) counts as empty."""
+def _adopt(origin: Path, target: Path, config: Config, data_root: str | Path, category: str) -> bool:
+    """Copy one finished cell if run_grid would reuse it for `config` on `category` of `data_root`, holding both
+    cells' write locks (a cell being written on either side is skipped, never half-copied). A target holding nothing
+    but a lock file (left by an interrupted grid's planning) counts as empty."""
     from adnlib.run.lock import LOCK_NAME, FolderLockedError
-    if not (origin / "metrics.json").is_file():
+    if not _trained_on(origin, data_root, category):
         return False
     if target.exists() and any(p.name != LOCK_NAME for p in target.iterdir()):
         return False
