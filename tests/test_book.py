@@ -214,6 +214,10 @@ def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions()
     once = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "d", "outputs": noisy}]))
     assert [o["text"] for o in once["cells"][0]["outputs"]] == [
         "UserWarning: random backbone weights\ngrid cells:  100%|##   | 6/6 [00:06]\n"]
+    # other text left open before a warning keeps its own line (only a bar's superseded state is dropped)
+    texty = [{**stderr, "text": "loading "}, {**stderr, "text": warning.replace("random", "other")}]
+    kept = page_notebook(_executed([{"cell_type": "code", "metadata": {}, "source": "e", "outputs": texty}]))
+    assert kept["cells"][0]["outputs"][0]["text"] == "loading\nUserWarning: other backbone weights\n"
     real = page_notebook(_executed([{"cell_type": "markdown", "metadata": {},
                                      "source": badges.replace("OWNER/REPOSITORY", "someone/course")}]))
     assert real["cells"][0]["source"].startswith("[Open in Colab](https://colab.research.google.com/github/someone")

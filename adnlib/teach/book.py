@@ -221,8 +221,9 @@ def _parameters_note(injected: dict) -> dict:
 
 # "/site-packages/adnlib/model/weights.py:80: UserWarning: message" and the source line Python prints under it
 WARNING_LINE = re.compile(r"^\S*\.py:\d+: (\w*Warning): (.*)$")
-# a warning printed while a headless progress bar's line was open lands after the bar's text, on its line
-WARNING_AFTER_BAR = re.compile(r"^(.*?\d+%\|.*?)(\S*\.py:\d+: \w*Warning: .*)$")
+# a warning printed while a line was open (a headless progress bar's) lands after that line's text
+WARNING_AFTER_TEXT = re.compile(r"^(.+?)(\S*\.py:\d+: \w*Warning: .*)$")
+PROGRESS_TEXT = re.compile(r"\d+%\||\d+(?:\.\d+)?(?:it/s|s/it)\b")  # tqdm's bar or rate: a bar's state
 
 
 def _joined_streams(outputs: list[dict]) -> list[dict]:
@@ -251,9 +252,11 @@ def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
         lines, skip_source = [], False
         text = _source({"source": output.get("text", "")})
         for line in (part.rsplit("\r", 1)[-1] for part in text.rstrip("\n").split("\n")):  # \r updates: the last
-            after_bar = WARNING_AFTER_BAR.match(line)
-            if after_bar:  # the bar's state then is superseded by its later updates: only the warning is kept
-                line = after_bar.group(2)
+            after_text = None if WARNING_LINE.match(line) else WARNING_AFTER_TEXT.match(line)
+            if after_text:  # a bar's state there is superseded by its later updates; other text keeps its line
+                if not PROGRESS_TEXT.search(after_text.group(1)):
+                    lines.append(after_text.group(1).rstrip())
+                line = after_text.group(2)
             found = WARNING_LINE.match(line)
             if found:
                 message = f"{found.group(1)}: {found.group(2)}"
