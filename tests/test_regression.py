@@ -292,6 +292,62 @@ def test_workflow_compares_with_the_baseline_using_tolerances():
     assert "--only 00_quickstart 04_auroc_evaluation" in text
 
 
+def workflow_command() -> list[str]:
+    """The `adnlib notebooks ...` command that .github/workflows/regression.yml runs, as an argument list."""
+    import re
+    import shlex
+    text = (REPO / ".github" / "workflows" / "regression.yml").read_text()
+    found = re.search(r"^\s*(adnlib notebooks (?:.*\\\n)*.*)$", text, flags=re.MULTILINE)
+    assert found, "no `adnlib notebooks` command in regression.yml"
+    return shlex.split(found.group(1).replace("\\\n", " "))
+
+
+def test_workflow_command_is_read_whole():
+    # catches: a parser that stops at the first line break and drops the parameters or the baseline
+    command = workflow_command()
+    assert command[:2] == ["adnlib", "notebooks"]
+    assert command[command.index("--baseline") + 1] == "regression/baseline-smoke"
+    assert command.count("-p") == 3
+
+
+def test_make_regression_baseline_runs_the_workflows_notebooks_and_parameters():
+    # catches: a baseline re-made with other notebooks or parameters than the workflow compares with
+    import re
+    import shlex
+    make = (REPO / "Makefile").read_text()
+    options = shlex.split(re.search(r"^REGRESSION := (.*)$", make, flags=re.MULTILINE).group(1))
+    command = workflow_command()
+    assert command[command.index("--only"):command.index("--baseline")] == options
+    assert "--out runs/baseline-smoke $(REGRESSION)" in make
+    assert "cp runs/baseline-smoke/*.summary.json regression/baseline-smoke/" in make
+
+
+@pytest.mark.slow(seconds=45)  # notebooks 00 and 04 with the smoke parameters
+def test_main_reproduces_the_committed_smoke_baseline(tmp_path, demo_root):
+    # catches: a change to notebook 00 or 04 (or to the library under them) that moves a metric while the committed
+    # baseline stays as it was, so that the regression workflow fails on every push after it
+    import os
+    import subprocess
+    import sys
+    command = workflow_command()
+    command[command.index("--out") + 1] = str(tmp_path / "run")
+    env = {**os.environ, "ADNLIB_DATA": str(demo_root)}  # the generated demo data, not the checkout's data/
+    done = subprocess.run([sys.executable, "-m", "adnlib", *command[1:]], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode == 0:
+        return
+    remake = "if the change is meant, re-make the baseline in the same commit: make regression-baseline"
+    if done.returncode != 1 or not list((tmp_path / "run").glob("*.summary.json")):
+        pytest.fail(f"the regression workflow's command ended with status {done.returncode}: "
+                    f"{(done.stderr.strip().splitlines() or ['(no output)'])[-1]}", pytrace=False)
+    result = compare_summaries(load_summaries(tmp_path / "run"), load_summaries(BASELINE))
+    moved = [f"{row[1]} {row[2]} -> {row[3]}" for row in result.failed]
+    failed = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # a notebook that failed
+    pytest.fail(f"{len(moved)} metric(s) of the committed smoke baseline moved past their tolerance "
+                f"({'; '.join(moved[:4])}{'; ...' if len(moved) > 4 else ''}){'; ' + failed[-1] if failed else ''}; "
+                f"{remake}", pytrace=False)
+
+
 # --- notebooks executed -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_run_notebook_writes_the_summary_even_when_a_cell_fails(tmp_path):
