@@ -86,12 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_localize_parser(sub)
     p = sub.add_parser("score", help="print the anomaly score of each image")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    _add_checkpoint_option(p)
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--variant", choices=("differnet", "se", "cbam"), help="refuse a checkpoint of another variant")
     p.add_argument("--tta", type=_positive)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     return parser
+
+
+def _add_checkpoint_option(p) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a run's checkpoint.pt or best.pt, checked against the metrics.json beside it (sha256)")
+    p.add_argument("--unverified", action="store_true",
+                   help="load a bare checkpoint that no metrics.json records (nothing can check it is the right file)")
 
 
 def _add_train_parser(sub) -> None:
@@ -143,7 +150,7 @@ def _add_maths_options(p) -> None:
 
 def _add_localize_parser(sub) -> None:
     p = sub.add_parser("localize", help="anomaly maps vs ground-truth masks: pixel AUROC and PRO per method")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    _add_checkpoint_option(p)
     p.add_argument("--data", type=Path, required=True, help="dataset root with <category>/ground_truth masks")
     p.add_argument("--category", required=True)
     p.add_argument("--method", action="extend", nargs="+", choices=("differnet", "gradcam", "cbam-spatial"),
@@ -158,7 +165,7 @@ def _add_localize_parser(sub) -> None:
 
 def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a category's test split with a checkpoint; print AUROC as JSON")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    _add_checkpoint_option(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--category", required=True)
     p.add_argument("--variant", choices=("differnet", "se", "cbam"),
@@ -343,14 +350,11 @@ def _evaluate_into(args, out: Path | None) -> int:
     """Score the test split with the checkpoint (verified against the metrics.json beside it), print the line,
     write scores.csv and metrics.json into `out` (None: nothing written)."""
     from adnlib.data.datasets import AnomalyDataset
-    from adnlib.run.checkpoint import WEIGHTS_IN, model_from_checkpoint, verify_weights, write_csv, write_json
+    from adnlib.run.checkpoint import model_from_checkpoint, write_csv, write_json
     from adnlib.run.device import check_precision, precision_record, resolve_device
     from adnlib.run.evaluate import check_finite_scores, report, score_dataset, test_rotation_record
     device = resolve_device(args.device)
-    verify_weights(args.checkpoint)
-    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
-    if model.checkpoint_info.get(WEIGHTS_IN):  # best.pt naming checkpoint.pt: its weights are checkpoint.pt's
-        verify_weights(args.checkpoint.parent / model.checkpoint_info[WEIGHTS_IN])
+    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args), verify=not args.unverified)
     trained_on = model.checkpoint_info.get("category")
     if trained_on and trained_on != args.category:
         warnings.warn(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}: its AUROC "
@@ -385,7 +389,7 @@ def _localize(args) -> int:
     from adnlib.run.lock import folder_lock
     from adnlib.run.outputs import check_output_folder
     device = resolve_device(args.device)
-    model = model_from_checkpoint(args.checkpoint, device)
+    model = model_from_checkpoint(args.checkpoint, device, verify=not args.unverified)
     _inputs_exist(args)
     check_output_folder(args.out)
     trained_on = model.checkpoint_info.get("category")
@@ -408,7 +412,7 @@ def _score(args) -> int:
     if missing:
         raise DatasetError(f"image not found: {', '.join(missing)}")
     device = resolve_device(args.device)
-    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args))
+    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args), verify=not args.unverified)
     scores = score_images(model, args.images, n_rotations=args.tta, device=device, seed=model.config.seed,
                           evaluation=model.checkpoint_info.get("epoch") or 0,
                           progress=False)

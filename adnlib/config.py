@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from adnlib.errors import ConfigError
@@ -16,6 +16,18 @@ from adnlib.errors import ConfigError
 VARIANTS = ("differnet", "se", "cbam")
 ATTENTION_INITS = ("standard", "open", "reference")  # reference: CBAM with cbam_spatial_bn only
 MAX_SEED = 2 ** 32 - 1  # an unsigned 32-bit seed (numpy's range); every random stream derives from it (adnlib.seeds)
+# A field marked runtime() is a setting of the machine, not of the protocol: it does not change what a run computes
+# (only where and how fast), so runs that differ only there are the same run (reused, resumed, compared).
+_RUNTIME = {"runtime": True}
+# The fields a resume may change besides the run-time ones: the run continues to more epochs, evaluated as asked.
+RESUMABLE_PROTOCOL = ("epochs", "eval_every")
+
+
+def runtime(default: Any) -> Any:
+    """A run-time field (see _RUNTIME) with its default."""
+    return field(default=default, metadata=_RUNTIME)
+
+
 FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
                               "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
                               "trains would be stale after the first step")
@@ -60,19 +72,20 @@ class Config:
     # test
     n_test_rotations: int = 64
     test_rotations: str = "random"  # random (official) | fixed (evenly spaced angles, deterministic)
-    test_batch_size: int = 4  # images per scoring step (x n_test_rotations tensors)
+    test_batch_size: int = runtime(4)  # images per scoring step (x n_test_rotations tensors)
     # precision: float32 everywhere, as the official code. amp=True changes the maths (recorded in metrics.json):
     # bfloat16 autocast for the backbone and attention (CUDA with bf16 support, or CPU), the flow in float32
     amp: bool = False
-    # speed (docs/protocol.md §6); none of these change the maths
-    channels_last: bool = True
-    compile: bool = False
+    # speed (docs/protocol.md §6): the run-time fields change only how fast; the feature cache changes which
+    # rotations training sees (K fixed per image instead of fresh ones every epoch), so it is part of the protocol
+    channels_last: bool = runtime(True)
+    compile: bool = runtime(False)
     feature_cache: bool = False  # frozen backbones only: embed K rotations per image once, epochs sample them
     cache_rotations: int = 16
-    num_workers: int = 0
+    num_workers: int = runtime(0)
     # run
     seed: int = 0
-    device: str = "auto"
+    device: str = runtime("auto")
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -120,6 +133,25 @@ class Config:
     @property
     def backbone_trains(self) -> bool:
         return self.has_attention and self.train_attention
+
+    @classmethod
+    def runtime_fields(cls) -> tuple[str, ...]:
+        """The fields that are settings of the machine (device, workers, compilation, memory layout, scoring batch):
+        they change how fast a run goes, not what it computes."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("runtime"))
+
+    def protocol(self) -> dict:
+        """The fields that decide what a run computes (to_dict without the run-time fields): what reuse, resume and
+        comparisons of runs compare."""
+        runtime_names = set(self.runtime_fields())
+        return {k: v for k, v in self.to_dict().items() if k not in runtime_names}
+
+    def protocol_differences(self, other: Config, *, resuming: bool = False) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's)} where the protocols differ; resuming: also ignore what a resume may
+        change (RESUMABLE_PROTOCOL)."""
+        mine, theirs = self.protocol(), other.protocol()
+        ignore = RESUMABLE_PROTOCOL if resuming else ()
+        return {k: (mine[k], theirs.get(k)) for k in mine if k not in ignore and mine[k] != theirs.get(k)}
 
     def replace(self, **overrides: Any) -> Config:
         """A copy with some fields changed; unknown names raise ConfigError."""

@@ -280,6 +280,15 @@ def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone()
 
 
 @pytest.mark.slow(seconds=10)  # trains two tiny cells
+def _edit_one_pixel(image) -> None:
+    """The image with its first pixel changed (still a valid image of the same size)."""
+    from PIL import Image
+    picture = Image.open(image).convert("RGB")
+    r, g, b = picture.getpixel((0, 0))
+    picture.putpixel((0, 0), ((r + 128) % 256, g, b))
+    picture.save(image)
+
+
 def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root, tmp_path):
     # catches notebook 06 retraining what notebook 02 trained (nothing adopted), and adopting a cell of another
     # config or with a replaced checkpoint (a mixed or unverifiable result reported as reused)
@@ -293,9 +302,11 @@ def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root
     other = base.replace(epochs=2)
     assert adopt_cells(source, tmp_path / "other", other, tiny_grid_root, ["disc"], ["differnet", "se"]) == []
     assert not (tmp_path / "other").exists()
-    elsewhere = tmp_path / "elsewhere"  # the same images under another root: cells of other data are not taken
+    elsewhere = tmp_path / "elsewhere"  # one test image edited: cells of other data are not taken
     shutil.copytree(tiny_grid_root, elsewhere)
-    assert adopt_cells(source, tmp_path / "other", base, elsewhere, ["disc"], ["differnet", "se"]) == []
+    _edit_one_pixel(next((elsewhere / "disc" / "test" / "good").iterdir()))
+    with pytest.warns(UserWarning, match=r"data \(test images\)"):  # not taken, and says why
+        assert adopt_cells(source, tmp_path / "other", base, elsewhere, ["disc"], ["differnet", "se"]) == []
     target = tmp_path / "06" / "grid"
     adopted = adopt_cells(source, target, base, tiny_grid_root, ["disc"], ["differnet", "se", "cbam"])
     assert adopted == ["disc/differnet/seed0", "disc/se/seed0"]  # cbam was never trained in the source
@@ -336,7 +347,11 @@ def test_adopt_run_takes_an_earlier_notebooks_run_only_for_its_own_data_and_conf
     assert not adopt_run(run, grid, base, tiny_grid_root, "weave", "se")  # another category
     other_root = tmp_path / "copy"
     shutil.copytree(tiny_grid_root, other_root)
-    assert not adopt_run(run, grid, base, other_root, "disc", "se")  # the same images elsewhere: another root
+    _edit_one_pixel(next((other_root / "disc" / "train" / "good").iterdir()))
+    assert not adopt_run(run, grid, base, other_root, "disc", "se")  # one training image differs: other data
+    moved = tmp_path / "moved"  # the same images under another root are the same data: taken (a copy of its own)
+    shutil.copytree(tiny_grid_root, moved)
+    assert adopt_run(run, tmp_path / "02-moved", base, moved, "disc", "se")
     assert not adopt_run(run, grid, base.replace(epochs=2), tiny_grid_root, "disc", "se")  # another config
     assert not adopt_run(run, grid, base, tiny_grid_root, "disc", "differnet")  # another variant
     assert not grid.exists() or not any(grid.rglob("metrics.json"))

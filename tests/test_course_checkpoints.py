@@ -1,4 +1,5 @@
 """A notebook's `checkpoints` parameter: train here, notebook 02's runs, a folder, or a published manifest."""
+import hashlib
 import json
 
 from adnlib.run.fetch import write_manifest
@@ -19,10 +20,12 @@ def test_every_form_of_the_checkpoints_parameter(tmp_path):
     _grid(runs, [("disc", "differnet", 0), ("disc", "se", 0), ("disc", "se", 1), ("weave", "se", 0)])
     assert resolve_checkpoints("", "disc", ["differnet", "se"], 0, default_runs=runs) == {}
     auto = resolve_checkpoints("auto", "disc", ["differnet", "se", "cbam"], 1, default_runs=runs)
-    assert auto == {"se": runs / "disc" / "se" / "seed1" / "checkpoint.pt"}  # seed 1 only; cbam: train here
+    assert auto == {"se": (runs / "disc" / "se" / "seed1" / "checkpoint.pt", True)}  # seed 1 only; cbam: train here
     folder = resolve_checkpoints(str(runs), "disc", ["differnet", "se"], 0)
     assert set(folder) == {"differnet", "se"}
     manifest = write_manifest(runs, None, tmp_path / "published" / "manifest.json")
     fetched = resolve_checkpoints(str(manifest), "disc", ["differnet", "se", "cbam"], 0)
     assert set(fetched) == {"differnet", "se"}
-    assert fetched["se"].read_bytes() == b"disc/se/0"  # the right cell's file, sha256-checked on the way
+    path, verify = fetched["se"]
+    assert path.read_bytes() == b"disc/se/0"  # the right cell's file, sha256-checked on the way
+    assert verify == hashlib.sha256(b"disc/se/0").hexdigest()  # and the loader checks it against that again

@@ -161,15 +161,20 @@ def test_grid_refuses_a_missing_weights_file_before_any_cell(tiny_root, tmp_path
 REQUESTED = preset("smoke", epochs=1).replace(variant="differnet", seed=0)
 
 
-def _finished_cell(folder: Path, **metrics) -> Path:
+def _finished_cell(folder: Path, data_root: Path | None = None, **metrics) -> Path:
     """A cell folder that looks finished with REQUESTED's config (no training needed to plan it), with a stand-in
-    checkpoint.pt that its metrics.json records (the grid verifies it before reusing a cell)."""
+    checkpoint.pt that its metrics.json records (the grid verifies it before reusing a cell) and, with data_root,
+    the backbone and data that REQUESTED would use on 'disc' there (what a grid compares before reusing it)."""
     import hashlib
+
+    from adnlib.run.identity import expected_identity
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"stand-in weights")
     weights = {"checkpoint.pt": {"epoch": 1, "step": 1,
                                  "sha256": hashlib.sha256(b"stand-in weights").hexdigest()}}
-    saved = {"config": REQUESTED.to_dict(), "auroc": 0.9, "auroc_best": 0.95, "weights": weights, **metrics}
+    used = {} if data_root is None else expected_identity(REQUESTED, data_root, "disc")
+    used.pop("protocol", None)
+    saved = {"config": REQUESTED.to_dict(), "auroc": 0.9, "auroc_best": 0.95, "weights": weights, **used, **metrics}
     (folder / "metrics.json").write_text(json.dumps(saved))
     for name in ("scores.csv", "scores_best.csv"):
         (folder / name).write_text("path,label,score\na.png,0,1.0\n")
@@ -211,7 +216,7 @@ def test_a_damaged_cell_is_refused_and_rerun_replaces_it(tmp_path, damage, messa
 def test_grid_on_a_cell_with_a_string_auroc_is_one_error_line(tiny_root, tmp_path, capsys):
     # catches the traceback (format code 'f' for a str) the grid's report gave for an edited cell
     out = tmp_path / "grid"
-    _finished_cell(out / "disc" / "differnet" / "seed0", auroc="0.9")
+    _finished_cell(out / "disc" / "differnet" / "seed0", tiny_root, auroc="0.9")
     rc, err = _cli(capsys, "grid", "--data", tiny_root, "--categories", "disc", "--variants", "differnet",
                    "--preset", "smoke", "--epochs", "1", "--out", out, "--no-progress")
     _assert_one_error(rc, err, "disc/differnet/seed0", "pass --rerun")

@@ -309,10 +309,10 @@ def test_every_writing_command_refuses_a_read_only_folder_up_front(tiny_root, ti
         commands = {
             "train": ("train", "--data", tiny_root, "--category", "disc", *SMOKE, "--out", ro / "run"),
             "grid": ("grid", "--data", tiny_grid_root, "--variants", "differnet", *SMOKE, "--out", ro / "grid"),
-            "evaluate": ("evaluate", "--checkpoint", tmp_path / "any.pt", "--data", tiny_root, "--category", "disc",
-                         "--out", ro / "eval"),
-            "localize": ("localize", "--checkpoint", tmp_path / "any.pt", "--data", tiny_root, "--category", "disc",
-                         "--out", ro / "loc"),
+            "evaluate": ("evaluate", "--checkpoint", tmp_path / "any.pt", "--unverified", "--data", tiny_root,
+                         "--category", "disc", "--out", ro / "eval"),
+            "localize": ("localize", "--checkpoint", tmp_path / "any.pt", "--unverified", "--data", tiny_root,
+                         "--category", "disc", "--out", ro / "loc"),
             "notebooks": ("notebooks", "--only", "00_quickstart", "--out", ro / "nb"),
             "demo-data": ("demo-data", "--out", ro / "demo"),
         }
@@ -462,7 +462,7 @@ def test_localize_with_empty_masks_is_one_error_line(tiny_mask_root, tmp_path, a
     from adnlib.run.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "c.pt", model=AttentDifferNet(preset("smoke")), kind="last",
                     extra={"epoch": 0, "category": "disc"})
-    rc, _, err = _localize(adnlib_cli, tmp_path / "c.pt", data, tmp_path / "loc", "differnet")
+    rc, _, err = _localize(adnlib_cli, tmp_path / "c.pt", data, tmp_path / "loc", "differnet", "--unverified")
     assert_error_line(rc, err, "ground-truth masks of disc", "mark no defect pixel")
     assert not (tmp_path / "loc" / "localization.json").exists()
 

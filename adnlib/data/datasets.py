@@ -309,3 +309,27 @@ class AnomalyDataset(Dataset):
     @property
     def defect_types(self) -> list[str]:
         return [s.defect_type for s in self.samples]
+
+
+def samples_fingerprint(samples: list[Sample], folder: str | Path) -> dict:
+    """What a split is made of: {"n": images, "sha256": hash of every image's path below `folder`, label and file
+    content}. Equal fingerprints mean the same images with the same labels, wherever the dataset lies; any image
+    added, removed, relabelled or edited changes it."""
+    import hashlib
+
+    from adnlib.io import file_sha256
+    digest = hashlib.sha256()
+    for sample in samples:
+        relative = Path(os.path.relpath(sample.path, folder)).as_posix()
+        digest.update(f"{relative}|{sample.label}|{file_sha256(sample.path)}\n".encode())
+    return {"n": len(samples), "sha256": digest.hexdigest()}
+
+
+def data_record(root: str | Path, category: str, splits: dict[str, list[Sample]] | None = None) -> dict:
+    """A run's data, as recorded in its metrics.json and compared before runs are reused or compared: the root it
+    was read from (informative), the category, and the fingerprint of each split (`samples_fingerprint`).
+    splits: the samples actually used ({"train": ..., "test": ...}); default: those find_samples finds now."""
+    folder = category_dir(root, category)
+    splits = splits or {split: find_samples(root, category, split) for split in ("train", "test")}
+    return {"root": str(Path(root).resolve()), "category": category,
+            **{split: samples_fingerprint(samples, folder) for split, samples in splits.items()}}

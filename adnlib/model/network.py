@@ -15,7 +15,7 @@ from adnlib.config import Config
 from adnlib.data.transforms import normalize, rotate_nearest, test_angles, to_unit
 from adnlib.model.backbone import AttentionAlexNet, MultiScaleEmbedding
 from adnlib.model.flow import build_flow, count_trainable
-from adnlib.model.weights import load_alexnet_features
+from adnlib.model.weights import backbone_record, load_alexnet_features
 from adnlib.seeds import stream_seed
 
 _unfused_warned = False  # make_optimizer's fallback warning: once per process
@@ -127,6 +127,11 @@ class AttentDifferNet(nn.Module):
             except (RuntimeError, ValueError) as exc:  # an older torch or an unsupported device/dtype
                 _warn_unfused(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return torch.optim.Adam(params, **kwargs)
+
+    def backbone_record(self) -> dict:
+        """What this model's frozen AlexNet features are (adnlib.model.weights.backbone_record): the source it was
+        built from and the hash of the weights it holds now."""
+        return backbone_record(self.backbone.features, self.backbone_weights)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameter counts per part (flow, attention) and the frozen backbone size."""

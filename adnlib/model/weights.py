@@ -133,9 +133,20 @@ def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
     """AlexNet `features` with seeded He-normal weights and zero biases.
 
     PyTorch's default init shrinks activations layer by layer (AlexNet's random features come out ~0.01); He
-    init keeps their scale, so that random-weight runs (tests, offline demos) still give usable features.
+    init keeps their scale, so that random-weight runs (tests, offline demos) still give usable features. The
+    caller's random generators are left as they were.
     """
     with torch.random.fork_rng(devices=[]):
+        features = alexnet_features()  # default init, replaced below: drawn from a generator fork_rng restores
+    features.load_state_dict(_random_state(seed))
+    return features
+
+
+@functools.lru_cache(maxsize=8)
+def _random_state(seed: int) -> dict[str, torch.Tensor]:
+    """The weights of random_alexnet_features(seed), drawn once per seed and process (drawing them costs a third
+    of a second: the classifier's draws are made too, see advance_like_alexnet_classifier)."""
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # real CPU tensors even inside a meta context
         torch.default_generator.manual_seed(seed)  # the CPU generator only (fork_rng restores it)
         features = alexnet_features()
         advance_like_alexnet_classifier()  # the draws of alexnet(weights=None): the same features as before
@@ -143,7 +154,7 @@ def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
             if isinstance(layer, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
                 torch.nn.init.zeros_(layer.bias)
-    return features
+    return {k: v.detach().clone() for k, v in features.state_dict().items()}
 
 
 def load_alexnet_features(weights: str = "auto", seed: int = 0) -> tuple[torch.nn.Sequential, str]:
@@ -171,3 +182,36 @@ def load_alexnet_features(weights: str = "auto", seed: int = 0) -> tuple[torch.n
     except RuntimeError as exc:
         raise WeightsError(f"weights from {label} do not fit AlexNet: {exc}") from exc
     return features, label
+
+
+def backbone_record(features: torch.nn.Sequential, label: str) -> dict:
+    """What a model's AlexNet features are, as recorded with its results: {"source": "imagenet" | "random" | "file",
+    "file": the weights file or None, "sha256": hash of the features' weights (adnlib.io.tensors_sha256),
+    "id": what runs of different seeds must share to be compared ("random", or "sha256:<hash>": random features
+    are drawn per seed, loaded ones are the same for every seed)}."""
+    from adnlib.io import tensors_sha256
+    digest = tensors_sha256(features.state_dict().items())
+    source = label if label in ("imagenet", "random", "unknown") else "file"
+    return {"source": source, "file": None if source != "file" else str(label), "sha256": digest,
+            "id": "random" if source == "random" else f"sha256:{digest}"}
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(weights: str, seed: int, stamp: tuple) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random fallback's warning comes when the model is built
+        return backbone_record(*load_alexnet_features(weights, seed))
+
+
+def resolve_backbone(weights: str, seed: int) -> dict:
+    """The backbone_record of the features a model with these weights and this random-backbone seed would get now:
+    'auto' resolved (ImageNet when cached or reachable, else random), so that reuse is decided on what a run would
+    use, not on what it was asked. Cached per process (a file's record again when the file changes)."""
+    stamp: tuple = ()
+    path = Path(weights) if weights not in ("auto", "imagenet", "none") else imagenet_cache_path()
+    if path.is_file():
+        stat = path.stat()
+        stamp = (str(path), stat.st_size, stat.st_mtime_ns)
+    if weights == "auto":
+        stamp += (imagenet_available(),)
+    return dict(_resolved(weights, seed, stamp))

@@ -31,8 +31,6 @@ from adnlib.errors import (
 )
 from adnlib.run.lock import FolderLockedError
 
-# Fields that do not change a run's numbers: a finished cell that differs only there is reused.
-NOT_RESULT_FIELDS = ("num_workers",)
 ATTEMPTS_FILE = "attempts.json"
 # Failures that another attempt would only repeat: a cell fails at once on them (the engines retry the others).
 NOT_RETRIED = (ConfigError, OutputExistsError, CheckpointError, TrainingDivergedError, FolderLockedError)
@@ -84,30 +82,33 @@ def _saved_epoch(cell: Path) -> int | None:
     import torch
     try:
         epoch = torch.load(cell / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True).get("epoch")
-    except Exception:  # noqa: BLE001 - _saved_config has already explained an unreadable file
+    except Exception:  # noqa: BLE001 - _saved_record has already explained an unreadable file
         return None
     return epoch if isinstance(epoch, int) else None
 
 
-def _saved_config(cell: Path, name: str) -> dict[str, Any] | None:
-    """The config dict a cell's metrics.json or checkpoint.pt was written with (None if it holds none)."""
+def _saved_record(cell: Path, name: str) -> dict[str, Any]:
+    """What a cell's metrics.json, or its checkpoint.pt's header, records ({} if it is not a dict)."""
     path = cell / name
     if name == "metrics.json":
         try:
-            return json.loads(path.read_text()).get("config")
-        except (OSError, ValueError, AttributeError) as exc:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
             raise _Unusable(f"grid cell {cell} holds an unreadable metrics.json ({exc}); {RERUN_HINT}") from exc
+        if not isinstance(record, dict):
+            raise _Unusable(f"grid cell {cell} holds an unreadable metrics.json (not a JSON object); {RERUN_HINT}")
+        return record
     import torch
 
     from adnlib.run.checkpoint import load_checkpoint
-    try:  # memory-mapped: reads the small config without loading the (up to 700 MB) weights
+    try:  # memory-mapped: reads the small header without loading the (up to 700 MB) weights
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(path, verify=False)
         except CheckpointError as exc:
             raise _Unusable(f"grid cell {cell}: {exc}; {RERUN_HINT}") from exc
-    return ckpt.get("config") if isinstance(ckpt, dict) else None
+    return ckpt if isinstance(ckpt, dict) else {}
 
 
 def _check_finished(cell: Path) -> None:
@@ -124,51 +125,57 @@ def _check_finished(cell: Path) -> None:
         raise _Unusable(f"grid cell {cell}: {', '.join(missing)} missing; {RERUN_HINT}")
 
 
-def cell_differences(cell: str | Path, requested: Config) -> dict[str, tuple[Any, Any]] | None:
+def cell_differences(cell: str | Path, requested: Config,
+                     expected: dict | None = None) -> dict[str, tuple[Any, Any]] | None:
     """How the run saved in `cell` differs from `requested`, as {field: (saved, requested)}; None: nothing saved.
 
-    A finished cell (metrics.json) is compared on every field but NOT_RESULT_FIELDS; an interrupted one
-    (checkpoint.pt only) on every field a resume may not change (adnlib.run.train.RESUMABLE_CHANGES). A saved run
+    A finished cell (metrics.json) is compared on its protocol (every field but the run-time ones: Config.protocol);
+    an interrupted one (checkpoint.pt only) on every protocol field a resume may not change, and its epoch (a
+    resume never lowers it). expected (adnlib.run.identity.expected_identity): also what the run used, its
+    backbone's weights and its data, against what the request would use now ('auto' resolved). A saved run
     without a config (an older adnlib) differs in a pseudo-field 'config'.
     """
-    from adnlib.run.checkpoint import config_differences
+    from adnlib.run.identity import run_identity, used_differences
+    from adnlib.run.train import resume_refusal
     cell = Path(cell)
     if (cell / "metrics.json").exists():
-        name, ignore = "metrics.json", NOT_RESULT_FIELDS
+        name, resuming = "metrics.json", False
     elif (cell / "checkpoint.pt").exists():
-        from adnlib.run.train import RESUMABLE_CHANGES
-        name, ignore = "checkpoint.pt", RESUMABLE_CHANGES
+        name, resuming = "checkpoint.pt", True
     else:
         return None
-    saved = _saved_config(cell, name)
+    record = _saved_record(cell, name)
+    saved = record.get("config")
     if not isinstance(saved, dict):
         return {"config": ("not recorded", "given")}
-    requested_dict = requested.to_dict()
-    unknown = {k: (v, None) for k, v in saved.items() if k not in requested_dict and k not in ignore}
+    known, runtime = set(requested.to_dict()), set(Config.runtime_fields())
+    unknown = {k: (v, None) for k, v in saved.items() if k not in known and k not in runtime}
     try:
-        saved_config = Config.from_dict({k: v for k, v in saved.items() if k in requested_dict})
+        saved_config = Config.from_dict({k: v for k, v in saved.items() if k in known})
     except (TypeError, ValueError) as exc:  # a config this version cannot build
         return {"config": (f"invalid ({exc})", "given")}
-    diff = {**config_differences(saved_config, requested, ignore=ignore), **unknown}
-    if name == "checkpoint.pt":  # a resume may raise the epochs, never lower them (train refuses that)
-        epoch = _saved_epoch(cell)
-        if epoch is not None and epoch > requested.epochs:
-            diff["epochs"] = (f"checkpoint at epoch {epoch}", requested.epochs)
+    diff = {**saved_config.protocol_differences(requested, resuming=resuming), **unknown}
+    if expected is not None:
+        diff.update(used_differences(run_identity(record), expected))
+    if resuming and resume_refusal(_saved_epoch(cell), requested.epochs):
+        diff["epochs"] = (f"checkpoint at epoch {_saved_epoch(cell)}", requested.epochs)
     return diff
 
 
-def cell_action(folder: str | Path, config: Config, *, resume: bool = True, rerun: bool = False) -> str:
+def cell_action(folder: str | Path, config: Config, *, resume: bool = True, rerun: bool = False,
+                expected: dict | None = None) -> str:
     """What a cell's folder calls for: 'reuse' (finished with this config), 'resume' (interrupted, this config) or
     'train' (nothing saved, resume=False, or saved with another config and rerun=True). A cell saved with another
-    config, or with unreadable or edited files (an AUROC that is not a number in [0, 1], a score table missing),
-    raises OutputExistsError naming it and the fields or the file, unless rerun; so does a finished cell whose
-    checkpoint.pt is missing or is not the file its metrics.json records (sha256), and a cell whose checkpoint.pt
-    is past the requested epochs (a resume never lowers them)."""
+    config, or (with `expected`, adnlib.run.identity.expected_identity) on another backbone or other data than the
+    request would use now, or with unreadable or edited files (an AUROC that is not a number in [0, 1], a score
+    table missing), raises OutputExistsError naming it and the fields or the file, unless rerun; so does a
+    finished cell whose checkpoint.pt is missing or is not the file its metrics.json records (sha256), and a cell
+    whose checkpoint.pt is past the requested epochs (a resume never lowers them)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputExistsError(f"grid cell {folder} is a file")
     try:
-        diff = cell_differences(folder, config) if resume else None
+        diff = cell_differences(folder, config, expected) if resume else None
         if diff == {} and (folder / "metrics.json").exists():
             _check_finished(folder)
     except _Unusable:
@@ -183,8 +190,8 @@ def cell_action(folder: str | Path, config: Config, *, resume: bool = True, reru
         return "resume"
     if rerun:
         return "train"
-    fields = ", ".join(f"{k}: {a!r} there, {b!r} requested" for k, (a, b) in diff.items())
-    raise _Refused(f"{folder} ({fields})")
+    from adnlib.run.identity import describe
+    raise _Refused(f"{folder} ({describe(diff)})")
 
 
 def _reusable(folder: Path, rerun: bool) -> str:

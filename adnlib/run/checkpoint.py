@@ -23,6 +23,7 @@ import torch
 
 from adnlib.config import Config
 from adnlib.errors import CheckpointError, OutputExistsError
+from adnlib.io import file_sha256
 
 FORMAT = "adnlib-checkpoint"
 FORMAT_VERSION = 1
@@ -143,7 +144,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _header(model, kind: str) -> dict[str, Any]:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": model.config.to_dict(),
-            "backbone_weights": model.backbone_weights, "versions": versions()}
+            "backbone_weights": model.backbone_weights, "backbone": model.backbone_record(), "versions": versions()}
 
 
 def save_checkpoint(path: str | Path, *, model, kind: str, extra: dict[str, Any] | None = None) -> Path:
@@ -217,12 +218,15 @@ def _read(path: Path, map_location, mmap: bool) -> dict[str, Any]:
     return ckpt
 
 
-def _follow(path: Path, ckpt: dict[str, Any], map_location, mmap: bool) -> dict[str, Any]:
-    """A pointer checkpoint (save_pointer) with the weights of the file it names, checked to be the same epoch."""
+def _follow(path: Path, ckpt: dict[str, Any], map_location, mmap: bool, verify: bool) -> dict[str, Any]:
+    """A pointer checkpoint (save_pointer) with the weights of the file it names, checked to be the same epoch
+    (and, with verify, to be the file the metrics.json beside them records)."""
     target = path.parent / Path(str(ckpt[WEIGHTS_IN])).name  # always a file beside it
     if not target.is_file():
         raise CheckpointError(f"{path} holds no weights: they are those of {target.name} beside it (epoch "
                               f"{ckpt.get('epoch')}), which does not exist")
+    if verify:
+        verify_weights(target, required=True)
     weights = _read(target, map_location, mmap)
     if weights.get("epoch") != ckpt.get("epoch") or "model_state" not in weights:
         raise CheckpointError(f"{path} holds no weights: they are those of {target.name} at epoch "
@@ -232,28 +236,40 @@ def _follow(path: Path, ckpt: dict[str, Any], map_location, mmap: bool) -> dict[
             "backbone_weights": ckpt.get("backbone_weights", weights.get("backbone_weights"))}
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False,
+                    verify: bool | str = True) -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True` (refuses pickled code); CheckpointError if not one.
 
+    verify (default True): the file must be the one whose results the metrics.json beside it records (its sha256,
+    `verify_weights`), and a pointer's target too, so that no result is read with weights it did not come from; a
+    file with no such record is refused. verify="<64 hex>": the file must have that sha256 instead (a checkpoint
+    fetched by a manifest). verify=False: a bare checkpoint, loaded as it is (the documented opt-out; the CLI's
+    --unverified).
     A pointer checkpoint (best.pt of a run whose best epoch is its last) comes back with the weights of the file
     it names (`model_state`) and keeps its `weights_in` entry. mmap=True reads tensors lazily: what is never used
     (an optimizer state, for instance) is never read from disk.
     """
     path = Path(path)
-    ckpt = _read(path, map_location, mmap)
+    ckpt = _read(path, map_location, mmap)  # first: a file that is no checkpoint at all is told as such
+    if isinstance(verify, str):
+        _check_digest(path, verify)
+    elif verify:
+        verify_weights(path, required=True)
     if WEIGHTS_IN in ckpt:
-        ckpt = _follow(path, ckpt, map_location, mmap)
+        ckpt = _follow(path, ckpt, map_location, mmap, verify is True)
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path} is an incomplete adnlib checkpoint (missing {', '.join(missing)})")
     return ckpt
 
 
-def config_differences(a: Config, b: Config, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
-    """Fields whose values differ between two configs, as {name: (a, b)}."""
-    da, db = a.to_dict(), b.to_dict()
-    return {k: (da[k], db.get(k)) for k in da if k not in ignore and da[k] != db.get(k)}
+def _check_digest(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    digest = file_sha256(path)
+    if digest != expected.strip().lower():
+        raise CheckpointError(f"{path} has sha256 {digest[:12]}, not the {expected[:12]} it was checked against "
+                              "(replaced or damaged since it was fetched?)")
 
 
 MODEL_FIELDS = ("variant", "img_size", "n_scales", "scale_mode", "n_coupling_blocks", "fc_hidden", "clamp",
@@ -287,15 +303,16 @@ def _warn_on_version_change(path: Path, saved: dict[str, str]) -> None:
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                          expect: Config | dict[str, Any] | None = None):
+                          expect: Config | dict[str, Any] | None = None, *, verify: bool | str = True):
     """Rebuild an AttentDifferNet from a checkpoint (no network needed: backbone weights are inside).
 
     expect: a Config, or a dict of some model fields (e.g. {"variant": "se"}), that the checkpoint must match;
-    mismatches raise CheckpointError naming each field. `model.checkpoint_info` holds kind, epoch, category, auroc.
+    mismatches raise CheckpointError naming each field. verify: as in `load_checkpoint` (default: the file must
+    be the one the metrics.json beside it records). `model.checkpoint_info` holds kind, epoch, category, auroc.
     """
     from adnlib.model.network import AttentDifferNet
     path = Path(path)
-    ckpt = load_checkpoint(path, mmap=True)  # the weights only: an optimizer state is never read
+    ckpt = load_checkpoint(path, mmap=True, verify=verify)  # the weights only: an optimizer state is never read
     config = Config.from_dict(ckpt["config"])
     if expect is not None:
         check_expected(config, expect, path)
@@ -312,16 +329,6 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu",
 
 
 # --- which weights a result belongs to ------------------------------------------------------------------------
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """The sha256 of a file, read in 4 MB chunks (a 700 MB paper checkpoint: about a second)."""
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_record(folder: str | Path, epochs: dict[str, int | None], steps_per_epoch: int) -> dict[str, dict]:
     """metrics.json's `weights`: for each checkpoint file of a run ({name: epoch}) that exists, the epoch, the
     optimisation step and the sha256 of the file, so that a later reader can tell whether the file is still the
@@ -343,12 +350,17 @@ def recorded_weights(path: str | Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
 
 
-def verify_weights(path: str | Path) -> None:
+def verify_weights(path: str | Path, *, required: bool = False) -> None:
     """CheckpointError (one line) if `path` is missing or is not the file whose results the metrics.json beside it
-    holds (another sha256: replaced by another run, or by hand, after those results were written)."""
+    holds (another sha256: replaced by another run, or by hand, after those results were written). A file with no
+    such record passes unless `required` (then: refused, with the opt-out named)."""
     path = Path(path)
     record = recorded_weights(path)
     if record is None:
+        if required:
+            raise CheckpointError(f"{path} cannot be checked: no metrics.json beside it records its sha256 (a bare or "
+                                  "moved checkpoint). Keep it in its run folder, or load it unchecked with "
+                                  "--unverified (verify=False)")
         return
     if not path.is_file():
         raise CheckpointError(f"{path} is missing, but the metrics.json beside it holds the results of its weights "

@@ -21,9 +21,8 @@ import pandas as pd
 from adnlib.config import Config
 from adnlib.errors import AdnlibError, ConfigError, OutputExistsError, OutputWriteError
 from adnlib.progress import progress_bar
-from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir, NOT_RESULT_FIELDS: public here as before
+from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir: public here as before
     CELL_COLUMNS,
-    NOT_RESULT_FIELDS,
     NOT_RETRIED,
     GridCell,
     _Refused,
@@ -51,18 +50,39 @@ class GridError(AdnlibError, RuntimeError):
         self.runs, self.cells = runs, cells
 
 
+class _Expected:
+    """What each cell of a grid would use now (adnlib.run.identity.expected_identity), computed once per category
+    (the data's fingerprint) and per seed (the backbone 'auto' resolves to)."""
+
+    def __init__(self, data_root: str | Path):
+        self.data_root, self.data = data_root, {}
+
+    def __call__(self, config: Config, category: str) -> dict:
+        from adnlib.data.datasets import data_record
+        from adnlib.model.weights import resolve_backbone
+        from adnlib.seeds import stream_seed
+        if category not in self.data:
+            self.data[category] = data_record(self.data_root, category)
+        return {"protocol": config.protocol(), "data": self.data[category],
+                "backbone": resolve_backbone(config.weights, stream_seed(config.seed, "random_backbone"))}
+
+
 def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume: bool, rerun: bool,
-          lock_wait: float = 0) -> list:
+          lock_wait: float = 0, data_root: str | Path | None = None) -> list:
     """A GridCell per (category, variant, seed), with its action 'reuse' | 'resume' | 'train'; refuses cells saved
-    with another config, and finished cells whose checkpoint is missing or replaced (unless rerun), before
+    with another config, or (with data_root) trained on another backbone or other data than the request would use
+    now, and finished cells whose checkpoint is missing or replaced (unless rerun: they are retrained), before
     anything trains. Each cell is looked at under its write lock: a cell another process is writing raises
     FolderLockedError (after lock_wait seconds) instead of being planned from a half-written folder."""
     plan, refused, unverified = [], [], []
+    expected = _Expected(data_root) if data_root is not None else None
     for category, variant, seed in cells:
         folder = cell_dir(out_dir, category, variant, seed)
+        config = base.replace(variant=variant, seed=seed)
         try:
             with folder_lock(folder, wait=lock_wait, command="grid (planning)"):
-                action = cell_action(folder, base.replace(variant=variant, seed=seed), resume=resume, rerun=rerun)
+                action = cell_action(folder, config, resume=resume, rerun=rerun,
+                                     expected=expected(config, category) if expected and resume else None)
         except _Unverified as exc:
             unverified.append(str(exc))
             continue
@@ -71,8 +91,8 @@ def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume
             continue
         plan.append(GridCell(category, variant, seed, folder, action))
     if refused:
-        raise OutputExistsError(f"grid cell(s) saved with another config: {'; '.join(refused)}. Pass --rerun "
-                                "(rerun=True) to retrain them, or choose another output folder")
+        raise OutputExistsError(f"grid cell(s) saved with another config, backbone or data: {'; '.join(refused)}. "
+                                "Pass --rerun (rerun=True) to retrain them, or choose another output folder")
     if unverified:
         raise OutputExistsError(f"finished grid cell(s) that cannot be reused: {'; '.join(unverified)}. Pass "
                                 "--rerun (rerun=True) to retrain them, or choose another output folder")
@@ -130,7 +150,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     _check_request(base, out_dir, variants, engine, on_failure)
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
-                 lock_wait)
+                 lock_wait, data_root)
     rows = []
     bar = progress_bar(total=len(plan), desc="grid cells", disable=not progress)
 
@@ -158,55 +178,64 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
 def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, categories: list[str],
                 variants: list[str], seeds: list[int] | None = None) -> list[str]:
     """Copy into out_dir the finished cells of another grid folder (e.g. notebook 02's runs) that run_grid would
-    reuse there: trained on data_root, with the same config (base with the cell's variant and seed) and checkpoints
-    that are the files their metrics.json records. Cells already in out_dir, and cells of other data, saved with
-    another config or damaged, are left alone (run_grid then trains them). Each copy lands whole (a staging folder
-    renamed). -> adopted 'cat/variant/seed<k>'."""
+    reuse there: the same protocol (base with the cell's variant and seed), the backbone the request resolves to
+    now, the data found in data_root now, and checkpoints that are the files their metrics.json records. Cells
+    already in out_dir are left alone, and so are cells that differ (run_grid then trains them): each refusal is
+    one warning saying why. Each copy lands whole (a staging folder renamed). -> adopted 'cat/variant/seed<k>'."""
     source, out_dir = Path(source), Path(out_dir)
+    expected = _Expected(data_root)
     cells = [(c, v, s) for c in categories for v in variants for s in (dict.fromkeys(seeds) if seeds else [base.seed])]
     return [f"{c}/{v}/seed{s}" for c, v, s in cells
             if _adopt(cell_dir(source, c, v, s), cell_dir(out_dir, c, v, s), base.replace(variant=v, seed=s),
-                      data_root, c)]
+                      expected)]
 
 
 def adopt_run(run_dir: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, category: str,
               variant: str) -> bool:
     """Copy one finished training run (a `train()` output folder, e.g. notebook 00's) into out_dir as the grid cell
     <category>/<variant>/seed<base.seed>, under the conditions of adopt_cells. -> adopted?"""
-    return _adopt(Path(run_dir), cell_dir(out_dir, category, variant, base.seed), base.replace(variant=variant),
-                  data_root, category)
+    config = base.replace(variant=variant)
+    return _adopt(Path(run_dir), cell_dir(out_dir, category, variant, base.seed), config,
+                  _Expected(data_root), category)
 
 
-def _trained_on(origin: Path, data_root: str | Path, category: str) -> bool:
-    """Whether the run in `origin` recorded this category and data root (a run folder need not name them)."""
-    try:
-        recorded = json.loads((origin / "metrics.json").read_text())
-        return (recorded.get("category") == category and recorded.get("data_root") is not None
-                and Path(recorded["data_root"]).resolve() == Path(data_root).resolve())
-    except (OSError, ValueError, TypeError):
-        return False
+class _NotAdopted(Exception):
+    """Why a run was not adopted (the warning's text)."""
 
 
-def _adopt(origin: Path, target: Path, config: Config, data_root: str | Path, category: str) -> bool:
-    """Copy one finished cell if run_grid would reuse it for `config` on `category` of `data_root`, holding both
-    cells' write locks (a cell being written on either side is skipped, never half-copied). A target holding nothing
-    but a lock file (left by an interrupted grid's planning) counts as empty."""
-    from adnlib.run.lock import LOCK_NAME, FolderLockedError
-    if not _trained_on(origin, data_root, category):
+def _adopt(origin: Path, target: Path, config: Config, expected: _Expected, category: str | None = None) -> bool:
+    """Copy one finished cell if run_grid would reuse it for `config` (on its category: `category`, else the
+    cell's folder name), holding both cells' write locks (a cell being written on either side is skipped, never
+    half-copied). A target holding nothing but a lock file (left by an interrupted grid's planning) counts as
+    empty. A run that is there but not taken is one warning saying why; a missing one is silent."""
+    import warnings
+
+    from adnlib.run.lock import LOCK_NAME
+    category = category or target.parent.parent.name
+    if not (origin / "metrics.json").is_file():
         return False
     if target.exists() and any(p.name != LOCK_NAME for p in target.iterdir()):
-        return False
+        return False  # taken already (run_grid reuses or refuses what is there)
     try:
-        with folder_lock(origin):
-            if cell_action(origin, config) != "reuse":
-                return False
-            with folder_lock(target):  # created only now: nothing is made for a cell that is not taken
-                if any(p.name != LOCK_NAME for p in target.iterdir()):
-                    return False
-                _copy_cell(origin, target)
-    except (OutputExistsError, FolderLockedError):  # another config, damaged or replaced files, or in use
+        _adopt_locked(origin, target, config, expected(config, category))
+    except _NotAdopted as exc:
+        warnings.warn(f"not reused: {exc}; it is trained here instead", stacklevel=3)
         return False
     return True
+
+
+def _adopt_locked(origin: Path, target: Path, config: Config, expected: dict) -> None:
+    from adnlib.run.lock import LOCK_NAME, FolderLockedError
+    try:
+        with folder_lock(origin):
+            if cell_action(origin, config, expected=expected) != "reuse":
+                raise _NotAdopted(f"{origin} (it is not finished)")
+            with folder_lock(target):  # created only now: nothing is made for a cell that is not taken
+                if any(p.name != LOCK_NAME for p in target.iterdir()):
+                    raise _NotAdopted(f"{origin} ({target} holds a run already)")
+                _copy_cell(origin, target)
+    except (OutputExistsError, FolderLockedError) as exc:  # another config, backbone or data; damaged; in use
+        raise _NotAdopted(" ".join(str(exc).split())) from exc
 
 
 def _copy_cell(origin: Path, target: Path) -> None:
@@ -260,7 +289,7 @@ def _result(out_dir: Path, categories, variants, seeds, rows: list[dict], on_fai
 
 
 GRID_COLUMNS = ["category", "variant", "seed", "auroc", "auroc_best", "best_epoch", "epochs", "backbone_weights",
-                "attention_init", "train_seconds"]
+                "attention_init", "train_seconds", "protocol", "backbone", "data"]  # the last 3: PROVENANCE_COLUMNS
 
 
 def _cell_paths(out_dir: Path, categories, variants, seeds) -> list[Path]:
@@ -270,29 +299,35 @@ def _cell_paths(out_dir: Path, categories, variants, seeds) -> list[Path]:
             and (seeds is None or p.parent.name in {f"seed{s}" for s in seeds})]
 
 
+def _records(out_dir: Path, categories, variants, seeds) -> dict[Path, dict]:
+    return {path: json.loads(path.read_text()) for path in _cell_paths(out_dir, categories, variants, seeds)}
+
+
 def collect_grid(out_dir: str | Path, categories: list[str] | None = None, variants: list[str] | None = None,
                  seeds: list[int] | None = None) -> pd.DataFrame:
-    """One row per finished cell under out_dir: category, variant, seed, auroc, auroc_best, weights, seconds.
+    """One row per finished cell under out_dir: category, variant, seed, auroc, auroc_best, weights, seconds, and
+    what the run used (adnlib.run.identity.provenance_columns: protocol, backbone, data).
 
     With categories, variants and/or seeds, only those cells; otherwise every finished cell found there.
     """
-    rows = []
-    for path in _cell_paths(Path(out_dir), categories, variants, seeds):
-        m = json.loads(path.read_text())
-        rows.append({k: m.get(k) for k in GRID_COLUMNS})
+    from adnlib.run.identity import provenance_columns
+    rows = [{**{k: m.get(k) for k in GRID_COLUMNS}, **provenance_columns(m)}
+            for m in _records(Path(out_dir), categories, variants, seeds).values()]
     return pd.DataFrame(rows, columns=GRID_COLUMNS)
 
 
 def collect_scores(out_dir: str | Path, categories: list[str] | None = None, variants: list[str] | None = None,
                    seeds: list[int] | None = None, which: str = "scores.csv") -> pd.DataFrame:
     """The per-image test scores of the finished cells, one long table: category, variant, seed, path, label,
-    score (the last evaluation's, scores.csv; `which="scores_best.csv"` for the selected one)."""
+    score (the last evaluation's, scores.csv; `which="scores_best.csv"` for the selected one), and each run's
+    provenance columns (protocol, backbone, data)."""
+    from adnlib.run.identity import PROVENANCE_COLUMNS, provenance_columns
     frames = []
-    for path in _cell_paths(Path(out_dir), categories, variants, seeds):
-        m = json.loads(path.read_text())
+    for path, m in _records(Path(out_dir), categories, variants, seeds).items():
         scores = pd.read_csv(path.parent / which)[["path", "label", "score"]]
-        frames.append(scores.assign(category=m["category"], variant=m["variant"], seed=m["seed"]))
-    columns = ["category", "variant", "seed", "path", "label", "score"]
+        frames.append(scores.assign(category=m["category"], variant=m["variant"], seed=m["seed"],
+                                    **provenance_columns(m)))
+    columns = ["category", "variant", "seed", "path", "label", "score", *PROVENANCE_COLUMNS]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
@@ -311,8 +346,13 @@ def grid_report(out_dir: str | Path, categories: list[str] | None = None, varian
                 baseline: str = "differnet") -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(mean ± std of AUROC over seeds per category and variant, paired comparison of each variant with
     `baseline` on the same test images) of the finished cells (`adnlib.run.stats`); the comparison is None when
-    the baseline or another variant is missing."""
+    the baseline or another variant is missing. RunMismatchError (one line naming two cells and the fields) when
+    the cells differ in protocol, backbone or data (adnlib.run.identity.check_records)."""
+    from adnlib.run.identity import check_records
     from adnlib.run.stats import paired_comparison, seed_summary
+    records = _records(Path(out_dir), categories, variants, seeds)
+    check_records({f"{m.get('category')}/{m.get('variant')}/seed{m.get('seed')}": m for m in records.values()},
+                  what=f"grid {out_dir}")
     runs = collect_grid(out_dir, categories, variants, seeds)
     summary = seed_summary(runs)
     present = set(runs["variant"])

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from adnlib.config import FEATURE_CACHE_NEEDS_FROZEN, Config
-from adnlib.data.datasets import AnomalyDataset
+from adnlib.data.datasets import AnomalyDataset, data_record
 from adnlib.data.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
 from adnlib.model.flow import nll_loss
@@ -42,7 +42,6 @@ from adnlib.model.network import AttentDifferNet
 from adnlib.progress import progress_bar
 from adnlib.run.checkpoint import (
     WEIGHTS_IN,
-    config_differences,
     load_checkpoint,
     save_checkpoint,
     save_pointer,
@@ -61,8 +60,6 @@ RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "score
 CHECKPOINT_OVERHEAD = 0.1
 # What a checkpoint needs to continue training (a finished run's checkpoint.pt keeps them only with keep_optimizer).
 RESUME_KEYS = ("epoch", "history", "optimizer_state", "loader_generator", "rotation_generator")
-# Fields that may change when a run is resumed (more epochs, another machine).
-RESUMABLE_CHANGES = ("epochs", "eval_every", "device", "num_workers", "compile", "test_batch_size")
 BEST_KIND = "best (selected on the test set)"
 
 
@@ -298,6 +295,7 @@ class _Run:
     last_scores: pd.DataFrame | None = None
     train_seconds: float = 0.0
     saved_epoch: int | None = None
+    data: dict = field(default_factory=dict)  # the data record (adnlib.data.datasets.data_record) of the images read
     save_cost: float = 0.0  # seconds the last checkpoint.pt save took
     since_save: float = 0.0  # seconds of training and evaluation since it
 
@@ -313,21 +311,29 @@ def _read_data(config: Config, data_root, category: str, skip_corrupt: bool):
                                 smallest_scale=smallest_scale).check(skip_corrupt) for split in ("train", "test"))
 
 
+def resume_refusal(saved_epoch, epochs: int) -> str | None:
+    """Why a run saved at `saved_epoch` cannot be continued to `epochs` (None: it can): a resume never lowers the
+    epochs (its weights and history would be labelled with fewer than they have). Train and the grid ask this."""
+    if isinstance(saved_epoch, int) and saved_epoch > epochs:
+        return (f"its checkpoint.pt is at epoch {saved_epoch}, and a resume never lowers the epochs (its weights and "
+                f"history would be labelled {epochs}); the earlier evaluations are in best.pt and history.csv, or "
+                f"pass --epochs {saved_epoch} or more")
+    return None
+
+
 def _resume_checkpoint(config: Config, category: str, out_dir: Path) -> dict:
     """out_dir/checkpoint.pt, checked to continue this config on this category."""
-    ckpt = load_checkpoint(out_dir / "checkpoint.pt")
-    diff = config_differences(Config.from_dict(ckpt["config"]), config, ignore=RESUMABLE_CHANGES)
+    ckpt = load_checkpoint(out_dir / "checkpoint.pt", verify=False)  # a run in progress has no metrics.json yet
+    diff = Config.from_dict(ckpt["config"]).protocol_differences(config, resuming=True)
     if diff:
         text = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise CheckpointError(f"cannot resume {out_dir}: the config changed ({text})")
     if ckpt.get("category") != category:
         raise CheckpointError(f"cannot resume {out_dir}: it was trained on category {ckpt.get('category')!r}")
     epoch = ckpt.get("epoch")
-    if isinstance(epoch, int) and epoch > config.epochs:
-        raise CheckpointError(f"cannot resume {out_dir} to {config.epochs} epochs: its checkpoint.pt is at epoch "
-                              f"{epoch}, and a resume never lowers the epochs (its weights and history would be "
-                              f"labelled {config.epochs}); the earlier evaluations are in best.pt and history.csv, "
-                              f"or pass --epochs {epoch} or more")
+    refusal = resume_refusal(epoch, config.epochs)
+    if refusal:
+        raise CheckpointError(f"cannot resume {out_dir} to {config.epochs} epochs: {refusal}")
     needed = RESUME_KEYS if epoch is None or epoch < config.epochs else ("epoch", "history")
     missing = [k for k in needed if k not in ckpt]
     if missing and ckpt.get("finished"):
@@ -338,6 +344,14 @@ def _resume_checkpoint(config: Config, category: str, out_dir: Path) -> dict:
         raise CheckpointError(f"cannot resume {out_dir}: its checkpoint.pt lacks {', '.join(missing)} "
                               f"(kind {ckpt.get('kind')!r}; only the 'last' checkpoint of a run resumes)")
     return ckpt
+
+
+def _check_same_data(out_dir: Path, ckpt: dict, data: dict) -> None:
+    """CheckpointError unless the images read now are those the checkpoint's run read (its data record)."""
+    from adnlib.run.identity import data_differences, describe
+    diff = data_differences(ckpt.get("data"), data)
+    if diff:
+        raise CheckpointError(f"cannot resume {out_dir}: its run read other images ({describe(diff, 'then', 'now')})")
 
 
 def _clean_output(out_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -381,7 +395,7 @@ def _restore(run: _Run, ckpt: dict) -> None:
         run.best_scores = pd.read_csv(run.out_dir / "scores_best.csv")
     best_path = run.out_dir / "best.pt"
     if run.start_epoch < run.config.epochs and best_path.exists():
-        best = load_checkpoint(best_path, mmap=True)
+        best = load_checkpoint(best_path, mmap=True, verify=False)  # a run in progress: no record yet
         if WEIGHTS_IN in best:  # it points at the weights just restored: copy them before checkpoint.pt moves on
             save_checkpoint(best_path, model=run.model, kind=best["kind"],
                             extra={k: best[k] for k in ("epoch", "category", "auroc") if k in best})
@@ -402,11 +416,15 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
     if out_dir is not None:  # before the data is read and before the replaced run's files go
         _check_room(model, out_dir)
     train_set, test_set = _read_data(config, data_root, category, skip_corrupt)
+    data = data_record(data_root, category, {"train": train_set.samples, "test": test_set.samples})
+    if ckpt is not None:
+        _check_same_data(out_dir, ckpt, data)
     if out_dir is not None:
         _clean_output(out_dir, resume, overwrite)
     run = _Run(config, category, out_dir, device, train_set, test_set, model, optimizer,
                loader_generator=torch.Generator().manual_seed(stream_seed(config.seed, "data_order")),
-               rotation_generator=torch.Generator().manual_seed(stream_seed(config.seed, "train_rotations")))
+               rotation_generator=torch.Generator().manual_seed(stream_seed(config.seed, "train_rotations")),
+               data=data)
     if ckpt is not None:
         _restore(run, ckpt)
     run.loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=run.loader_generator,
@@ -491,7 +509,7 @@ def _save_last(run: _Run, epoch: int, keep_optimizer: bool) -> None:
     """checkpoint.pt at `epoch`: resumable (optimizer and generator states) until the run has finished, then the
     weights only unless keep_optimizer; best.pt points at it when the best evaluation is this epoch's."""
     finished = epoch >= run.config.epochs
-    state = {"epoch": epoch, "category": run.category, "history": run.history, "best": run.best,
+    state = {"epoch": epoch, "category": run.category, "data": run.data, "history": run.history, "best": run.best,
              "auroc": run.history[-1].get("auroc") if run.history else None, "train_seconds": run.train_seconds,
              "finished": finished}
     run.resumable = keep_optimizer or not finished
@@ -528,6 +546,7 @@ def _metrics(run: _Run, data_root, final: dict) -> dict:
         "checkpoint_keeps_optimizer": run.resumable,
         "auroc_per_defect": final["auroc_per_defect"], "variant": config.variant, "category": run.category,
         "data_root": str(data_root), "epochs": config.epochs, "backbone_weights": run.model.backbone_weights,
+        "backbone": run.model.backbone_record(), "data": run.data,
         "train_seconds": round(run.train_seconds, 2), "seed": config.seed, "seeds": _seeds(config),
         **precision_record(config.amp, run.device),
         "test_rotations": test_rotation_record(config, evaluation=last_epoch),

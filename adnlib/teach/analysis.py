@@ -196,25 +196,30 @@ def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoin
 
 
 def resolve_checkpoints(checkpoints, category: str, variants: list[str], seed: int,
-                        default_runs: Path | None = None) -> dict[str, Path]:
-    """{variant: checkpoint path} from a notebook's `checkpoints` parameter; variants without one are left out
-    (the notebook trains them).
+                        default_runs: Path | None = None) -> dict[str, tuple[Path, bool | str]]:
+    """{variant: (checkpoint path, how to verify it)} from a notebook's `checkpoints` parameter; variants without
+    one are left out (the notebook trains them). The second item is what `model_from_checkpoint(verify=...)`
+    takes: True for a run's own file (checked against the metrics.json beside it), the manifest's sha256 for a
+    fetched one.
 
     checkpoints: "" (train everything here); "auto" (notebook 02's runs, `default_runs`); a folder of runs
     (<category>/<variant>/seed<seed>/ or <category>/<variant>/); a URL or path of a checkpoint manifest (.json,
     `adnlib.run.fetch.write_manifest`: downloaded once into the cache, sha256-checked); or {variant: path or URL}.
     """
+    from adnlib.io import file_sha256
     from adnlib.run.fetch import fetch_checkpoint, fetch_checkpoints
     if isinstance(checkpoints, dict):
-        return {v: fetch_checkpoint(str(checkpoints[v])) for v in variants if v in checkpoints}
+        return {v: (fetch_checkpoint(str(checkpoints[v])), True) for v in variants if v in checkpoints}
     if not checkpoints:
         return {}
     if str(checkpoints).startswith(("http://", "https://")) or str(checkpoints).endswith(".json"):
         fetched = fetch_checkpoints(checkpoints, categories=category, variants=variants, seeds=seed)
-        return {v: fetched[(category, v, seed)] for v in variants if (category, v, seed) in fetched}
+        # each file was checked against the manifest's sha256 just now; the loader checks that it still is
+        return {v: (fetched[(category, v, seed)], file_sha256(fetched[(category, v, seed)])) for v in variants
+                if (category, v, seed) in fetched}
     folders = [default_runs] if checkpoints == "auto" else [Path(checkpoints)]
     found = {v: find_checkpoint(folders, category, v, seed=seed) for v in variants}
-    return {v: path for v, path in found.items() if path is not None}
+    return {v: (path, True) for v, path in found.items() if path is not None}
 
 
 def load_run(folder: str | Path) -> tuple[dict, pd.DataFrame]:
