@@ -153,13 +153,14 @@ def _add_localize_parser(sub) -> None:
     _add_checkpoint_option(p)
     p.add_argument("--data", type=Path, required=True, help="dataset root with <category>/ground_truth masks")
     p.add_argument("--category", required=True)
-    p.add_argument("--method", action="extend", nargs="+", choices=("differnet", "gradcam", "cbam-spatial"),
-                   help="one or more (default differnet); cbam-spatial only for CBAM checkpoints")
+    p.add_argument("--method", action="extend", nargs="+", choices=("nll-gradient", "gradcam", "cbam-spatial"),
+                   help="one or more (default nll-gradient: DifferNet's gradient map); cbam-spatial only for CBAM "
+                        "checkpoints")
     p.add_argument("--overlays", type=_non_negative, default=4, help="overlay PNGs per method (default 4)")
     p.add_argument("--n-boot", type=_positive, default=1000, help="bootstrap resamples comparing methods")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--out", type=Path, required=True,
-                   help="localization.json and overlays/<method>/ (a previous localization there is replaced)")
+    p.add_argument("--out", type=Path, required=True, help="localization.json and overlays/<method>/")
+    p.add_argument("--overwrite", action="store_true", help="replace a localization already in --out")
     _add_wait_option(p)
 
 
@@ -333,62 +334,27 @@ def _expectation(args):
 
 
 def _evaluate(args) -> int:
-    from adnlib.run.evaluate import check_evaluation_output
-    from adnlib.run.lock import folder_lock
-    from adnlib.run.outputs import check_output_folder
-    if args.out is None:
-        return _evaluate_into(args, None)
-    check_evaluation_output(args.out, args.overwrite)  # before any scoring
+    from adnlib.run.evaluation import check_evaluation_output, evaluate_checkpoint
+    if args.out is not None:
+        check_evaluation_output(args.out, args.overwrite)  # before the inputs are looked at
     _inputs_exist(args)
-    check_output_folder(args.out)
-    with folder_lock(args.out, wait=args.wait, command="adnlib evaluate"):
-        check_evaluation_output(args.out, args.overwrite)  # again: another evaluation may have finished meanwhile
-        return _evaluate_into(args, args.out)
-
-
-def _evaluate_into(args, out: Path | None) -> int:
-    """Score the test split with the checkpoint (verified against the metrics.json beside it), print the line,
-    write scores.csv and metrics.json into `out` (None: nothing written)."""
-    from adnlib.data.datasets import AnomalyDataset
-    from adnlib.run.checkpoint import model_from_checkpoint, write_csv, write_json
-    from adnlib.run.device import check_precision, precision_record, resolve_device
-    from adnlib.run.evaluate import check_finite_scores, report, score_dataset, test_rotation_record
-    device = resolve_device(args.device)
-    model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args), verify=not args.unverified)
-    trained_on = model.checkpoint_info.get("category")
-    if trained_on and trained_on != args.category:
-        warnings.warn(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}: its AUROC "
-                      "here measures transfer to another category", stacklevel=1)
-    config = model.config
-    dataset = AnomalyDataset(args.data, args.category, "test", config.img_size, cache=True,
-                             smallest_scale=config.img_size // 2 ** (config.n_scales - 1)).check(args.skip_corrupt)
-    check_precision(model.config.amp, device)
-    evaluation = model.checkpoint_info.get("epoch") or 0  # the training's own angles for this checkpoint's epoch
-    scores = score_dataset(model, dataset, n_rotations=args.tta, device=device, seed=model.config.seed,
-                           evaluation=evaluation,
-                           progress=not args.no_progress)
-    check_finite_scores(scores, args.checkpoint)
-    rep = report(scores)
-    line = {"auroc": rep["auroc"], "auroc_per_defect": rep["auroc_per_defect"], "category": args.category,
-            "variant": model.config.variant, "checkpoint": str(args.checkpoint),
-            "n_rotations": args.tta or model.config.n_test_rotations, "backbone_weights": model.backbone_weights,
-            "test_rotations": test_rotation_record(model.config, args.tta, evaluation),
-            **precision_record(model.config.amp, device)}
-    if out is not None:
-        write_csv(out / "scores.csv", scores)
-        write_json(out / "metrics.json", {**line, "roc": rep["roc"]})
+    line = evaluate_checkpoint(args.checkpoint, args.data, args.category, tta=args.tta, device=args.device,
+                               expect=_expectation(args), out_dir=args.out, overwrite=args.overwrite,
+                               verify=not args.unverified, skip_corrupt=args.skip_corrupt, wait=args.wait,
+                               progress=not args.no_progress)
     print(json.dumps(line))
     return 0
 
 
 def _localize(args) -> int:
     from adnlib.errors import CheckpointError
-    from adnlib.explain.localize import localize
+    from adnlib.explain.localize import check_localization_output, localize
     from adnlib.run.checkpoint import model_from_checkpoint
     from adnlib.run.device import resolve_device
     from adnlib.run.lock import folder_lock
     from adnlib.run.outputs import check_output_folder
     device = resolve_device(args.device)
+    check_localization_output(args.out, args.overwrite)  # before any work
     model = model_from_checkpoint(args.checkpoint, device, verify=not args.unverified)
     _inputs_exist(args)
     check_output_folder(args.out)
@@ -396,8 +362,8 @@ def _localize(args) -> int:
     if trained_on and trained_on != args.category:
         raise CheckpointError(f"{args.checkpoint} was trained on category {trained_on!r}, not {args.category!r}")
     with folder_lock(args.out, wait=args.wait, command="adnlib localize"):
-        found = localize(model, args.data, args.category, args.method or ["differnet"], out_dir=args.out,
-                         overlays=args.overlays, n_boot=args.n_boot, source=args.checkpoint)
+        found = localize(model, args.data, args.category, args.method or ["nll-gradient"], out_dir=args.out,
+                         overwrite=args.overwrite, overlays=args.overlays, n_boot=args.n_boot, source=args.checkpoint)
     print(json.dumps({m: {k: v[k] for k in ("pixel_auroc", "pro", "n_images", "seconds")}
                       for m, v in found.metrics["methods"].items()}))
     return 0
@@ -408,11 +374,15 @@ def _score(args) -> int:
     from adnlib.run.checkpoint import model_from_checkpoint
     from adnlib.run.device import resolve_device
     from adnlib.run.evaluate import score_images
+    from adnlib.run.memory import check_memory
     missing = [str(p) for p in args.images if not p.is_file()]
     if missing:
         raise DatasetError(f"image not found: {', '.join(missing)}")
     device = resolve_device(args.device)
     model = model_from_checkpoint(args.checkpoint, device, expect=_expectation(args), verify=not args.unverified)
+    config = model.config
+    check_memory(config, copies=min(config.test_batch_size, len(args.images)) * (args.tta or config.n_test_rotations),
+                 images=0, training=False, device=device, what="scoring these images")
     scores = score_images(model, args.images, n_rotations=args.tta, device=device, seed=model.config.seed,
                           evaluation=model.checkpoint_info.get("epoch") or 0,
                           progress=False)
@@ -645,9 +615,14 @@ def main(argv: list[str] | None = None) -> int:
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
                "grid": _grid, "notebooks": _notebooks,
                "compare": _compare, "localize": _localize}[args.command]
-    with _brief_warnings():
+    with _brief_warnings(), _terminate_as_interrupt():
         try:
             return command(args)
+        except MemoryError as exc:  # an allocation no estimate foresaw (adnlib.run.memory checks the known ones)
+            text = one_line(exc) if isinstance(exc, AdnlibError) else \
+                "out of memory; lower the image size (--img-size), the rotations (--tta) or the batch size"
+            print(f"error: {text}", file=sys.stderr)
+            return 2
         except AdnlibError as exc:
             print(f"error: {one_line(exc)}{_write_hint(args, exc)}", file=sys.stderr)
             return 2
@@ -658,16 +633,49 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"error: {one_line(failure)}{_write_hint(args, failure)}", file=sys.stderr)
             return 2
+        except Terminated:
+            print(f"error: terminated (SIGTERM){_resume_hint(args)}", file=sys.stderr)
+            return 143
         except KeyboardInterrupt as exc:
             hint = ""
             if args.command == "notebooks" and str(exc):  # NotebookInterrupted: the notebook, cell, partial file
                 hint = f": {exc}"
-            elif args.command == "train" and (args.out / "checkpoint.pt").exists():
-                hint = "; continue from the last checkpoint by running the same command with --resume"
-            elif args.command == "grid":
-                hint = "; run the same command again: finished cells are reused, interrupted ones resume"
+            else:
+                hint = _resume_hint(args)
             print(f"error: interrupted{hint}", file=sys.stderr)
             return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a command runs: stopped like Ctrl-C (files written so far intact, the lock released)."""
+
+
+def _resume_hint(args) -> str:
+    if args.command == "train" and (args.out / "checkpoint.pt").exists():
+        return "; continue from the last checkpoint by running the same command with --resume"
+    if args.command == "grid":
+        return "; run the same command again: finished cells are reused, interrupted ones resume"
+    return ""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While a command runs in the main thread, SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing
+    the process without a word; the previous handler is put back afterwards."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,50 @@
-"""The floor every layer stands on: hashing of files and tensors (more of the I/O helpers join it as they move).
+"""The floor every layer stands on: how adnlib writes, hashes and refuses, in one place.
+
+* Writes are atomic and durable (`atomic_write`, `write_json`, `write_csv`, `write_text`): a temporary file with an
+  unpredictable name beside the target, synced, renamed onto it; a kill leaves the previous file. No write follows
+  a symbolic link: temporary and probe files are created with O_CREAT | O_EXCL | O_NOFOLLOW (a link planted at
+  their name makes the creation fail instead of writing through it), the rename replaces a link at the target
+  instead of writing into what it points at, and lock files are opened with O_NOFOLLOW and must be regular files.
+* `write_error` turns a failed write (full disk, read-only folder, quota) into one OutputWriteError naming it.
+* Hashing: `file_sha256`, `tensors_sha256`.
+* `offline()`: ADNLIB_OFFLINE, read here only.
 
 Nothing here imports another adnlib module but `adnlib.errors`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
-from collections.abc import Iterable
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+from adnlib.errors import AdnlibError, OutputExistsError, OutputWriteError
 
 CHUNK = 1 << 22  # 4 MB reads: a 700 MB paper checkpoint hashes in about a second
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# What a write failure on an output folder looks like; any other OSError stays itself (a bug, a vanished disk).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
+MARGIN_BYTES = 1 << 20  # room kept beyond the largest file: the small files written beside it
 
 
+class UnsafePathError(AdnlibError, OSError):
+    """A name adnlib writes (a lock or probe file) is held by something that is not a plain file: a symbolic link,
+    a folder, a device. Nothing is written through it."""
+
+
+def offline() -> bool:
+    """True when ADNLIB_OFFLINE is set (to anything but 0): nothing is downloaded or probed on the network."""
+    return os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0")
+
+
+# --- hashing -----------------------------------------------------------------------------------------------------
 def file_sha256(path: str | Path, chunk: int = CHUNK) -> str:
     """The sha256 (hex) of a file's bytes."""
     digest = hashlib.sha256()
@@ -30,3 +64,182 @@ def tensors_sha256(named: Iterable[tuple[str, object]]) -> str:
         digest.update(f"{name}|{values.dtype}|{tuple(tensor.shape)}\n".encode())
         digest.update(values.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def why_unloadable(exc: Exception) -> str:
+    """torch.load's many failure texts -> one short reason (never the advice to disable weights_only)."""
+    text = str(exc)
+    unsafe = re.search(r"unsupported (?:global:? )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
+    if unsafe:
+        return (f"it holds pickled Python code ({unsafe.group(1)}), which safe loading (weights_only) refuses; "
+                "adnlib checkpoints hold only tensors and plain values, so this file was not written by adnlib")
+    if isinstance(exc, EOFError) or "central directory" in text or "truncated" in text.lower():
+        return "the file is empty or truncated (an interrupted copy or download?)"
+    if isinstance(exc, (KeyError, IndexError)) or "invalid load key" in text:  # pickle choking on foreign bytes
+        return "not a PyTorch checkpoint file (text, an image or another format?)"
+    if "weights only load failed" in text.lower() or "weights_only" in text:  # torch's advice is not ours to give
+        reason = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        return ("safe loading (weights_only) refused it" + (f": {reason.group(1)[:120]}" if reason else "")
+                + "; adnlib never loads a file unsafely")
+    return f"not a PyTorch checkpoint file ({type(exc).__name__}: {text.splitlines()[0][:120] if text else ''})"
+
+
+# --- files that are never written through a link -----------------------------------------------------------------
+def create_new(folder: str | Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """(descriptor open for writing, path) of a new, empty file `<prefix><16 random hex><suffix>` in `folder`,
+    with the mode any new file gets (0666 less the umask). The name cannot be guessed and the creation follows no
+    link (O_EXCL | O_NOFOLLOW): another user's planted link makes it fail, never write elsewhere."""
+    folder = Path(folder)
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            return os.open(path, _NEW_FILE, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a new file in {folder}")
+
+
+def probe_folder(folder: str | Path, name: str = ".adnlib-write-check-") -> int:
+    """Write and remove a probe file in `folder` (create_new) -> the file system's clock at that moment (the
+    probe's mtime, ns). OSError when the folder cannot be written."""
+    fd, path = create_new(folder, name)
+    try:
+        os.write(fd, b"adnlib write check\n")
+        return os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+def open_lock_file(path: str | Path) -> int:
+    """A descriptor (read/write) of the lock file at `path`, created if missing; UnsafePathError (one line) when the
+    name holds a symbolic link or anything but a regular file, which is then left alone."""
+    path = Path(path)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO) or path.is_symlink():
+            raise UnsafePathError(_not_a_lock(path)) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePathError(_not_a_lock(path))
+    return fd
+
+
+def _not_a_lock(path: Path) -> str:
+    kind = "a symbolic link" if path.is_symlink() else "a folder" if path.is_dir() else "not a regular file"
+    return (f"{path} is {kind}, not adnlib's lock file: nothing is written through it; remove it (or choose "
+            "another output folder)")
+
+
+# --- atomic, durable writes ----------------------------------------------------------------------------------------
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of `path`; OutputExistsError (one clear line) where a file stands in its way."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()),
+                        path.parent)
+        raise OutputExistsError(f"cannot write {path}: {blocking} is a file, not a folder") from exc
+
+
+def free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def write_error(exc: BaseException, path: str | Path) -> OutputWriteError | None:
+    """The OutputWriteError for a failed write of `path` (None: not a write failure of the output folder).
+
+    A RuntimeError counts when PyTorch's zip writer raised it (it reports a full disk that way, without errno)."""
+    path = Path(path)
+    if isinstance(exc, OutputWriteError):
+        return exc
+    torch_writer = isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
+                                                      or "inline_container" in str(exc))
+    if not torch_writer and not (isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS):
+        return None
+    free = free_bytes(path.parent if path.parent.exists() else Path.cwd())
+    room = f"{free / 1e6:.1f} MB free there" if free is not None else "free space unknown"
+    if torch_writer:  # no errno: tell a full disk by the room left
+        what = "No space left on device" if free is not None and free < MARGIN_BYTES else "an I/O error"
+        reason = f"{what} (PyTorch's checkpoint writer failed; {room})"
+    elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        reason = f"{exc.strerror or exc} ({room})"
+    else:
+        reason = exc.strerror or str(exc)
+    error = OutputWriteError(f"cannot write {path}: {reason}")
+    error.errno = getattr(exc, "errno", None) or errno.ENOSPC
+    return error
+
+
+def _raise_write_error(exc: BaseException, path: Path) -> None:
+    failure = write_error(exc, path)
+    if failure is None:
+        raise exc
+    raise failure from exc
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call write(tmp_path) then rename onto `path`: a kill mid-write leaves the previous file intact.
+
+    The temporary file sits beside `path` (same file system, so the rename is atomic) under a name nobody can guess
+    (create_new: no link followed), and is synced to disk before the rename, so that a crash of the machine cannot
+    leave a renamed but empty file either. A link at `path` is replaced, never written through. The result has the
+    mode of any new file (the umask's). A write that fails for want of room or permission (full disk, read-only
+    folder) raises OutputWriteError naming the file (`write_error`), with the previous file intact.
+    """
+    path = Path(path)
+    try:
+        _make_parent(path)
+        fd, tmp = create_new(path.parent, f".{path.name}.", ".tmp")
+        os.close(fd)
+    except OSError as exc:
+        _raise_write_error(exc, path)
+    try:
+        write(str(tmp))
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
+    except (OSError, RuntimeError) as exc:
+        _raise_write_error(exc, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """`data` as indented JSON (atomic_write); values JSON cannot hold are written as their str()."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+    return atomic_write(path, write)
+
+
+def write_csv(path: str | Path, frame) -> Path:
+    """A pandas DataFrame as CSV without its index (atomic_write)."""
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Text in UTF-8 (atomic_write)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -47,11 +47,30 @@ def default_demo_root() -> Path:
     return CANDIDATE / "data" / "demo" if in_repository() else _user_dir("data") / "demo"
 
 
+class LocationError(AdnlibError, NotADirectoryError):
+    """$ADNLIB_DATA or $ADNLIB_RUNS names something that is not a folder."""
+
+
+def env_folder(name: str) -> Path | None:
+    """The folder named by the environment variable `name` (None when unset or empty); LocationError (one line)
+    when it names a file or anything but a folder (a folder that does not exist yet is fine: it is made when
+    written)."""
+    named = os.environ.get(name)
+    if not named:
+        return None
+    path = Path(named).expanduser()
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        where = "is a file" if blocking == path else f"lies under the file {blocking}"
+        raise LocationError(f"${name} = {named} {where}, not a folder: point it at a folder (or unset it)")
+    return path
+
+
 def runs_root() -> Path:
     """Where outputs go when none is named: $ADNLIB_RUNS, else <repository>/runs in a checkout, else ./runs."""
-    named = os.environ.get("ADNLIB_RUNS")
-    if named:
-        return Path(named).expanduser()
+    named = env_folder("ADNLIB_RUNS")
+    if named is not None:
+        return named
     return (CANDIDATE if in_repository() else Path.cwd()) / "runs"
 
 
@@ -66,5 +85,5 @@ def notebook_dir() -> Path:
     return CANDIDATE / "notebooks" if in_repository() else PACKAGE / "notebooks"
 
 
-__all__ = ["NoRepositoryError", "in_repository", "require_repository", "default_demo_root", "runs_root",
-           "cache_dir", "notebook_dir"]
+__all__ = ["NoRepositoryError", "LocationError", "env_folder", "in_repository", "require_repository",
+           "default_demo_root", "runs_root", "cache_dir", "notebook_dir"]

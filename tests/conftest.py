@@ -47,12 +47,18 @@ def _estimated_seconds(item) -> float:
     return 0.5 if mark is None else float(mark.kwargs.get("seconds", 10))
 
 
+DEFAULT_TIMEOUT_S = 300  # pyproject.toml's `timeout`: every test has a bound, so none can hang
+
+
 def pytest_collection_modifyitems(items):
     """The costliest test files first. pytest-xdist (`--dist loadfile`) hands whole files to its workers in this
-    order, so a long file collected last would otherwise run alone at the end while the other worker idles."""
+    order, so a long file collected last would otherwise run alone at the end while the other worker idles. A slow
+    test without a timeout of its own gets 10 times its estimate (at least the default): bounded, never hanging."""
     cost: dict = {}
     for item in items:
         cost[item.path] = cost.get(item.path, 0.0) + _estimated_seconds(item)
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(max(DEFAULT_TIMEOUT_S, 10 * _estimated_seconds(item))))
     items.sort(key=lambda item: -cost[item.path])  # stable: each file's tests stay together and in their order
 
 

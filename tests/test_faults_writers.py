@@ -430,11 +430,14 @@ def test_localize_into_a_used_folder_leaves_no_stale_overlays(mask_run, tiny_mas
     out = tmp_path / "loc"
     rc, _, err = _localize(adnlib_cli, mask_run, tiny_mask_root, out, "gradcam")
     assert rc == 0, err
-    rc, _, err = _localize(adnlib_cli, mask_run, tiny_mask_root, out, "differnet")
+    rc, _, err = _localize(adnlib_cli, mask_run, tiny_mask_root, out, "nll-gradient")
+    assert_error_line(rc, err, "holds a localization", "--overwrite")  # never replaced without asking
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["gradcam"]
+    rc, _, err = _localize(adnlib_cli, mask_run, tiny_mask_root, out, "nll-gradient", "--overwrite")
     assert rc == 0, err
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["differnet"]
-    assert list(json.loads((out / "localization.json").read_text())["methods"]) == ["differnet"]
-    assert len(list((out / "overlays" / "differnet").glob("crack_*.png"))) == 2
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["nll-gradient"]
+    assert list(json.loads((out / "localization.json").read_text())["methods"]) == ["nll-gradient"]
+    assert len(list((out / "overlays" / "nll-gradient").glob("crack_*.png"))) == 2
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME, "localization.json", "overlays"]
 
 
@@ -443,11 +446,15 @@ def test_localize_is_a_library_call_with_the_cli_numbers(mask_run, tiny_mask_roo
     # catches a CLI and a library function that drift apart (the CLI must be the thin wrapper of the function)
     from adnlib.explain.localize import localize
     from adnlib.run.checkpoint import model_from_checkpoint
-    found = localize(model_from_checkpoint(mask_run), tiny_mask_root, "disc", ["differnet"], n_boot=0)
-    rc, out_text, err = _localize(adnlib_cli, mask_run, tiny_mask_root, tmp_path / "loc", "differnet")
+    found = localize(model_from_checkpoint(mask_run), tiny_mask_root, "disc", ["nll-gradient"], n_boot=0)
+    rc, out_text, err = _localize(adnlib_cli, mask_run, tiny_mask_root, tmp_path / "loc", "nll-gradient")
     assert rc == 0, err
-    assert json.loads(out_text)["differnet"]["pro"] == found.metrics["methods"]["differnet"]["pro"]
-    assert found.maps["differnet"].shape == (6, 128, 128)
+    assert json.loads(out_text)["nll-gradient"]["pro"] == found.metrics["methods"]["nll-gradient"]["pro"]
+    assert found.maps["nll-gradient"].shape == (6, 128, 128)
+    assert found.maps["nll-gradient"].min() == 0.0  # normalised per image, as every method
+    assert found.maps["nll-gradient"].reshape(6, -1).max(1).tolist() == [1.0] * 6
+    with pytest.raises(ValueError, match="'differnet' is now called 'nll-gradient'"):
+        localize(model_from_checkpoint(mask_run), tiny_mask_root, "disc", ["differnet"], n_boot=0)
     assert int(found.masks.sum()) > 0
 
 
@@ -462,7 +469,7 @@ def test_localize_with_empty_masks_is_one_error_line(tiny_mask_root, tmp_path, a
     from adnlib.run.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "c.pt", model=AttentDifferNet(preset("smoke")), kind="last",
                     extra={"epoch": 0, "category": "disc"})
-    rc, _, err = _localize(adnlib_cli, tmp_path / "c.pt", data, tmp_path / "loc", "differnet", "--unverified")
+    rc, _, err = _localize(adnlib_cli, tmp_path / "c.pt", data, tmp_path / "loc", "nll-gradient", "--unverified")
     assert_error_line(rc, err, "ground-truth masks of disc", "mark no defect pixel")
     assert not (tmp_path / "loc" / "localization.json").exists()
 

@@ -239,18 +239,20 @@ def test_localize_writes_metrics_and_overlays(smoke_run, tmp_path, capsys):
     # catches a command that does not run end to end, or writes metrics outside [0,1] / no overlays
     root, ckpt = smoke_run
     rc = main(["localize", "--checkpoint", str(ckpt), "--data", str(root), "--category", "disc",
-               "--method", "differnet", "gradcam", "--overlays", "2", "--n-boot", "50", "--device", "cpu",
+               "--method", "nll-gradient", "gradcam", "--overlays", "2", "--n-boot", "50", "--device", "cpu",
                "--out", str(tmp_path / "loc")])
     assert rc == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "loc/localization.json").read_text())
-    for method in ("differnet", "gradcam"):
+    assert result["normalisation"] == "per image, min-max to [0, 1]"
+    for method in ("nll-gradient", "gradcam"):
         m = result["methods"][method]
+        assert set(m["shuffled_control"]) >= {"pro", "pro_shuffled", "low", "high", "readable"}
         assert 0 <= m["pixel_auroc"] <= 1
         assert 0 <= m["pro"] <= 1
         assert m["n_images"] == 6
         assert m["seconds"] > 0
         assert len(list((tmp_path / "loc/overlays" / method).glob("crack_*.png"))) == 2
-    assert "gradcam - differnet" in result["comparisons"]
+    assert "gradcam - nll-gradient" in result["comparisons"]
 
 
 @pytest.mark.slow
@@ -261,8 +263,8 @@ def test_localize_bad_input_is_one_error_line(smoke_run, tmp_path, capsys):
     shutil.copytree(root, bare)
     shutil.rmtree(bare / "disc/ground_truth")
     shutil.copytree(bare / "disc", bare / "weave")
-    cases = {"ground_truth is missing": (bare, "disc", "differnet"),
-             "trained on category 'disc', not 'weave'": (bare, "weave", "differnet"),
+    cases = {"ground_truth is missing": (bare, "disc", "nll-gradient"),
+             "trained on category 'disc', not 'weave'": (bare, "weave", "nll-gradient"),
              "cbam-spatial needs a CBAM checkpoint": (root, "disc", "cbam-spatial")}
     for expected, (data, category, method) in cases.items():
         rc = main(["localize", "--checkpoint", str(ckpt), "--data", str(data), "--category", category,

@@ -155,8 +155,8 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
         assert summary["hooked_activations"][model] == {"whole_model": 2, "per_scale": [1, 1]}
         assert summary["models"][model]["model"] == "trained here"
         assert summary["models"][model]["epochs"] == 1
-    assert summary["grid"]["columns"] == ["input", "differnet: DifferNet localisation",
-                                          "ours: input gradient (differnet)", "differnet: gradcam", "se: gradcam"]
+    assert summary["grid"]["columns"] == ["input", "differnet: nll-gradient", "differnet: input gradient",
+                                          "differnet: gradcam", "se: gradcam"]
     assert summary["grid"]["rows"] == 3
     assert len(summary["images"]) == 3
     assert [row["label"] for row in summary["images"]] == [0, 1, 1]
@@ -178,31 +178,43 @@ def test_05_gradcam_comparison(tmp_path, demo_root):
 
 
 def _check_pixel_metrics(out, summary, text, demo_root):
-    """The pixel table has every model x method and the centre prior's row (recomputed here from the masks); each
-    sentence names the table's best map by PRO and says whether it beats the prior and depends on the image."""
-    from adnlib.explain.evidence import IMAGE_INDEPENDENT, centre_prior_maps
+    """The pixel table has every model x kind of map and the centre prior's row, every map normalised per image
+    (recomputed here for DifferNet's nll-gradient and the prior from the model and the masks); readable follows the
+    shuffled-mask control's interval; each sentence names the table's best map by PRO and says whether it beats
+    the prior and passed the control."""
+    from adnlib.explain.evidence import centre_prior_maps
+    from adnlib.explain.localization import differnet_localization, normalise_maps
     from adnlib.explain.localization_metrics import localization_metrics
-    from adnlib.explain.localize import test_masks
+    from adnlib.explain.localize import masked_test_split
+    from adnlib.run.checkpoint import model_from_checkpoint
 
     pixel = pd.read_csv(out / "pixel_metrics.csv")
     prior_row = pixel[pixel["model"] == "centre prior (no model)"]
     pixel = pixel[pixel["model"] != "centre prior (no model)"]
     assert set(zip(pixel["model"], pixel["method"])) == {(m, k) for m in ("differnet", "se")
-                                                          for k in ("differnet", "gradcam")}
+                                                          for k in ("nll-gradient", "gradcam")} | {
+        ("differnet", "input gradient")}
     assert pixel["pixel_auroc"].between(0, 1).all()
     assert pixel["pro"].between(0, 1).all()
-    masks = test_masks(demo_root, "disc", summary["img_size"])[2]
+    assert (pixel["readable"] == (pixel["control_low"] > 0)).all()
+    _, images, masks = masked_test_split(demo_root, "disc", summary["img_size"])
     prior = localization_metrics(masks, centre_prior_maps(*masks.shape))
     assert prior_row["pro"].item() == pytest.approx(prior["pro"], abs=1e-9)
     assert summary["centre_prior"]["pro"] == pytest.approx(prior["pro"], abs=1e-9)
-    assert prior_row["image_dependence"].item() == pytest.approx(1.0)
-    for model, part in pixel.groupby("model"):
+    model = model_from_checkpoint(out / "models" / "differnet" / "checkpoint.pt", "cpu")
+    own = localization_metrics(masks, normalise_maps(differnet_localization(model, images)))
+    row = pixel[(pixel["model"] == "differnet") & (pixel["method"] == "nll-gradient")].iloc[0]
+    assert row["pro"] == pytest.approx(own["pro"], abs=1e-6)  # scored normalised, as every other kind
+    assert summary["normalisation"] == "per image, min-max to [0, 1]"
+    for model_name, part in pixel.groupby("model"):
         best = part.loc[part["pro"].idxmax()]
-        sentence = next(line for line in text.splitlines() if line.startswith(f"**{model}**: the best map by PRO"))
+        sentence = next(line for line in text.splitlines()
+                        if line.startswith(f"**{model_name}**: the best map by PRO"))
         assert f"is `{best['method']}` (PRO {best['pro']:.3f}" in sentence
         assert ("not above the centre prior" in sentence) == (best["pro"] <= prior["pro"])
-        assert ("nearly one map for all" in sentence) == (best["image_dependence"] >= IMAGE_INDEPENDENT)
+        assert ("failed the shuffled-mask control" in sentence) == (not best["readable"])
     assert "ΔPRO" in text
+    assert "Shuffled-mask control" in text
 
 
 def _check_localization(out, summary, maps, demo_root):
@@ -219,7 +231,7 @@ def _check_localization(out, summary, maps, demo_root):
     index = {str(s.path): i for i, s in enumerate(test_set.samples)}
     images = torch.stack([test_set[index[path]][0] for path in summary["image_paths"]])
     expected = normalise_maps(differnet_localization(model, images))
-    np.testing.assert_allclose(maps["differnet: DifferNet localisation"], expected, atol=1e-4)
+    np.testing.assert_allclose(maps["differnet: nll-gradient"], expected, atol=1e-4)
 
 
 def _check_seed_baseline(summary, maps, texts):
@@ -238,10 +250,10 @@ def _check_seed_baseline(summary, maps, texts):
     text = next(t for t in texts if "seed 1) **" in t)
     assert f"**{np.mean(seeds):.2f}**" in text
     assert f"**{np.mean(attention):.2f}**" in text
-    from adnlib.explain.evidence import IMAGE_INDEPENDENT, image_dependence
     compared = ("differnet: gradcam", "se: gradcam", "differnet, seed 1: gradcam")
-    for name in compared:  # the precondition's numbers are those of the saved maps
-        assert summary["image_dependence"][name] == pytest.approx(image_dependence(maps[name]), abs=1e-9)
-    readable = all(image_dependence(maps[name]) < IMAGE_INDEPENDENT for name in compared)
+    for name in compared:  # the precondition: each kind's shuffled-mask control over every test image
+        control = summary["controls"][name]
+        assert control["readable"] == (control["control_low"] > 0)
+    readable = all(summary["controls"][name]["readable"] for name in compared)
     assert ("not comparable" in text) == (not readable)
     assert ("agree less" in text) == (readable and np.mean(attention) < np.mean(seeds))

@@ -17,17 +17,34 @@ from adnlib.teach.notebooks import run_notebook
 FAST = {"preset": "smoke", "device": "cpu"}
 
 
-def _comparison(delta, low, high, beyond, p=0.01, n_seeds=3):
+def _comparison(delta, low, high, beyond, p=0.01, n_seeds=3, p_holm=None, baseline="differnet"):
     frame = pd.DataFrame([{"category": "mean", "variant": "se", "delta": delta, "delta_std": 1.0, "ci_low": low,
-                           "ci_high": high, "p": p, "p_holm": p, "p_delong": 0.01, "n_seeds": n_seeds,
-                           "n_images": 50, "beyond_noise": beyond}])
-    frame.attrs["level"] = 0.95
+                           "ci_high": high, "p": p, "p_holm": p if p_holm is None else p_holm, "p_delong": 0.01,
+                           "n_seeds": n_seeds, "n_images": 50, "beyond_noise": beyond}])
+    frame.attrs.update(level=0.95, baseline=baseline)
     return frame
 
 
+def test_the_verdict_follows_holms_correction_not_the_raw_p():
+    # catches a verdict read from the raw p: 0.03 alone would be "beyond noise", but after Holm's correction over
+    # two variants it is 0.06 and the table says within noise
+    text = gain_verdict(_comparison(2.5, -0.2, 5.2, False, p=0.03, p_holm=0.06))
+    assert "cannot be told apart from noise" in text
+    assert "p = 0.06 after Holm's correction" in text
+    assert "better than" not in text
+
+
+def test_the_verdict_names_the_baseline_it_was_computed_against():
+    # catches "DifferNet" written whatever the comparison's baseline was
+    text = gain_verdict(_comparison(2.5, 0.5, 4.5, True, baseline="cbam"))
+    assert "**se − cbam**" in text
+    assert "better than cbam" in text
+    assert "DifferNet" not in text
+
+
 @pytest.mark.parametrize("delta,low,high,beyond,p,n_seeds,expected", [
-    (2.5, 0.5, 4.5, True, 0.01, 3, "better than DifferNet"),
-    (-2.5, -4.5, -0.5, True, 0.01, 3, "worse than DifferNet"),
+    (2.5, 0.5, 4.5, True, 0.01, 3, "better than differnet"),
+    (-2.5, -4.5, -0.5, True, 0.01, 3, "worse than differnet"),
     (1.0, -1.0, 3.0, False, 0.4, 3, "cannot be told apart from noise"),
     (2.5, 0.5, 4.5, False, np.nan, 1, "no verdict"),
 ])

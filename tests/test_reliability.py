@@ -345,8 +345,13 @@ def test_an_existing_output_folder_is_never_overwritten_silently(trained_run, ti
     (tmp_path / "eval" / "scores.csv").write_text("old")
     rc, _, err = run_cli("evaluate", "--checkpoint", trained_run / "checkpoint.pt", "--data", tiny_root,
                          "--category", "disc", "--out", tmp_path / "eval")
-    assert_one_error_line(rc, err, "scores.csv exists", "--overwrite")
+    assert_one_error_line(rc, err, "holds an interrupted evaluation", "--overwrite")
     assert (tmp_path / "eval" / "scores.csv").read_text() == "old"
+    # a training run's folder is never an evaluation's, even with --overwrite: its metrics.json is the run's record
+    rc, _, err = run_cli("evaluate", "--checkpoint", trained_run / "checkpoint.pt", "--data", tiny_root,
+                         "--category", "disc", "--out", trained_run, "--overwrite")
+    assert_one_error_line(rc, err, "holds a training run")
+    assert stamps() == before
 
 
 def test_unknown_or_missing_device_is_a_config_error(tiny_root, tmp_path):

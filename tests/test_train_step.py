@@ -32,7 +32,7 @@ from adnlib.run.checkpoint import (
     save_pointer,
     write_json,
 )
-from adnlib.run.evaluate import check_evaluation_output
+from adnlib.run.evaluation import check_evaluation_output
 from adnlib.run.train import GateMonitor, _all_finite, train, train_step, training_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,7 +342,7 @@ def test_evaluate_out_naming_a_file_is_refused(finished_run, tiny_root, tmp_path
         check_evaluation_output(target / "sub")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "scores.csv").write_text("old")
-    with pytest.raises(OutputExistsError, match="scores.csv exists"):
+    with pytest.raises(OutputExistsError, match="holds an interrupted evaluation"):
         check_evaluation_output(tmp_path / "old")
     assert check_evaluation_output(tmp_path / "old", overwrite=True) == tmp_path / "old"
     with pytest.raises(OutputExistsError, match="results.txt is a file, not a folder"):  # any writer

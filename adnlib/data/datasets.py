@@ -67,8 +67,19 @@ def _image_files(folder: Path) -> list[Path]:
     return [Path(top) / f for top, f in sorted(found)]
 
 
+def check_category_name(category: str) -> str:
+    """`category` if it is a plain folder name (no path separator, not '.', '..' or empty: a category never
+    reaches outside its dataset root, nor a grid cell outside its output folder); DatasetError otherwise."""
+    text = str(category)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text or text != text.strip():
+        raise DatasetError(f"category {category!r} is not a plain folder name: name one folder of the dataset root "
+                           "(e.g. disc, bottle)")
+    return text
+
+
 def category_dir(root: str | Path, category: str) -> Path:
     """The folder of one category, or DatasetError naming what is missing and what exists."""
+    check_category_name(category)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root}")
@@ -143,6 +154,16 @@ def load_image(path: str | Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         why = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip(" :") or type(exc).__name__
         raise DatasetError(f"cannot read image {path}: {why}") from exc
+
+
+def read_resized(path: str | Path, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An image file decoded and resized -> (uint8 (3,size,size), its original (w, h)); DatasetError naming the
+    file when it cannot be read or is smaller than MIN_IMAGE_PX. Every reader of images (datasets, `score`) goes
+    through here, so one rule holds everywhere."""
+    img = load_image(path)
+    if min(img.size) < MIN_IMAGE_PX:
+        raise DatasetError(f"image too small ({img.size[0]}x{img.size[1]} px, the least is {MIN_IMAGE_PX}): {path}")
+    return image_to_tensor(img, size), img.size
 
 
 def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
@@ -230,12 +251,7 @@ class AnomalyDataset(Dataset):
 
     def _read(self, i: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Decode and resize image i -> (uint8 (3,S,S), original (w, h)); DatasetError names the file."""
-        path = self.samples[i].path
-        img = load_image(path)
-        if min(img.size) < MIN_IMAGE_PX:
-            raise DatasetError(f"image too small ({img.size[0]}x{img.size[1]} px, the least is {MIN_IMAGE_PX}): "
-                               f"{path}")
-        return image_to_tensor(img, self.img_size), img.size
+        return read_resized(self.samples[i].path, self.img_size)
 
     def _small_warning(self, small: list[tuple[Path, tuple[int, int]]]) -> str:
         (path, (w, h)), more = small[0], len(small) - 1

@@ -179,11 +179,26 @@ def defect_with_mask(img: np.ndarray, category: str, defect: str,
 
 def _save(img: np.ndarray, path: Path, size: int = SIZE, resample: int = Image.BICUBIC) -> None:
     """Save as 8-bit PNG; at another `size` than the drawn SIZE, resized (masks: resample=NEAREST)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from adnlib.io import atomic_write
     out = Image.fromarray(_as_uint8(img))
     if size != SIZE:
         out = out.resize((size, size), resample)
-    out.save(path)
+    atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))  # never through a link planted at the name
+
+
+def _check_demo_folder(root: Path) -> None:
+    """DatasetError (one line) unless `root` is missing, empty, or holds nothing but demo categories and markers:
+    the demo is never written into someone's own dataset (its folders would gain two fake categories)."""
+    from adnlib.errors import DatasetError
+    if not root.is_dir():
+        if root.exists():
+            raise DatasetError(f"{root} is a file, not a folder for the demo data")
+        return
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in DEFECTS and not p.name.startswith("."))
+    if foreign:
+        raise DatasetError(f"{root} is not a demo dataset (it holds {', '.join(foreign[:5])}"
+                           f"{', ...' if len(foreign) > 5 else ''}): the demo data goes into an empty or new folder, "
+                           "never beside a dataset of your own; choose another --out")
 
 
 def make_demo_dataset(root: str | Path = DEFAULT_DEMO_ROOT, force: bool = False, *, image_size: int = SIZE,
@@ -202,6 +217,7 @@ def make_demo_dataset(root: str | Path = DEFAULT_DEMO_ROOT, force: bool = False,
     root = Path(root)
     if (root / _MARKER).exists() and not force:
         return root
+    _check_demo_folder(root)
     # no current marker (a new folder, an older version's, or force): draw and write every file again
     for ci, (category, defects) in enumerate(DEFECTS.items()):
         if categories is not None and category not in categories:

@@ -96,7 +96,7 @@ def scale_embeddings(model, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def _explaining(model):
+def explaining(model):
     """Eval mode and no parameter gradients (explanations must not touch .grad of a model being trained).
 
     The parameters' .grad tensors are put back afterwards, the same objects: pytorch-grad-cam's BaseCAM.forward
@@ -149,7 +149,7 @@ def hooked_activation_shapes(model, images: torch.Tensor, scale: int | None = No
 
     layer = layer or target_layer(model)
     device = next(model.parameters()).device
-    with _explaining(model):
+    with explaining(model):
         x = model.prepare(images.to(device))
         if scale is None:
             net = MultiScaleScore(model)
@@ -203,7 +203,7 @@ def anomaly_cam(model, images: torch.Tensor, scales="all", method: str = "gradca
     size = unit.shape[-2:]
     total = torch.zeros(len(unit), *size)
     coverage = torch.zeros(len(unit), *size)
-    with _explaining(model):
+    with explaining(model):
         for angle in _angles(rotations):
             rotated = unit if angle == 0 else rotate_batch(unit, angle.repeat(len(unit)))
             x = model.prepare(rotated)
@@ -262,7 +262,7 @@ def input_gradient_map(model, images: torch.Tensor, *, sigma: float = 4.0, chann
     if channels not in ("sum", "max"):
         raise ValueError(f"channels must be 'sum' or 'max', not {channels!r}")
     device = next(model.parameters()).device
-    with _explaining(model), torch.enable_grad():
+    with explaining(model), torch.enable_grad():
         unit = to_unit(images.to(device)).detach().clone().requires_grad_(True)
         angles = _angles(rotations).to(device)
         scores = 0

@@ -26,7 +26,7 @@ import torch
 from scipy.ndimage import gaussian_filter, rotate
 
 from adnlib.data.transforms import test_angles, to_unit
-from adnlib.explain.gradcam import _explaining
+from adnlib.explain.gradcam import explaining
 from adnlib.model.flow import nll_loss
 
 
@@ -39,7 +39,7 @@ def copy_gradients(model, images: torch.Tensor, angles: torch.Tensor) -> torch.T
     """
     device = next(model.parameters()).device
     out = []
-    with _explaining(model), torch.enable_grad():
+    with explaining(model), torch.enable_grad():
         for image, angle in zip(to_unit(images.to(device)), angles.to(device)):
             copies = model.prepare(image[None], angle[None]).detach().requires_grad_(True)  # (n,3,S,S)
             z, log_jac_det = model(copies)

@@ -162,7 +162,10 @@ def paired_localization_bootstrap(masks, maps_a, maps_b, *, n_boot: int = 1000, 
 
 
 # --- maps of a model, per method ------------------------------------------------------------------------------------
-METHODS = ("differnet", "gradcam", "cbam-spatial")
+# 'nll-gradient': DifferNet's own localisation (the gradient map of its official code); named after what it is, not
+# after a model, since every model (DifferNet, SE, CBAM) has one.
+METHODS = ("nll-gradient", "gradcam", "cbam-spatial")
+RENAMED = {"differnet": "nll-gradient"}
 
 
 def cbam_spatial_maps(model, images) -> np.ndarray:
@@ -171,35 +174,45 @@ def cbam_spatial_maps(model, images) -> np.ndarray:
     import torch.nn.functional as F
 
     from adnlib.errors import ConfigError
-    from adnlib.explain.gradcam import _explaining
+    from adnlib.explain.gradcam import explaining
     from adnlib.model.attention import CBAM
 
     blocks = model.backbone.blocks
     if not blocks or not isinstance(blocks[0], CBAM):
         raise ConfigError(f"method cbam-spatial needs a CBAM model; this checkpoint is variant "
-                          f"{model.config.variant!r} (choose differnet or gradcam)")
+                          f"{model.config.variant!r} (choose nll-gradient or gradcam)")
     device = next(model.parameters()).device
-    with _explaining(model), torch.no_grad():
+    with explaining(model), torch.no_grad():
         model.backbone(model.prepare(images.to(device)))
         spatial = blocks[0].last_spatial_map.float().cpu()
     return F.interpolate(spatial, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def method_maps(model, images, method: str, batch_size: int = 8) -> np.ndarray:
-    """Anomaly maps (B,S,S) of uint8 images (B,3,S,S) by one of METHODS: 'differnet' (DifferNet's gradient map,
-    `differnet_localization`, the official fixed angles), 'gradcam' (Grad-CAM of the anomaly score, the mean over
-    scales, `anomaly_cam`), 'cbam-spatial' (`cbam_spatial_maps`)."""
-    from adnlib.explain.gradcam import anomaly_cam
-    from adnlib.explain.localization import differnet_localization
-
+def check_method(method: str) -> str:
+    """The method's name; ValueError (naming the new name, for a renamed one) for anything not in METHODS."""
+    if method in RENAMED:
+        raise ValueError(f"localisation method {method!r} is now called {RENAMED[method]!r} (DifferNet's gradient "
+                         "map of the negative log-likelihood; every model has one)")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    compute = {"differnet": differnet_localization, "gradcam": lambda m, x: anomaly_cam(m, x, "all", "gradcam"),
-               "cbam-spatial": cbam_spatial_maps}[method]
+    return method
+
+
+def method_maps(model, images, method: str, batch_size: int = 8) -> np.ndarray:
+    """Anomaly maps (B,S,S) of uint8 images (B,3,S,S) by one of METHODS, each normalised per image to [0, 1]
+    (adnlib.explain.evidence.NORMALISATION: every method alike, so that their scores compare): 'nll-gradient'
+    (DifferNet's gradient map, `differnet_localization`, the official fixed angles), 'gradcam' (Grad-CAM of the
+    anomaly score, the mean over scales, `anomaly_cam`), 'cbam-spatial' (`cbam_spatial_maps`)."""
+    from adnlib.explain.gradcam import anomaly_cam
+    from adnlib.explain.localization import differnet_localization, normalise_maps
+
+    compute = {"nll-gradient": differnet_localization,
+               "gradcam": lambda m, x: anomaly_cam(m, x, "all", "gradcam"),
+               "cbam-spatial": cbam_spatial_maps}[check_method(method)]
     parts = [compute(model, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    return np.concatenate(parts).astype(np.float32)
+    return normalise_maps(np.concatenate(parts))
 
 
-__all__ = ["MAX_FPR", "METHODS", "method_maps", "cbam_spatial_maps", "pixel_auroc",
+__all__ = ["MAX_FPR", "METHODS", "method_maps", "check_method", "cbam_spatial_maps", "pixel_auroc",
            "pro_curve", "pro_score", "region_weights", "localization_metrics",
            "paired_localization_bootstrap"]

@@ -2,13 +2,18 @@
 `adnlib localize` (and notebook 05's pixel metrics), as one call.
 
 `localize(model, data_root, category, methods)` computes each method's anomaly maps of every test image
-(`localization_metrics.method_maps`, at the official fixed angles), their pixel AUROC and PRO, a paired bootstrap of
-each method against the first, and, with `out_dir`, writes `localization.json` and `overlays/<method>/*.png`
-(image | map | mask of the first test images, defective ones first).
+(`localization_metrics.method_maps`, at the official fixed angles; every map normalised per image to [0, 1], all
+methods alike), their pixel AUROC and PRO, the shuffled-mask control that says whether a method's maps can be read
+as explanations (`adnlib.explain.evidence.shuffled_mask_control`), a paired bootstrap of each method against the
+first, and, with `out_dir`, writes `localization.json` and `overlays/<method>/*.png` (image | map | mask of the
+first test images, defective ones first).
 
-Writing: every file atomically; the overlays are written into a staging folder and swapped in whole, so the
-overlays of a previous localization in the same folder never survive beside a new `localization.json` (methods it
-had and this one lacks disappear too), and a failed or killed run leaves the previous ones.
+Writing: a folder that holds a localization is replaced only with `overwrite` (CLI `--overwrite`). The new
+overlays are written into a staging folder and `localization.json` into a temporary file; then the old
+`localization.json` is removed, the overlays are swapped in whole, and the new `localization.json` is renamed into
+place last. So a `localization.json` always sits beside its own overlays (methods the new run lacks disappear), and
+a failed or killed run leaves either the previous localization or overlays without a `localization.json`, which
+the next run reports as interrupted.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adnlib.errors import CheckpointError, DatasetError
+from adnlib.errors import CheckpointError, DatasetError, OutputExistsError
 
 RESULT_FILE = "localization.json"
 OVERLAYS = "overlays"
@@ -38,7 +43,7 @@ class Localization:
     masks: np.ndarray
 
 
-def test_masks(data_root: str | Path, category: str, img_size: int):
+def masked_test_split(data_root: str | Path, category: str, img_size: int):
     """(dataset, images (N,3,S,S) uint8, masks (N,S,S) bool) of a category's test split; DatasetError (one line)
     when the masks are missing or mark no defect pixel at all (or nothing but defect pixels): pixel AUROC and PRO
     need both."""
@@ -66,32 +71,53 @@ def _maps(model, images: torch.Tensor, method: str, source: str) -> tuple[np.nda
     return maps, time.perf_counter() - start
 
 
-def localize(model, data_root: str | Path, category: str, methods=("differnet",), *,
+def check_localization_output(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """OutputExistsError (one line) when `out_dir` holds a localization (or an interrupted one: overlays without
+    localization.json) and not `overwrite` -> the folder's Path."""
+    out_dir = Path(out_dir)
+    if not overwrite and ((out_dir / RESULT_FILE).exists() or (out_dir / OVERLAYS).exists()):
+        state = "a localization" if (out_dir / RESULT_FILE).exists() else \
+            "an interrupted localization (overlays without localization.json)"
+        raise OutputExistsError(f"--out {out_dir} holds {state}; pass --overwrite or choose another --out")
+    return out_dir
+
+
+def localize(model, data_root: str | Path, category: str, methods=("nll-gradient",), *,
              out_dir: str | Path | None = None, overlays: int = 4, n_boot: int = 1000,
-             source: str | Path | None = None) -> Localization:
+             source: str | Path | None = None, overwrite: bool = False) -> Localization:
     """Maps of every test image by each method, scored against the masks -> Localization.
 
-    methods: any of localization_metrics.METHODS ('differnet', 'gradcam', 'cbam-spatial' for CBAM models), the
+    methods: any of localization_metrics.METHODS ('nll-gradient', 'gradcam', 'cbam-spatial' for CBAM models), the
     first being the reference of the comparisons. metrics: {"category", "checkpoint" (source), "variant",
-    "img_size", "methods": {method: {pixel_auroc, pro, n_images, n_regions, seconds}}, "comparisons":
-    {"<m> - <first>": paired_localization_bootstrap(...)} (n_boot resamples; none when n_boot is 0)}. With out_dir,
-    writes localization.json and `overlays` PNGs per method there (replacing a previous localization's).
+    "img_size", "normalisation", "methods": {method: {pixel_auroc, pro, n_images, n_regions, seconds,
+    "shuffled_control": shuffled_mask_control(...)}}, "comparisons": {"<m> - <first>":
+    paired_localization_bootstrap(...)}} (n_boot resamples; no control or comparison when n_boot is 0). With
+    out_dir, writes localization.json and `overlays` PNGs per method there; a previous localization there is
+    replaced only with overwrite (OutputExistsError otherwise, before any map is computed).
     """
-    from adnlib.explain.localization_metrics import localization_metrics, paired_localization_bootstrap
-    methods = list(dict.fromkeys(methods))
+    from adnlib.explain.evidence import NORMALISATION, shuffled_mask_control
+    from adnlib.explain.localization_metrics import check_method, localization_metrics, paired_localization_bootstrap
+    methods = [check_method(m) for m in dict.fromkeys(methods)]
     source = str(source) if source is not None else "the model"
     if "cbam-spatial" in methods and model.config.variant != "cbam":
         raise CheckpointError(f"--method cbam-spatial needs a CBAM checkpoint; {source} is variant "
                               f"{model.config.variant!r}")
-    dataset, images, masks = test_masks(data_root, category, model.config.img_size)
+    if out_dir is not None:
+        check_localization_output(out_dir, overwrite)
+    from adnlib.run.memory import check_memory
+    check_memory(model.config, copies=model.config.n_test_rotations, images=0, training=True,
+                 device=next(model.parameters()).device, what="the gradient maps")  # one image's copies, backward
+    dataset, images, masks = masked_test_split(data_root, category, model.config.img_size)
     if out_dir is not None:
         _check_room(Path(out_dir), model.config.img_size, len(methods) * min(overlays, len(dataset)))
     result = {"category": category, "checkpoint": source, "variant": model.config.variant,
-              "img_size": model.config.img_size, "methods": {}}
+              "img_size": model.config.img_size, "normalisation": NORMALISATION, "methods": {}}
     maps = {}
     for method in methods:
         maps[method], seconds = _maps(model, images, method, source)
         result["methods"][method] = {**localization_metrics(masks, maps[method]), "seconds": seconds}
+        if n_boot:
+            result["methods"][method]["shuffled_control"] = shuffled_mask_control(masks, maps[method], n_boot=n_boot)
     result["comparisons"] = {f"{m} - {methods[0]}": paired_localization_bootstrap(
         masks, maps[methods[0]], maps[m], n_boot=n_boot) for m in methods[1:]} if n_boot else {}
     if out_dir is not None:
@@ -106,7 +132,7 @@ def _check_room(out_dir: Path, img_size: int, n_overlays: int) -> None:
 
 
 def _overlay_row(image: torch.Tensor, heat: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """image | min-max stretched map over it | ground truth, as one (S, 3S, 3) uint8 row."""
+    """image | map over it (normalised per image already) | ground truth, as one (S, 3S, 3) uint8 row."""
     from adnlib.explain.attention_viz import overlay_heatmap, to_display
     truth = np.repeat(mask[..., None].astype(np.float32), 3, axis=2)
     row = np.concatenate([to_display(image), overlay_heatmap(image, heat, normalize=True), truth], 1)
@@ -149,18 +175,25 @@ def _swap_in(staging: Path, target: Path, retired: Path) -> None:
 
 
 def write_localization(out_dir: Path, result: dict, dataset, images, maps: dict, masks, overlays: int) -> None:
-    """localization.json and overlays/<method>/ in out_dir, replacing a previous localization's as a whole."""
-    from adnlib.run.checkpoint import write_json
+    """localization.json and overlays/<method>/ in out_dir, replacing a previous localization's as a whole, in the
+    order of the module's docstring (localization.json last)."""
+    from adnlib.io import create_new, write_json
     from adnlib.run.outputs import write_error
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out_dir)
     token = secrets.token_hex(4)
     staging, retired = out_dir / f"{_STAGING}{token}.new", out_dir / f"{_STAGING}{token}.old"
+    staged_json = None
     try:
         staging.mkdir()
         for method, method_maps in maps.items():
             _save_overlays(staging / method, dataset, images, method_maps, masks, overlays)
+        fd, staged_json = create_new(out_dir, f"{_STAGING}{token}.", ".json")
+        os.close(fd)
+        write_json(staged_json, result)
+        (out_dir / RESULT_FILE).unlink(missing_ok=True)  # never the old results beside the new overlays
         _swap_in(staging, out_dir / OVERLAYS, retired)
+        os.replace(staged_json, out_dir / RESULT_FILE)
     except OSError as exc:
         failure = write_error(exc, out_dir / OVERLAYS)
         if failure is None:
@@ -169,7 +202,9 @@ def write_localization(out_dir: Path, result: dict, dataset, images, maps: dict,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
-    write_json(out_dir / RESULT_FILE, result)
+        if staged_json is not None:
+            staged_json.unlink(missing_ok=True)
 
 
-__all__ = ["Localization", "localize", "test_masks", "write_localization", "RESULT_FILE", "OVERLAYS"]
+__all__ = ["Localization", "localize", "masked_test_split", "write_localization", "check_localization_output",
+           "RESULT_FILE", "OVERLAYS"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -36,7 +35,8 @@ def imagenet_cache_path() -> Path:
 
 
 def _can_reach(url: str, timeout: float | None = None) -> bool:
-    if os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0"):
+    from adnlib.io import offline
+    if offline():
         return False
     return _probe(url, PROBE_TIMEOUT_S if timeout is None else float(timeout))
 
@@ -97,20 +97,22 @@ def _imagenet_state() -> dict:
             _download(IMAGENET_URL, path, DOWNLOAD_TIMEOUT_S)
         except WeightsError as exc:  # network or disk: one clear message
             raise WeightsError(f"{_offline_message()} ({exc})") from exc
+    from adnlib.io import why_unloadable
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read the ImageNet AlexNet weights in {path} ({exc}); delete the file to "
-                           "download it again, or use --weights PATH or --weights none") from exc
+    except Exception as exc:  # noqa: BLE001 - as in _file_state
+        raise WeightsError(f"cannot read the ImageNet AlexNet weights in {path} ({why_unloadable(exc)}); delete the "
+                           "file to download it again, or use --weights PATH or --weights none") from exc
 
 
 def _file_state(path: Path) -> dict:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
+    from adnlib.io import why_unloadable
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure of torch.load is the file's: one line, never torch's advice
+        raise WeightsError(f"cannot read weights file {path}: {why_unloadable(exc)}") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -138,6 +140,8 @@ def random_alexnet_features(seed: int = 0) -> torch.nn.Sequential:
     """
     with torch.random.fork_rng(devices=[]):
         features = alexnet_features()  # default init, replaced below: drawn from a generator fork_rng restores
+    if next(features.parameters()).is_meta:  # built for its shapes only (a memory estimate): no values to set
+        return features
     features.load_state_dict(_random_state(seed))
     return features
 

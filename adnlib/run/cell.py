@@ -73,8 +73,10 @@ class GridCell:
 
 
 def cell_dir(out_dir: str | Path, category: str, variant: str, seed: int) -> Path:
-    """The folder of one grid cell."""
-    return Path(out_dir) / category / variant / f"seed{seed}"
+    """The folder of one grid cell (DatasetError for a category that is not a plain folder name: a cell never
+    lies outside out_dir)."""
+    from adnlib.data.datasets import check_category_name
+    return Path(out_dir) / check_category_name(category) / variant / f"seed{int(seed)}"
 
 
 def _saved_epoch(cell: Path) -> int | None:
@@ -223,10 +225,9 @@ def check_access(data_root: str | Path, cell: GridCell) -> None:
     if unreadable:
         raise CellAccessError(f"on host {host}: cannot read {unreadable[0]} (permissions)")
     try:
+        from adnlib.io import probe_folder
         cell.folder.mkdir(parents=True, exist_ok=True)
-        probe = cell.folder / f".write-check-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_folder(cell.folder)
     except OSError as exc:
         raise CellAccessError(f"on host {host}: cannot write the results folder {cell.folder} ({exc.strerror or exc}; "
                               "every worker must be able to write --out at the same path)") from exc

@@ -1,4 +1,4 @@
-"""Checkpoints and result files: atomic writes, version stamps, safe (`weights_only`) loading.
+"""Checkpoints: version stamps, safe (`weights_only`) loading, verification against the results they belong to.
 
 A checkpoint may hold no weights of its own but name the file beside it that holds them (`save_pointer`): a run
 whose best evaluation is its last one writes best.pt that way instead of a second copy of the same weights, and
@@ -7,14 +7,10 @@ whose best evaluation is its last one writes best.pt that way instead of a secon
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import platform
 import random
-import re
-import secrets
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +18,10 @@ import numpy as np
 import torch
 
 from adnlib.config import Config
-from adnlib.errors import CheckpointError, OutputExistsError
-from adnlib.io import file_sha256
+from adnlib.errors import CheckpointError
+
+# write_csv / write_json stay importable from here (the notebooks use them); they live in adnlib.io
+from adnlib.io import atomic_write, file_sha256, why_unloadable, write_csv, write_json  # noqa: F401
 
 FORMAT = "adnlib-checkpoint"
 FORMAT_VERSION = 1
@@ -41,90 +39,6 @@ def versions() -> dict[str, str]:
     return {"adnlib": __version__, "torch": str(torch.__version__), "torchvision": version("torchvision"),
             "FrEIA": getattr(FrEIA, "__version__", "0.2"), "numpy": np.__version__,
             "python": platform.python_version()}
-
-
-def _fsync(path: str | Path, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems cannot sync a directory; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-def _side_file(path: Path) -> str:
-    """Create an empty `.<name>.<random>.tmp` beside `path`, with the mode any new file gets (0666 less the umask;
-    `tempfile.mkstemp` would make it 0600, and the rename would carry that onto the result)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return str(tmp)
-    raise FileExistsError(f"cannot create a temporary file beside {path}")
-
-
-def _make_parent(path: Path) -> None:
-    """Create the folder of `path`; OutputExistsError (one clear line) where a file stands in its way."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        blocking = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()),
-                        path.parent)
-        raise OutputExistsError(f"cannot write {path}: {blocking} is a file, not a folder") from exc
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call write(tmp_path) then rename onto `path`: a kill mid-write leaves the previous file intact.
-
-    The temporary file sits beside `path` (same file system, so the rename is atomic) and is synced to disk
-    before the rename, so that a crash of the machine cannot leave a renamed but empty file either. The result
-    has the mode of any new file (the umask's), like a file written with open().
-    A write that fails for want of room or permission (full disk, read-only folder) raises OutputWriteError
-    naming the file (adnlib.run.outputs.write_error), with the previous file intact.
-    """
-    from adnlib.run.outputs import write_error
-    path = Path(path)
-    try:
-        _make_parent(path)
-        tmp = _side_file(path)
-    except OSError as exc:
-        failure = write_error(exc, path)
-        if failure is None:
-            raise
-        raise failure from exc
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent, directory=True)
-    except (OSError, RuntimeError) as exc:
-        failure = write_error(exc, path)
-        if failure is None:
-            raise
-        raise failure from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-    return atomic_write(path, write)
-
-
-def write_csv(path: str | Path, frame) -> Path:
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def rng_state() -> dict[str, Any]:
@@ -170,20 +84,6 @@ def save_pointer(path: str | Path, *, model, kind: str, weights_in: str | Path,
 REQUIRED_KEYS = ("config", "model_state", "versions")
 
 
-def _why_unloadable(exc: Exception) -> str:
-    """torch.load's many failure texts -> one short reason (never the advice to disable weights_only)."""
-    text = str(exc)
-    unsafe = re.search(r"unsupported (?:global:? )?GLOBAL ([\w.]+)", text, re.IGNORECASE)
-    if unsafe:
-        return (f"it holds pickled Python code ({unsafe.group(1)}), which safe loading (weights_only) refuses; "
-                "adnlib checkpoints hold only tensors and plain values, so this file was not written by adnlib")
-    if isinstance(exc, EOFError) or "central directory" in text or "truncated" in text.lower():
-        return "the file is empty or truncated (an interrupted copy or download?)"
-    if isinstance(exc, (KeyError, IndexError)) or "invalid load key" in text:  # pickle choking on foreign bytes
-        return "not a PyTorch checkpoint file (text, an image or another format?)"
-    return f"not a PyTorch checkpoint file ({type(exc).__name__}: {text.splitlines()[0][:120] if text else ''})"
-
-
 # What torch.load raises when a file is not a loadable checkpoint: pickle's errors on foreign bytes (KeyError,
 # IndexError, UnpicklingError, also weights_only's refusal), EOFError (empty), RuntimeError (the zip reader:
 # truncated, corrupt), ValueError / UnicodeDecodeError. Anything else (MemoryError, KeyboardInterrupt, a bug)
@@ -206,7 +106,7 @@ def _read(path: Path, map_location, mmap: bool) -> dict[str, Any]:
         # state); only the zip format maps, so other files take the plain path and its clear errors
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and _is_zip(path))
     except NOT_A_CHECKPOINT as exc:
-        raise CheckpointError(f"cannot load {path}: {_why_unloadable(exc)}") from exc
+        raise CheckpointError(f"cannot load {path}: {why_unloadable(exc)}") from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

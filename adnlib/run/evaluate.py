@@ -10,9 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from adnlib.data.datasets import image_to_tensor, load_image
+from adnlib.data.datasets import read_resized
 from adnlib.data.transforms import fixed_angles, random_angles, rotate_then_jitter, to_unit
-from adnlib.errors import OutputExistsError
 from adnlib.progress import progress_bar
 
 
@@ -117,7 +116,7 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return image_to_tensor(load_image(self.paths[i]), self.size), 0, i
+        return read_resized(self.paths[i], self.size)[0], 0, i
 
 
 def score_images(model, paths, *, n_rotations: int | None = None, mode: str | None = None,
@@ -155,21 +154,6 @@ def check_finite_scores(scores: pd.DataFrame, checkpoint: str | Path) -> None:
     if len(bad):
         raise CheckpointError(f"{checkpoint} gives non-finite scores for {len(bad)} of {len(scores)} images "
                               f"(e.g. {bad['path'].iloc[0]}): the training that wrote it diverged")
-
-
-def check_evaluation_output(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Check an evaluation's output folder before any work: OutputExistsError (one clear line) if it is a file or
-    lies under one, or if it holds an evaluation already (scores.csv) and not `overwrite`. -> the folder's Path."""
-    out_dir = Path(out_dir)
-    blocking = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
-    if blocking == out_dir:
-        raise OutputExistsError(f"--out {out_dir} is a file, not a folder: choose a folder for scores.csv and "
-                                "metrics.json")
-    if blocking is not None:
-        raise OutputExistsError(f"--out {out_dir} cannot be a folder: {blocking} is a file")
-    if (out_dir / "scores.csv").exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir / 'scores.csv'} exists; pass --overwrite or choose another --out")
-    return out_dir
 
 
 def auroc(frame: pd.DataFrame) -> float:

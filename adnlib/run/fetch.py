@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlparse
 
 from adnlib.errors import CheckpointError
+from adnlib.io import file_sha256, offline, write_text  # noqa: F401 - file_sha256, offline: public here as before
 from adnlib.progress import progress_bar
 from adnlib.version import __version__
 
@@ -58,20 +59,6 @@ Key = tuple[str, str, int] | str
 def default_cache_dir() -> Path:
     """$ADNLIB_CACHE, else ~/.cache/adnlib/checkpoints."""
     return Path(os.environ.get("ADNLIB_CACHE") or "~/.cache/adnlib/checkpoints").expanduser()
-
-
-def offline() -> bool:
-    """True when ADNLIB_OFFLINE is set (to anything but 0): no download is attempted."""
-    return os.environ.get("ADNLIB_OFFLINE", "") not in ("", "0")
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, as 64 lowercase hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_url(source: str) -> bool:
@@ -326,9 +313,17 @@ def _wanted(values):
 
 
 def _resolve(url: str, base: str | Path | None) -> str:
-    """An entry's url: absolute as is; relative to the manifest's URL or folder otherwise."""
-    if _is_url(url) or base is None:
+    """An entry's url: an http(s) URL as is; a relative one relative to the manifest's URL or folder. Anything
+    else (file://, another scheme, an absolute path) is refused: a manifest served over the network must not name
+    files of the machine that reads it."""
+    if _is_url(url):
         return url
+    if urlparse(url).scheme or Path(url).is_absolute() or url.startswith("~"):
+        raise CheckpointError(f"checkpoint manifest entry {url!r}: an entry's url must be http(s) or relative to the "
+                              "manifest, not a local path or another scheme")
+    if base is None:
+        raise CheckpointError(f"checkpoint manifest entry {url!r} is relative, but the manifest (a dict) has no "
+                              "location to be relative to")
     return urljoin(base, url) if isinstance(base, str) else str(base / url)
 
 
@@ -373,7 +368,7 @@ def _manifest_text(url: str, cache_dir, timeout: float) -> str:
             raise error from exc
         warnings.warn(f"{error}; using the copy cached at {copy}", stacklevel=3)
         return copy.read_text(encoding="utf-8")
-    _write_text(copy, text)
+    write_text(copy, text)
     return text
 
 
@@ -433,7 +428,7 @@ def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | 
         entries.append({**key, "url": url, "sha256": digest, "size": checkpoint.stat().st_size})
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "adnlib": __version__,
                 "checkpoints": entries}
-    _write_text(out, json.dumps(manifest, indent=2) + "\n")
+    write_text(out, json.dumps(manifest, indent=2) + "\n")
     return out
 
 
@@ -478,11 +473,3 @@ def _place(source: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

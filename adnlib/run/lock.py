@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.io import open_lock_file
 
 try:
     import fcntl
@@ -68,7 +69,7 @@ def _write_holder(fd: int, command: str) -> None:
 
 def _acquire(path: Path, wait: float, command: str) -> int:
     """The lock file's descriptor, locked; FolderLockedError after `wait` seconds of trying."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    fd = open_lock_file(path)  # never through a link: a planted symlink is refused, its target untouched
     deadline = time.monotonic() + max(0.0, wait)
     while not _try_lock(fd):
         if time.monotonic() >= deadline:

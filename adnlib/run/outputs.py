@@ -2,61 +2,20 @@
 
 `check_output_folder` creates the folder, writes and removes a probe file in it, and compares the free space with
 the largest file the command will write (`checkpoint_bytes` estimates a checkpoint from the model's parameters
-before training). `write_error` turns the OSError of a failed write (ENOSPC, EROFS, EDQUOT, EACCES, EPERM), or
-PyTorch's RuntimeError from a checkpoint written onto a full disk, into an OutputWriteError naming the file. Every
-result is written atomically (adnlib.run.checkpoint.atomic_write), so a failed write leaves the previous file, and
-a training run can be resumed once there is room.
+before training). Failed writes become one OutputWriteError (`adnlib.io.write_error`). Every result is written
+atomically (`adnlib.io.atomic_write`), so a failed write leaves the previous file, and a training run can be
+resumed once there is room.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import shutil
 from pathlib import Path
 
 from adnlib.errors import OutputExistsError, OutputWriteError
-
-# What a write failure on an output folder looks like; any other OSError stays itself (a bug, a vanished disk).
-WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
-# Room kept beyond the largest file: the small files written beside it (scores, history, metrics).
-MARGIN_BYTES = 1 << 20
+from adnlib.io import MARGIN_BYTES, free_bytes, probe_folder, write_error  # noqa: F401 - write_error: public here too
 
 
 def megabytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
-def write_error(exc: BaseException, path: str | Path) -> OutputWriteError | None:
-    """The OutputWriteError for a failed write of `path` (None: not a write failure of the output folder).
-
-    A RuntimeError counts when PyTorch's zip writer raised it (it reports a full disk that way, without errno)."""
-    path = Path(path)
-    if isinstance(exc, OutputWriteError):
-        return exc
-    torch_writer = isinstance(exc, RuntimeError) and ("PytorchStreamWriter" in str(exc)
-                                                      or "inline_container" in str(exc))
-    if not torch_writer and not (isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS):
-        return None
-    free = _free_bytes(path.parent if path.parent.exists() else Path.cwd())
-    room = f"{megabytes(free)} free there" if free is not None else "free space unknown"
-    if torch_writer:  # no errno: tell a full disk by the room left
-        what = "No space left on device" if free is not None and free < MARGIN_BYTES else "an I/O error"
-        reason = f"{what} (PyTorch's checkpoint writer failed; {room})"
-    elif exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        reason = f"{exc.strerror or exc} ({room})"
-    else:
-        reason = exc.strerror or str(exc)
-    error = OutputWriteError(f"cannot write {path}: {reason}")
-    error.errno = getattr(exc, "errno", None) or errno.ENOSPC
-    return error
 
 
 def _blocking_file(folder: Path) -> Path | None:
@@ -75,18 +34,13 @@ def check_output_folder(folder: str | Path, need_bytes: int = 0, largest: str = 
     if blocking is not None:
         where = "is a file" if blocking == folder else f"cannot be a folder: {blocking} is a file"
         raise OutputExistsError(f"{option} {folder} {where}; choose another {option}")
-    probe = folder / f".adnlib-write-check-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(b"adnlib write check\n")
-        probe.unlink()
+        probe_folder(folder)  # a new file of an unguessable name, never written through a link
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            probe.unlink(missing_ok=True)
         raise OutputWriteError(f"{option} {folder} cannot be written ({exc.strerror or exc}); choose another "
                                f"{option}") from exc
-    free = _free_bytes(folder)
+    free = free_bytes(folder)
     if free is not None and free < need_bytes + MARGIN_BYTES:
         raise OutputWriteError(f"{option} {folder} has {megabytes(free)} free, but this run needs "
                                f"{megabytes(need_bytes + MARGIN_BYTES)} there ({largest}); free some space or choose "

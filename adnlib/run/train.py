@@ -303,6 +303,19 @@ class _Run:
         _diverged(what, self.config, self.out_dir, self.saved_epoch, self.history)
 
 
+def _check_memory(config: Config, data_root, category: str, device) -> None:
+    """Before any image is decoded: the training step, the scoring step and the decoded images fit in memory
+    (adnlib.run.memory: one error line naming what to lower, instead of a MemoryError later)."""
+    from adnlib.data.datasets import find_samples
+    from adnlib.run.memory import check_memory
+    images = sum(len(find_samples(data_root, category, split)) for split in ("train", "test"))
+    what = f"training {config.variant} on {category}"
+    check_memory(config, copies=config.batch_size * config.n_train_rotations, images=images, training=True,
+                 device=device, what=what)
+    check_memory(config, copies=config.test_batch_size * config.n_test_rotations, images=images, training=False,
+                 device=device, what=what)
+
+
 def _read_data(config: Config, data_root, category: str, skip_corrupt: bool):
     """Both splits, every image read once now: a corrupt test image must not stop a long run at its first
     evaluation."""
@@ -411,6 +424,7 @@ def _start(config: Config, data_root, category: str, out_dir, *, resume: bool, o
         check_output_dir(out_dir, resume, overwrite)
     device = resolve_device(config.device)
     check_precision(config.amp, device)
+    _check_memory(config, data_root, category, device)
     ckpt = _resume_checkpoint(config, category, out_dir) if resume else None
     model, optimizer = _build(config, ckpt, device)
     if out_dir is not None:  # before the data is read and before the replaced run's files go

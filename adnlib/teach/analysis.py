@@ -317,9 +317,9 @@ def gate_movement_text(movement: pd.DataFrame, tolerance: float = GATES_MOVED) -
                 f"({int(row['epochs'])} epochs) ")
         if row["shift"] < tolerance:
             lines.append(head + f"(less than {tolerance}): its attention blocks **barely trained**, so this run "
-                         "cannot show what *trained* attention does; its difference from DifferNet comes from "
-                         "fixed, untrained gates rescaling the features. More steps or a higher attention learning "
-                         "rate are needed before it can speak to the paper's question.")
+                         "cannot show what *trained* attention does: whatever separates it from DifferNet here, "
+                         "it is not something the gates learnt. More steps or a higher attention learning rate are "
+                         "needed before it can speak to the paper's question.")
         else:
             lines.append(head + f"(at least {tolerance}): training changed the gates; whether that helps is for "
                          "the AUROCs, and for several seeds (notebook 06 run with `seeds = [0, 1, 2]`), to decide.")
@@ -366,32 +366,37 @@ def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: flo
 
 
 def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
-    """Markdown sentences, one per variant, computed from `adnlib.run.stats.paired_comparison`'s mean row: the
-    gain over DifferNet with its interval, and a verdict only where the run has the seeds to give one."""
+    """Markdown sentences, one per variant, computed from `adnlib.run.stats.paired_comparison`'s mean rows: the
+    gain over the comparison's baseline (its `attrs["baseline"]`) with its interval, and a verdict only where the
+    run has the seeds to give one. The verdict is the table's `beyond_noise` (after Holm's correction over the
+    variants), never a raw p."""
     from adnlib.run.stats import MIN_SEEDS_FOR_VERDICT
     level = comparison.attrs.get("level", 0.95)
+    baseline = comparison.attrs.get("baseline", "differnet")
     lines = []
     for _, row in comparison[comparison["category"] == "mean"].iterrows():
         n_seeds = int(row["n_seeds"])
-        head = (f"**{row['variant']} − DifferNet** over the categories: {row['delta']:+.1f} AUROC points, "
+        head = (f"**{row['variant']} − {baseline}** over the categories: {row['delta']:+.1f} AUROC points, "
                 f"{level:.0%} interval [{row['ci_low']:+.1f}, {row['ci_high']:+.1f}] "
                 f"({n_seeds} seed{'s' if n_seeds != 1 else ''}, {int(row['n_images'])} test images). ")
-        if pd.isna(row["p"]):
+        if n_seeds < MIN_SEEDS_FOR_VERDICT or pd.isna(row["p_holm"]):
             tail = (f"With fewer than {MIN_SEEDS_FOR_VERDICT} seeds this interval covers only the sampling of test "
                     "images, not the spread from one training run to the next, so it gives **no verdict**: run "
                     f"at least {MIN_SEEDS_FOR_VERDICT} seeds to ask whether the difference is larger than the noise.")
         elif row["beyond_noise"]:
             direction = "better" if row["delta"] > 0 else "worse"
-            tail = (f"p = {row['p_holm']:.3g} (seed-aware, Holm-corrected): here {row['variant']} is {direction} "
-                    "than DifferNet by more than the noise that these training seeds and test images show.")
+            tail = (f"p = {row['p_holm']:.3g} after Holm's correction over the variants (both seeds and test images "
+                    f"counted as noise): here {row['variant']} is {direction} than {baseline} by more than the "
+                    "noise that these training seeds and test images show.")
         else:
-            tail = (f"p = {row['p_holm']:.3g} (seed-aware, Holm-corrected): with these seeds and test images the "
-                    "difference cannot be told apart from noise (which is not evidence that there is none).")
+            tail = (f"p = {row['p_holm']:.3g} after Holm's correction over the variants (both seeds and test images "
+                    "counted as noise): with these seeds and test images the difference cannot be told apart from "
+                    "noise (which is not evidence that there is none).")
         lines.append(head + tail)
     if "random" in weights:
         lines.append("These models use **random** backbone weights, not ImageNet's: the numbers say nothing about "
                      "the paper's claim.")
-    return "\n\n".join(lines) if lines else "No variant was compared with DifferNet."
+    return "\n\n".join(lines) if lines else f"No variant was compared with {baseline}."
 
 
 __all__ = ["gain_verdict", "shrinkage_text", "cold_start_text", "rotations_text",

@@ -1,7 +1,9 @@
 """Run the teaching notebooks headless with papermill (for `make demo` and the tests)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import time
 import warnings
@@ -138,23 +140,24 @@ def _execute(name: str, source: Path, output: Path, params: dict, *, kernel: str
 
     papermill_engines.register("adnlib", HeadlessEngine)
     cwd = NOTEBOOK_DIR if in_repository() else output.parent  # never site-packages
-    try:
-        pm.execute_notebook(str(source), str(output), parameters=params, kernel_name=kernel, cwd=str(cwd),
-                            progress_bar=progress, engine_name="adnlib", timeout_func=limits)
-        return None
-    except KeyboardInterrupt as exc:  # one message (the CLI prints it as one line), no traceback, no summary
-        where = f", {exc}" if isinstance(exc, CellInterrupted) else ""
-        partial = f"the partial notebook is {output}" if output.is_file() else "no notebook was written yet"
-        raise NotebookInterrupted(f"notebook {name}{where}; {partial}") from None
-    except PapermillExecutionError as exc:
-        first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
-        return _caused(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "
-                       f"with {exc.ename}: {exc.evalue} — see {output}", exc)
-    except CellTimeoutError as exc:
-        return _caused(f"{name}: {exc} — see {output}", exc)
-    except (DeadKernelError, TimeoutError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _caused(f"{name}: {type(exc).__name__}: {first} — see {output}", exc)
+    with _written_then_renamed(output) as writing:
+        try:
+            pm.execute_notebook(str(source), str(writing), parameters=params, kernel_name=kernel, cwd=str(cwd),
+                                progress_bar=progress, engine_name="adnlib", timeout_func=limits)
+            return None
+        except KeyboardInterrupt as exc:  # one message (the CLI prints it as one line), no traceback, no summary
+            where = f", {exc}" if isinstance(exc, CellInterrupted) else ""
+            partial = f"the partial notebook is {output}" if writing.stat().st_size else "no notebook was written yet"
+            raise NotebookInterrupted(f"notebook {name}{where}; {partial}") from None
+        except PapermillExecutionError as exc:
+            first_line = next((ln for ln in (exc.source or "").splitlines() if ln.strip()), "")
+            return _caused(f"{name}: cell {exc.cell_index} (In [{exc.exec_count}]: {first_line[:60]!r}) failed "
+                           f"with {exc.ename}: {exc.evalue} — see {output}", exc)
+        except CellTimeoutError as exc:
+            return _caused(f"{name}: {exc} — see {output}", exc)
+        except (DeadKernelError, TimeoutError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return _caused(f"{name}: {type(exc).__name__}: {first} — see {output}", exc)
 
 
 def _caused(message: str, cause: BaseException) -> NotebookError:
@@ -163,13 +166,44 @@ def _caused(message: str, cause: BaseException) -> NotebookError:
     return error
 
 
+@contextlib.contextmanager
+def _written_then_renamed(output: Path):
+    """A temporary path beside `output` (unguessable, created new: no link followed) for papermill to write the
+    executed notebook into as it runs; renamed onto `output` when the run ends, however it ends, if what was written
+    is a whole notebook. A write that fails (a full disk) leaves `output` as it was and raises OutputWriteError."""
+    import nbformat
+
+    from adnlib.io import create_new, write_error
+    fd, writing = create_new(output.parent, f".{output.stem}.", ".partial.ipynb")
+    os.close(fd)
+    try:
+        yield writing
+    except OSError as exc:
+        failure = write_error(exc, output)
+        if failure is None:
+            raise
+        raise failure from exc
+    finally:
+        try:
+            if writing.stat().st_size:
+                executed = nbformat.read(writing, as_version=4)  # a whole notebook, not a truncated one
+                record = executed.metadata.get("papermill", {})
+                if record.get("output_path") == str(writing):  # papermill's record names the file it wrote
+                    record["output_path"] = str(output)
+                    nbformat.write(executed, writing)
+                os.replace(writing, output)
+        except (OSError, ValueError):  # truncated (a full disk) or gone: the previous notebook stays
+            pass
+        writing.unlink(missing_ok=True)
+
+
 def _write_summary(name: str, out_dir: Path, output: Path, source: Path, params: dict, seconds: float,
                    error: NotebookError | None, since_ns: int | None = None) -> None:
     """The run's summary (adnlib.teach.regression) of the files this run wrote (all of them when since_ns is None).
     A problem here is a warning: it never hides the notebook's own result, and a later comparison reports the
     missing summary."""
     from adnlib.teach.regression import summarize_run, write_summary
-    view = out_dir / f".{name}.summary-view-{os.getpid()}"
+    view = out_dir / f".{name}.summary-view-{secrets.token_hex(8)}"  # unguessable: no planted link is followed
     try:
         root = out_dir
         if since_ns is not None:  # summarise a copy (hard links) holding only this run's files
@@ -187,12 +221,8 @@ def _write_summary(name: str, out_dir: Path, output: Path, source: Path, params:
 def _file_clock_ns(folder: Path) -> int:
     """The file system's clock now (the mtime of a file created and removed in `folder`): what the files a run
     writes are compared with (the machine's clock may differ from a network file system's)."""
-    marker = folder / f".adnlib-clock-{os.getpid()}"
-    marker.write_bytes(b"")
-    try:
-        return marker.stat().st_mtime_ns
-    finally:
-        marker.unlink()
+    from adnlib.io import probe_folder
+    return probe_folder(folder, ".adnlib-clock-")
 
 
 def _files_of_this_run(folder: Path, since_ns: int) -> list[Path]:

@@ -8,11 +8,10 @@ kernel's folder), as everywhere in Python.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from adnlib.data.demo import DEFAULT_DEMO_ROOT, make_demo_dataset
-from adnlib.locations import CANDIDATE, in_repository, require_repository, runs_root
+from adnlib.locations import CANDIDATE, env_folder, in_repository, require_repository, runs_root
 
 REPOSITORY = CANDIDATE  # the repository root when adnlib runs from a checkout (in_repository() says whether it does)
 
@@ -20,9 +19,13 @@ REPOSITORY = CANDIDATE  # the repository root when adnlib runs from a checkout (
 def data_root(path: str | Path | None = None) -> Path:
     """The dataset root: `path`, else $ADNLIB_DATA, else the demo data. The demo data is generated (seconds,
     offline) when the root is the default demo folder and it does not exist yet."""
-    chosen = Path(path or os.environ.get("ADNLIB_DATA") or DEFAULT_DEMO_ROOT).expanduser()
+    chosen = Path(path).expanduser() if path else env_folder("ADNLIB_DATA") or DEFAULT_DEMO_ROOT
     if chosen.resolve() == DEFAULT_DEMO_ROOT.resolve():
         make_demo_dataset(chosen)
+    elif not chosen.is_dir():
+        from adnlib.errors import DatasetError
+        raise DatasetError(f"dataset root {chosen} is not a folder (data_root, or $ADNLIB_DATA): point it at a "
+                           "folder in the MVTec AD layout")
     return chosen
 
 

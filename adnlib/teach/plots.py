@@ -70,11 +70,10 @@ def _score_axis(ax, values, axis: str = "x") -> str:
 
 
 def save_figure(fig, output_dir: str | Path, name: str, dpi: int = 110) -> Path:
-    """Save `fig` as output_dir/<name>.png (folders created) and return the path."""
+    """Save `fig` as output_dir/<name>.png (folders created; atomic, never through a link) and return the path."""
+    from adnlib.io import atomic_write
     path = Path(output_dir) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _show_image(ax, image, title: str | None = None) -> None:
