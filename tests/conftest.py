@@ -124,7 +124,7 @@ def launch_chromium(playwright):
     """Chromium, headless, driven by Playwright: the one that tools/browser.py finds (`make test` provides it first);
     the test fails with what to install when there is none."""
     browser = load_tool("browser.py")
-    executable = browser.find()
+    executable = browser.find(playwright)  # inside this Playwright: a second one cannot start
     if executable is None:
         pytest.fail(f"no Chromium for this browser test: {browser.ADVICE} (`make test` runs tools/browser.py first)")
     return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS, timeout=60_000)

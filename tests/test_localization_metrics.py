@@ -246,7 +246,7 @@ def test_localize_writes_metrics_and_overlays(smoke_run, tmp_path, capsys):
     assert result["normalisation"] == "per image, min-max to [0, 1]"
     for method in ("nll-gradient", "gradcam"):
         m = result["methods"][method]
-        assert set(m["shuffled_control"]) >= {"pro", "pro_shuffled", "low", "high", "readable"}
+        assert set(m["shuffled_control"]) >= {"pro", "pro_shuffled", "control_low", "control_high", "readable"}
         assert 0 <= m["pixel_auroc"] <= 1
         assert 0 <= m["pro"] <= 1
         assert m["n_images"] == 6

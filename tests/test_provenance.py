@@ -273,3 +273,24 @@ def test_a_bare_checkpoint_needs_the_explicit_opt_out(tmp_path):
     assert model_from_checkpoint(tmp_path / "bare.pt", verify=digest).checkpoint_info["epoch"] == 1
     with pytest.raises(CheckpointError, match="not the 000000000000 it was checked against"):
         model_from_checkpoint(tmp_path / "bare.pt", verify="0" * 64)
+
+
+def test_seed_summary_and_paired_comparison_refuse_runs_that_differ():
+    # catches the statistics pooling runs of another backbone (the 'auto' seeds) when called directly on
+    # collected tables, not only through grid_report
+    from adnlib.run.stats import paired_comparison, seed_summary
+    rows, runs = [], []
+    for variant in ("differnet", "se"):
+        for seed in range(3):
+            backbone = "sha256:abc" if (variant, seed) == ("se", 2) else "random"
+            runs.append({"category": "disc", "variant": variant, "seed": seed, "auroc": 0.7, "protocol": "p",
+                         "backbone": backbone, "data": "d"})
+            rows += [{"category": "disc", "variant": variant, "seed": seed, "path": f"{i}.png", "label": int(i > 3),
+                      "score": float(i + seed), "protocol": "p", "backbone": backbone, "data": "d"}
+                     for i in range(8)]
+    with pytest.raises(RunMismatchError, match="disc/differnet/seed0 and disc/se/seed2 differ in backbone"):
+        seed_summary(pd.DataFrame(runs))
+    with pytest.raises(RunMismatchError, match="disc/differnet/seed0 and disc/se/seed2 differ in backbone"):
+        paired_comparison(pd.DataFrame(rows))
+    same = pd.DataFrame(rows).assign(backbone="random")
+    assert len(paired_comparison(same)) == 2  # the same runs, one backbone: compared

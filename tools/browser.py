@@ -23,24 +23,29 @@ ADVICE = ("install Debian's chromium (sudo apt-get install chromium) or Playwrig
           f"({sys.executable} -m playwright install chromium), or name one in ADNLIB_CHROMIUM")
 
 
-def _playwright_chromium() -> str | None:
-    """Playwright's own Chromium, when it was downloaded (the path Playwright would launch)."""
+def _playwright_chromium(playwright=None) -> str | None:
+    """Playwright's own Chromium, when it was downloaded (the path Playwright would launch). `playwright`: a
+    running sync Playwright to ask (a second one cannot start inside it: "Sync API inside the asyncio loop")."""
+    if playwright is not None:
+        path = playwright.chromium.executable_path
+        return path if Path(path).is_file() else None
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return None
-    with sync_playwright() as playwright:
-        path = playwright.chromium.executable_path
+    with sync_playwright() as running:
+        path = running.chromium.executable_path
     return path if Path(path).is_file() else None
 
 
-def find() -> str | None:
-    """The Chromium executable to drive, or None when there is none on this machine."""
+def find(playwright=None) -> str | None:
+    """The Chromium executable to drive, or None when there is none on this machine. `playwright`: the running
+    sync Playwright of a test, if any (asked for its own Chromium instead of starting another)."""
     named = os.environ.get("ADNLIB_CHROMIUM")
     if named:
         return named if Path(named).is_file() else None
     debian = shutil.which("chromium") or (DEBIAN if Path(DEBIAN).is_file() else None)
-    return debian or _playwright_chromium()
+    return debian or _playwright_chromium(playwright)
 
 
 def _run(command: list[str], timeout: int, env: dict | None = None) -> bool:

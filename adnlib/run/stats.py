@@ -1,19 +1,28 @@
-"""Paired comparisons of variants over seeds: mean ± std of AUROC, a seed-aware interval and test, DeLong's test.
+"""Paired comparisons of variants over seeds: mean ± std of AUROC, the Obuchowski–Rockette–Hillis (ORH) analysis
+of multi-reader multi-case (MRMC) designs, DeLong's and the jackknife's AUROC covariances.
 
 Every run of a category scores the same test images, and runs with the same seed are paired (same flow
-initialisation, data order, angles), so a variant is compared with the baseline image by image and seed by seed.
-docs/protocol.md §9 gives the reasoning and the calibration (benchmarks/stats_calibration.py).
+initialisation, data order, angles): medical imaging's MRMC design, with the seeds as the readers, the test images
+as the cases and the variant and the baseline as the two tests. docs/protocol.md §9 gives the reasoning, the
+references and the calibration (benchmarks/stats_calibration.py).
 
 * DeLong (the fast algorithm of Sun & Xu 2014; midranks, so a tie counts 1/2): the AUROCs of k score vectors on the
   same images and their covariance Σ = S10/n1 + S01/n0, from the structural components V10 (one per anomalous image:
   the fraction of normal images it outscores) and V01 (one per normal image: the fraction of anomalous images that
-  outscore it). A difference, or a difference averaged over seeds, is a linear combination c of the AUROCs with
-  variance cᵀΣc. That variance covers the sampling of test images only: it treats the trained models as fixed.
-* The seed-aware interval (`seed_interval`): the per-seed differences Δ_s of S seeds vary with the training run as
-  well as with the test images, so the variance of their mean is s²/S (between seeds) + cᵀΣc (test images), with a
-  t quantile whose degrees of freedom follow Welch–Satterthwaite (S − 1 when the seed part dominates, large when
-  the test images dominate). A verdict ('beyond noise') needs at least MIN_SEEDS_FOR_VERDICT seeds; with fewer, the
-  interval is DeLong's over the test images only, and no verdict is given.
+  outscore it). `jackknife`: the same covariance estimated by leaving out one image at a time. Both cover the
+  sampling of test images only: they treat the trained models as fixed.
+* ORH (`orh_analysis`; Obuchowski & Rockette 1995, Hillis 2007, Hillis, Berbaum & Metz 2008): with J paired seeds,
+  the AUROCs θ_ij (i = variant, baseline), MS(T) and MS(T×R) of their two-way table and the error covariances Var,
+  Cov1 (same seed, other test), Cov2 (other seed, same test), Cov3 (other seed, other test) averaged from Σ, the
+  random-seeds verdict is F = MS(T) / [MS(T×R) + J·max(Cov2 − Cov3, 0)] on (1, ddf_H) degrees of freedom, Hillis's
+  ddf_H = [MS(T×R) + J·max(Cov2 − Cov3, 0)]² / (MS(T×R)² / (J − 1)), and the interval Δ ± t_{ddf_H}·√(2/J·[MS(T×R)
+  + J·max(Cov2 − Cov3, 0)]). The fixed-seeds ("these seeds only", FRRC) result has variance 2/J·(Var − Cov1 +
+  (J − 1)·max(Cov2 − Cov3, 0)) and a normal reference. A verdict ('beyond noise') needs at least
+  MIN_SEEDS_FOR_VERDICT seeds; with fewer, the row shows the fixed-seeds interval, labelled "test images only", and
+  no verdict.
+* The mean over categories: per (test, seed) the mean AUROC over the categories is the figure of merit; its error
+  covariances are Σ_c Σ^(c) / C² (each category its own, independent test images), MS(T) and MS(T×R) come from the
+  averaged AUROCs.
 * Several rows are several tests: the verdicts of the category rows are Holm-corrected over all category rows of
   the table, those of the 'mean' rows over the variants.
 * The stratified bootstrap (`stratified_resamples`) resamples test images with replacement within each class
@@ -28,12 +37,14 @@ from scipy.stats import norm, rankdata, t
 
 _CHUNK = 4_000_000  # resampled scores ranked at once by the bootstrap (bounds its memory)
 _TINY = 1e-12  # a standard error or difference below this is zero (floating-point dust)
-_DUST_VARIANCE = 1e-16  # a variance of AUROC differences below this is rounding (real ones are 1e-5 and more)
+_DUST_VARIANCE = 1e-16  # a variance (or mean square) of AUROCs below this is rounding (real ones are 1e-6 and more)
 MIN_SEEDS_FOR_VERDICT = 3  # fewer seeds cannot estimate the between-seed variance (docs/protocol.md §9)
-INTERVAL_SEEDS = "seeds + test images"
+COVARIANCE_METHODS = ("delong", "jackknife")  # how the AUROCs' error covariances over the test images are estimated
+INTERVAL_SEEDS = "seeds + test images (ORH)"
 INTERVAL_IMAGES = "test images only"
 COMPARISON_COLUMNS = ["category", "variant", "delta", "delta_std", "se", "df", "ci_low", "ci_high", "interval", "p",
-                      "p_holm", "p_delong", "n_seeds", "n_images", "beyond_noise", "verdict"]
+                      "p_holm", "p_delong", "n_seeds", "n_images", "beyond_noise", "verdict", "F", "covariance",
+                      "se_frrc", "ci_low_frrc", "ci_high_frrc", "p_frrc"]
 SUMMARY_COLUMNS = ["category", "variant", "mean", "std", "n_seeds"]
 NO_ATTENTION = "differnet"  # the variant without attention blocks: its attention initialisation is moot
 
@@ -72,22 +83,48 @@ def _aurocs(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return _resampled_auroc(scores, order[None], int(labels.sum()))[:, 0]
 
 
+def _structural_components(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """labels (n,) 0/1, scores (k, n) or (n,) -> V10 (k, n1) and V01 (k, n0), DeLong's structural components (ties
+    1/2), and labels as bool (n,); ValueError below 2 images of a class (no covariance can be estimated)."""
+    labels, scores = _checked(labels, scores)
+    pos, neg = scores[:, labels], scores[:, ~labels]
+    n1, n0 = pos.shape[1], neg.shape[1]
+    if min(n1, n0) < 2:
+        raise ValueError(f"an AUROC covariance needs at least 2 images of each class, got {n1} anomalous and "
+                         f"{n0} normal")
+    both = rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    v10 = (both[:, :n1] - rankdata(pos, axis=1)) / n0  # per anomalous image: normal images below it (ties 1/2)
+    v01 = 1.0 - (both[:, n1:] - rankdata(neg, axis=1)) / n1  # per normal image: anomalous images above it
+    return v10, v01, labels
+
+
 def delong(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """DeLong AUROCs and their covariance: labels (n,) 0/1, scores (k, n) or (n,) -> aucs (k,), covariance (k, k).
 
     Fast DeLong (Sun & Xu 2014) with midranks: ties between an anomalous and a normal image count 1/2.
     """
-    labels, scores = _checked(labels, scores)
-    pos, neg = scores[:, labels], scores[:, ~labels]
-    n1, n0 = pos.shape[1], neg.shape[1]
-    if min(n1, n0) < 2:
-        raise ValueError(f"DeLong's covariance needs at least 2 images of each class, got {n1} anomalous and "
-                         f"{n0} normal")
-    both = rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-    v10 = (both[:, :n1] - rankdata(pos, axis=1)) / n0  # per anomalous image: normal images below it (ties 1/2)
-    v01 = 1.0 - (both[:, n1:] - rankdata(neg, axis=1)) / n1  # per normal image: anomalous images above it
-    covariance = np.atleast_2d(np.cov(v10)) / n1 + np.atleast_2d(np.cov(v01)) / n0
+    v10, v01, _ = _structural_components(labels, scores)
+    covariance = np.atleast_2d(np.cov(v10)) / v10.shape[1] + np.atleast_2d(np.cov(v01)) / v01.shape[1]
     return v10.mean(axis=1), covariance
+
+
+def jackknife(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs and their jackknife covariance over the images: labels (n,) 0/1, scores (k, n) or (n,) -> aucs (k,),
+    covariance (k, k).
+
+    Each of the n images is left out once (both classes pooled, as OR-DBM MRMC, RJafroc and MRMCaov do), and the
+    covariance of the n leave-one-out AUROCs θ_(i) is (n − 1)/n · Σ_i (θ_(i) − θ̄)(θ_(i) − θ̄)ᵀ (Efron 1982): the
+    factor that reproduces those programs' Van Dyke analysis (tests/test_stats.py). The leave-one-out AUROCs come in
+    closed form from the structural components: without anomalous image i (n1·AUC − V10_i)/(n1 − 1), without
+    normal image j (n0·AUC − V01_j)/(n0 − 1).
+    """
+    v10, v01, _ = _structural_components(labels, scores)
+    n1, n0 = v10.shape[1], v01.shape[1]
+    aucs = v10.mean(axis=1)
+    left_out = np.concatenate([(n1 * aucs[:, None] - v10) / (n1 - 1), (n0 * aucs[:, None] - v01) / (n0 - 1)], axis=1)
+    centred = left_out - left_out.mean(axis=1, keepdims=True)  # (k, n)
+    n = n1 + n0
+    return aucs, (n - 1) / n * (centred @ centred.T)
 
 
 def _normal_test(delta: float, variance: float) -> dict:
@@ -168,8 +205,8 @@ def paired_bootstrap(labels, scores_a, scores_b, *, n_boot: int = 2000, level: f
     interval at `level`.
 
     Each replicate resamples the images within each class (class counts kept), the same images for a and b; the
-    trained models are held fixed, so the interval covers test-image sampling only (`seed_interval` adds the
-    between-seed part).
+    trained models are held fixed, so the interval covers test-image sampling only (`paired_comparison`'s ORH
+    analysis adds the between-seed part).
     """
     labels, a, b = _paired_arrays(labels, scores_a, scores_b)
     replicates = _bootstrap(labels, a, b, n_boot, np.random.default_rng(seed))
@@ -186,38 +223,113 @@ def auroc_interval(labels, scores, *, n_boot: int = 2000, level: float = 0.95, s
     return {"auroc": interval.pop("delta"), **interval}
 
 
-def seed_interval(per_seed, image_variance: float, level: float = 0.95,
-                  min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict:
-    """Interval and test of the mean of per-seed differences: per_seed (S,) (one paired difference per training
-    seed, same test images), image_variance = the test-image variance of their mean (DeLong's cᵀΣc) ->
-    dict(delta, se, df, low, high, p, interval, verdict_possible).
+def or_covariances(covariance, n_readers: int) -> dict:
+    """Obuchowski–Rockette error variance and covariances from the covariance (tJ, tJ) of t tests' AUROCs by J
+    readers, ordered test by test (row i·J + j = test i, reader j) -> dict(var, cov1, cov2, cov3), in AUROC².
 
-    S >= min_seeds: se² = s²/S + image_variance (s² the sample variance of per_seed, ddof 1), df by
-    Welch–Satterthwaite, (se²)² / ((s²/S)² / (S − 1)) (the image part has many degrees of freedom), interval
-    delta ± t_df·se, p two-sided from t_df. Fewer seeds: se² = image_variance, a normal interval labelled
-    "test images only", p NaN (no verdict: the between-seed variance is not estimated).
+    var: mean of the diagonal; cov1: mean over pairs of the same reader in different tests; cov2: different readers,
+    the same test; cov3: different readers, different tests (Obuchowski & Rockette 1995). With one reader there is no
+    pair for cov2 and cov3: they are 0, so that J·max(Cov2 − Cov3, 0) and (J − 1)·max(Cov2 − Cov3, 0) vanish.
+    """
+    covariance = np.asarray(covariance, dtype=float)
+    size = covariance.shape[0]
+    if covariance.shape != (size, size) or n_readers < 1 or size % n_readers or size // n_readers < 2:
+        raise ValueError(f"covariance must be (t·J, t·J) with t >= 2 tests of J = {n_readers} readers, got shape "
+                         f"{covariance.shape}")
+    test, reader = np.divmod(np.arange(size), n_readers)
+    same_test, same_reader = test[:, None] == test[None], reader[:, None] == reader[None]
+    others = same_test & ~same_reader
+    return dict(var=float(np.diag(covariance).mean()), cov1=float(covariance[~same_test & same_reader].mean()),
+                cov2=float(covariance[others].mean()) if others.any() else 0.0,
+                cov3=float(covariance[~same_test & ~same_reader].mean()) if others.any() else 0.0)
+
+
+def _mean_squares(theta: np.ndarray) -> tuple[float, float]:
+    """MS(T) and MS(T×R) of the two-way table theta (t tests, J readers) of AUROCs; MS(T×R) NaN for one reader."""
+    n_tests, n_readers = theta.shape
+    ms_t = n_readers * float(((theta.mean(axis=1) - theta.mean()) ** 2).sum()) / (n_tests - 1)
+    if n_readers < 2:
+        return ms_t, np.nan
+    residual = theta - theta.mean(axis=1, keepdims=True) - theta.mean(axis=0, keepdims=True) + theta.mean()
+    return ms_t, float((residual ** 2).sum()) / ((n_tests - 1) * (n_readers - 1))
+
+
+def _dust(value: float) -> float:
+    """A variance, mean square or covariance gap below _DUST_VARIANCE is 0: rounding, not a measured spread."""
+    return 0.0 if value < _DUST_VARIANCE else float(value)
+
+
+def _random_readers(delta: float, ms_t: float, ms_tr: float, gap: float, n_readers: int, level: float) -> dict:
+    """ORH random-readers, random-cases (RRRC) test and interval of delta (two tests) -> dict(F, df, se, low, high,
+    p); degenerate cases in `orh_analysis`'s docstring."""
+    if n_readers < 2:
+        return dict(F=np.nan, df=np.nan, se=np.nan, low=np.nan, high=np.nan, p=np.nan)
+    ms_tr = _dust(ms_tr)
+    denominator = ms_tr + n_readers * gap
+    if denominator <= 0:  # every seed gave the same Δ and the images add no measurable spread
+        no_difference = abs(delta) < _TINY
+        return dict(F=0.0 if no_difference else np.inf, df=np.inf, se=0.0, low=delta, high=delta,
+                    p=1.0 if no_difference else 0.0)
+    df = np.inf if ms_tr == 0 else denominator ** 2 / (ms_tr ** 2 / (n_readers - 1))
+    se = float(np.sqrt(2 / n_readers * denominator))
+    half = float(t.ppf((1 + level) / 2, df)) * se
+    # F = MS(T)/denominator = (Δ/se)² on (1, ddf_H): the two-sided t test on ddf_H is the same test (and takes df = inf)
+    return dict(F=ms_t / denominator, df=float(df), se=se, low=delta - half, high=delta + half,
+                p=float(2 * t.sf(abs(delta) / se, df)))
+
+
+def _fixed_readers(delta: float, covariances: dict, gap: float, n_readers: int, level: float) -> dict:
+    """ORH fixed-readers, random-cases (FRRC, "these seeds only") test and interval of delta -> dict(se_frrc,
+    low_frrc, high_frrc, chi2_frrc, p_frrc): variance 2/J·(Var − Cov1 + (J − 1)·max(Cov2 − Cov3, 0)), normal."""
+    variance = _dust(2 / n_readers * (covariances["var"] - covariances["cov1"] + (n_readers - 1) * gap))
+    test = _normal_test(delta, variance)
+    half = float(norm.ppf((1 + level) / 2)) * test["se"]
+    return dict(se_frrc=test["se"], low_frrc=delta - half, high_frrc=delta + half, chi2_frrc=test["z"] ** 2,
+                p_frrc=test["p"])
+
+
+def orh_analysis(theta, covariance, level: float = 0.95) -> dict:
+    """The Obuchowski–Rockette–Hillis analysis of two tests read by the same J readers on the same cases.
+
+    theta (2, J): the AUROCs, row 0 the variant, row 1 the baseline, column j reader (seed) j; covariance (2J, 2J):
+    their error covariance over the cases (`delong` or `jackknife` of the 2J score rows, in that order) -> dict:
+    delta = mean(θ_0·) − mean(θ_1·); ms_t, ms_tr; var, cov1, cov2, cov3 (`or_covariances`); the random-readers
+    (RRRC) F, df (Hillis's ddf_H), se, low, high, p (NaN with one reader); the fixed-readers (FRRC) se_frrc,
+    low_frrc, high_frrc, chi2_frrc, p_frrc. Units: those of theta (AUROC, not points).
+
+    Degenerate cases, without NaN: Cov2 − Cov3 <= 0 counts as 0 (Hillis 2007's max); an MS(T×R) of 0 (every seed
+    the same Δ) gives ddf_H = inf (the denominator is then the covariance term alone, estimated from the many cases);
+    if the whole denominator MS(T×R) + J·max(Cov2 − Cov3, 0) is 0, F = 0, p = 1 and se = 0 where Δ = 0 (identical
+    runs), else F = inf and p = 0 (a difference with no measurable spread). A fixed-readers variance of 0 likewise
+    gives p = 1 (Δ = 0) or 0.
     """
     _check_level(level)
-    per_seed = np.asarray(per_seed, dtype=float)
-    n_seeds, delta = per_seed.size, float(per_seed.mean())
-    image_variance = float(image_variance) if image_variance > _DUST_VARIANCE else 0.0
-    if n_seeds < max(min_seeds, 2):
-        se = float(np.sqrt(image_variance))
-        half = float(norm.ppf((1 + level) / 2)) * se
-        return dict(delta=delta, se=se, df=np.inf, low=delta - half, high=delta + half, p=np.nan,
-                    interval=INTERVAL_IMAGES, verdict_possible=False)
-    seed_variance = float(per_seed.var(ddof=1)) / n_seeds
-    seed_variance = seed_variance if seed_variance > _DUST_VARIANCE else 0.0
-    variance = seed_variance + image_variance
-    df = np.inf if seed_variance <= 0 else variance ** 2 / (seed_variance ** 2 / (n_seeds - 1))
-    se = float(np.sqrt(variance))
-    half = float(t.ppf((1 + level) / 2, df)) * se
-    if se < _TINY:
-        p = 1.0 if abs(delta) < _TINY else 0.0
-    else:
-        p = float(2 * t.sf(abs(delta) / se, df))
-    return dict(delta=delta, se=se, df=float(df), low=delta - half, high=delta + half, p=p, interval=INTERVAL_SEEDS,
-                verdict_possible=True)
+    theta = np.asarray(theta, dtype=float)
+    if theta.ndim != 2 or theta.shape[0] != 2:
+        raise ValueError(f"theta must have shape (2, J): the variant's and the baseline's AUROCs, got {theta.shape}")
+    n_readers = theta.shape[1]
+    covariances = or_covariances(covariance, n_readers)
+    gap = _dust(covariances["cov2"] - covariances["cov3"])
+    delta = float(theta[0].mean() - theta[1].mean())
+    ms_t, ms_tr = _mean_squares(theta)
+    return dict(delta=delta, ms_t=ms_t, ms_tr=ms_tr, **covariances,
+                **_random_readers(delta, ms_t, ms_tr, gap, n_readers, level),
+                **_fixed_readers(delta, covariances, gap, n_readers, level))
+
+
+def auroc_covariance(labels, scores, method: str = "delong") -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs (k,) and their covariance (k, k) over the images by `method` ("delong" or "jackknife")."""
+    if method not in COVARIANCE_METHODS:
+        raise ValueError(f"covariance must be one of {COVARIANCE_METHODS}, got {method!r}")
+    return (delong if method == "delong" else jackknife)(labels, scores)
+
+
+def orh_test(labels, scores_a, scores_b, *, covariance: str = "delong", level: float = 0.95) -> dict:
+    """ORH comparison of paired runs on one test set: labels (n,), scores_a (variant) and scores_b (baseline) (J, n),
+    row j of a paired with row j of b (the same seed) -> `orh_analysis`'s dict (AUROC units)."""
+    labels, a, b = _paired_arrays(labels, scores_a, scores_b)
+    aucs, matrix = auroc_covariance(labels, np.concatenate([a, b]), covariance)
+    return orh_analysis(aucs.reshape(2, -1), matrix, level)
 
 
 def holm(p_values) -> np.ndarray:
@@ -242,6 +354,13 @@ def _require_columns(frame: pd.DataFrame, columns, what: str) -> None:
         raise ValueError("'mean' is reserved for the mean over categories; no category may be called that")
 
 
+def _check_comparable(frame: pd.DataFrame, what: str) -> None:
+    """RunMismatchError when the table carries what its runs used (PROVENANCE_COLUMNS: collect_grid and
+    collect_scores add them) and those differ: runs of another protocol, backbone or data set are never pooled."""
+    from adnlib.run.identity import check_comparable
+    check_comparable(frame, what)
+
+
 def _seed_stats(category, variant, values) -> dict:
     values = np.asarray(values, dtype=float)
     return dict(category=category, variant=variant, mean=float(values.mean()) if values.size else np.nan,
@@ -251,12 +370,14 @@ def _seed_stats(category, variant, values) -> dict:
 def seed_summary(runs: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
     """Mean and std (ddof=1; NaN for one seed) over seeds of `value` (an AUROC in [0, 1]), in %.
 
-    runs: one row per run with columns category, variant, seed, <value> (and optionally attention_init). Returns
+    runs: one row per run with columns category, variant, seed, <value> (and optionally attention_init and the
+    provenance columns protocol, backbone, data: runs that differ there are refused, RunMismatchError). Returns
     columns category, variant, mean, std, n_seeds (and attention_init, if given: ValueError where one variant mixes
     several): a row per (category, variant), then per variant a row with category "mean": for each seed the
     mean over the variant's categories (only seeds present in all of them), then mean/std over those seeds.
     """
     _require_columns(runs, ("category", "variant", "seed", value), "runs")
+    _check_comparable(runs, "seed summary")
     frame = runs[["category", "variant", "seed", value]].copy()
     twice = frame.duplicated(["category", "variant", "seed"])
     if twice.any():
@@ -339,33 +460,49 @@ def _compare(category, variant, baseline, labels, scores, keys) -> dict:
     return dict(labels=labels, a=a, b=b, seeds=seeds)
 
 
-def _seed_parts(part: dict, seeds: list) -> tuple[np.ndarray, float]:
-    """(per-seed ΔAUROC (S,), DeLong's variance of their mean over the test images) for `seeds` of one part."""
+def _pair_covariances(part: dict, seeds: list, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For `seeds` of one part (category): the AUROCs (2J,) of the variant's then the baseline's runs, their
+    covariance (2J, 2J) by `method`, and DeLong's covariance (for the conditional p; the same array when method is
+    "delong")."""
     rows = [part["seeds"].index(s) for s in seeds]
-    a, b, labels = part["a"][rows], part["b"][rows], part["labels"]
-    n_seeds = len(rows)
-    c = np.concatenate([np.full(n_seeds, 1 / n_seeds), np.full(n_seeds, -1 / n_seeds)])
-    variance = float(c @ delong(labels, np.concatenate([a, b]))[1] @ c)
-    return _aurocs(labels, a) - _aurocs(labels, b), variance
+    scores = np.concatenate([part["a"][rows], part["b"][rows]])
+    aucs, matrix = auroc_covariance(part["labels"], scores, method)
+    return aucs, matrix, matrix if method == "delong" else delong(part["labels"], scores)[1]
 
 
-def _row(category, variant, parts: list[dict], level: float) -> dict:
-    """The table row of one variant over `parts` (one per category; several for the 'mean' row): the seeds all of
-    them ran, the per-seed Δ averaged over the parts, the image variance sum_c var_c / C²."""
+def _pooled(parts: list[dict], seeds: list, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The figure of merit over C parts (categories): per (test, seed) the mean AUROC (2, J), and its covariances
+    Σ_c Σ^(c) / C² (method's, DeLong's): each category has its own, independent test images."""
+    pieces = [_pair_covariances(p, seeds, method) for p in parts]
+    count = len(pieces)
+    theta = np.mean([aucs for aucs, _, _ in pieces], axis=0).reshape(2, len(seeds))
+    return theta, sum(m for _, m, _ in pieces) / count ** 2, sum(d for _, _, d in pieces) / count ** 2
+
+
+def _row(category, variant, parts: list[dict], level: float, method: str) -> dict:
+    """The table row of one variant over `parts` (one per category; several for the 'mean' row), on the seeds all
+    of them ran: ORH with random seeds (>= MIN_SEEDS_FOR_VERDICT seeds) or the fixed-seeds interval (fewer)."""
     seeds = sorted(set.intersection(*(set(p["seeds"]) for p in parts)))
     if not seeds:
         raise ValueError(f"variant {variant!r}: no seed is paired in every category; the mean over categories "
                          "needs at least one")
-    pieces = [_seed_parts(p, seeds) for p in parts]
-    per_seed = np.mean([d for d, _ in pieces], axis=0)
-    image_variance = sum(v for _, v in pieces) / len(pieces) ** 2
-    result = seed_interval(per_seed, image_variance, level)
-    p_delong = _normal_test(result["delta"], image_variance)["p"]
+    theta, matrix, delong_matrix = _pooled(parts, seeds, method)
+    result = orh_analysis(theta, matrix, level)
+    per_seed = theta[0] - theta[1]
+    contrast = np.concatenate([np.full(len(seeds), 1 / len(seeds)), np.full(len(seeds), -1 / len(seeds))])
+    p_delong = _normal_test(result["delta"], _dust(float(contrast @ delong_matrix @ contrast)))["p"]
+    verdict = len(seeds) >= MIN_SEEDS_FOR_VERDICT
+    shown = (dict(se=result["se"], df=result["df"], low=result["low"], high=result["high"], p=result["p"],
+                  F=result["F"], interval=INTERVAL_SEEDS) if verdict else
+             dict(se=result["se_frrc"], df=np.inf, low=result["low_frrc"], high=result["high_frrc"], p=np.nan,
+                  F=np.nan, interval=INTERVAL_IMAGES))
     return dict(category=category, variant=variant, delta=100 * result["delta"],
                 delta_std=100 * float(per_seed.std(ddof=1)) if per_seed.size > 1 else np.nan,
-                se=100 * result["se"], df=result["df"], ci_low=100 * result["low"], ci_high=100 * result["high"],
-                interval=result["interval"], p=result["p"], p_holm=np.nan, p_delong=p_delong, n_seeds=len(seeds),
-                n_images=sum(int(p["labels"].size) for p in parts), beyond_noise=False, verdict="")
+                se=100 * shown["se"], df=shown["df"], ci_low=100 * shown["low"], ci_high=100 * shown["high"],
+                interval=shown["interval"], p=shown["p"], p_holm=np.nan, p_delong=p_delong, n_seeds=len(seeds),
+                n_images=sum(int(p["labels"].size) for p in parts), beyond_noise=False, verdict="", F=shown["F"],
+                covariance=method, se_frrc=100 * result["se_frrc"], ci_low_frrc=100 * result["low_frrc"],
+                ci_high_frrc=100 * result["high_frrc"], p_frrc=result["p_frrc"])
 
 
 def _verdicts(table: pd.DataFrame, level: float) -> pd.DataFrame:
@@ -380,23 +517,33 @@ def _verdicts(table: pd.DataFrame, level: float) -> pd.DataFrame:
     return table
 
 
-def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, level: float = 0.95) -> pd.DataFrame:
-    """ΔAUROC of every variant against the baseline, per category and for the mean over categories.
+def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, level: float = 0.95,
+                      covariance: str = "delong") -> pd.DataFrame:
+    """ΔAUROC of every variant against the baseline, per category and for the mean over categories: the ORH
+    analysis of the paired seeds (readers) and test images (cases), docs/protocol.md §9.
 
-    scores: one row per test image per run, columns category, variant, seed, path, label, score. In each category
+    scores: one row per test image per run, columns category, variant, seed, path, label, score (and optionally the
+    provenance columns protocol, backbone, data: runs that differ there are refused, RunMismatchError). In each category
     the seeds run by both the variant and the baseline are paired, and images are aligned by path (ValueError if
-    none is paired, or if the runs' images or labels differ). Returns one row per (category, variant), then per
-    variant a row with category "mean" (the mean over its categories, on the seeds paired in all of them), with
-    columns (differences ×100, in AUROC points):
+    none is paired, or if the runs' images or labels differ). covariance: "delong" (DeLong's structural components)
+    or "jackknife" (leave one image out), the estimate of the AUROCs' error covariances. Returns one row per
+    (category, variant), then per variant a row with category "mean" (per seed the mean AUROC over its categories,
+    on the seeds paired in all of them), with columns (differences ×100, in AUROC points):
 
     delta: mean over paired seeds of AUROC(variant) − AUROC(baseline); delta_std: std over seeds of the per-seed Δ;
-    se, df, ci_low, ci_high, interval, p: `seed_interval` ("seeds + test images" with >= 3 seeds, else
-    "test images only" and p NaN); p_holm: p Holm-corrected over the category rows (over the mean rows for those);
-    p_delong: DeLong's two-sided p of the seed-averaged Δ, conditional on the trained models (test images only);
-    n_seeds, n_images; beyond_noise: p_holm < 1 − level; verdict: "beyond noise", "within noise" or "no verdict".
+    se, df, ci_low, ci_high, p, F, interval: with >= 3 seeds ORH with random seeds and random images (df = Hillis's
+    ddf_H, interval "seeds + test images (ORH)"); with fewer the fixed-seeds interval (normal, df inf), "test images
+    only", p and F NaN; p_holm: p Holm-corrected over the category rows (over the mean rows for those); p_delong:
+    DeLong's two-sided p of the seed-averaged Δ, conditional on the trained models (test images only); n_seeds,
+    n_images; beyond_noise: p_holm < 1 − level; verdict: "beyond noise", "within noise" or "no verdict";
+    covariance: the method; se_frrc, ci_low_frrc, ci_high_frrc, p_frrc: ORH with fixed seeds ("these seeds only",
+    not Holm-corrected, never a verdict).
     """
     _require_columns(scores, ("category", "variant", "seed", "path", "label", "score"), "scores")
+    _check_comparable(scores, "paired comparison")
     _check_level(level)
+    if covariance not in COVARIANCE_METHODS:
+        raise ValueError(f"covariance must be one of {COVARIANCE_METHODS}, got {covariance!r}")
     rows, pooled = [], {}
     for category, frame in scores.groupby("category", sort=False):
         labels, matrix, keys = _aligned(frame, category)
@@ -404,11 +551,11 @@ def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, leve
             if variant == baseline:
                 continue
             part = _compare(category, variant, baseline, labels, matrix, keys)
-            rows.append(_row(category, variant, [part], level))
+            rows.append(_row(category, variant, [part], level, covariance))
             pooled.setdefault(variant, []).append(part)
-    rows += [_row("mean", variant, parts, level) for variant, parts in pooled.items()]
+    rows += [_row("mean", variant, parts, level, covariance) for variant, parts in pooled.items()]
     table = _verdicts(pd.DataFrame(rows, columns=COMPARISON_COLUMNS), level)
-    table.attrs.update(level=level, baseline=baseline)
+    table.attrs.update(level=level, baseline=baseline, covariance=covariance)
     return table
 
 
@@ -423,16 +570,23 @@ def _delta_text(delta, low, high, beyond) -> str:
 
 
 def comparison_footer(comparison: pd.DataFrame) -> str:
-    """The lines that say how to read `format_comparison`'s table (interval kinds, '*', Holm, DeLong's p)."""
+    """The lines that say how to read `format_comparison`'s table (the method, interval kinds, '*', Holm, the
+    fixed-seeds result, DeLong's p)."""
     level = comparison.attrs.get("level", 0.95)
+    method = {"delong": "DeLong", "jackknife": "the jackknife over images"}.get(
+        comparison.attrs.get("covariance", "delong"), "DeLong")
     lines = [f"ΔAUROC: variant − {comparison.attrs.get('baseline', 'differnet')} in AUROC points, mean over paired "
-             f"seeds, with its {level:.0%} interval. With >= {MIN_SEEDS_FOR_VERDICT} seeds the interval covers "
-             "seed-to-seed training noise and the test images (t, Welch–Satterthwaite df); with fewer it covers "
-             "the test images only ('images' in the interval column) and gives no verdict."]
+             f"seeds, with its {level:.0%} interval. With >= {MIN_SEEDS_FOR_VERDICT} seeds: the Obuchowski–Rockette "
+             "analysis with Hillis's degrees of freedom (ORH), seeds as random readers and test images as random "
+             f"cases, so the interval covers seed-to-seed training noise and the test images (AUROC covariances over "
+             f"the images by {method}); with fewer it covers the test images only ('images' in the interval column: "
+             "ORH with these seeds fixed) and gives no verdict."]
     if "mean" in set(comparison["category"]):
-        lines.append(f"* = beyond noise: p (seeds) < {1 - level:.2g} after Holm's correction over all category rows "
-                     "(and, separately, over the variants' mean rows).")
-    lines.append("p (DeLong | models): test images only, conditional on these trained models; not a verdict.")
+        lines.append(f"* = beyond noise: p (ORH) < {1 - level:.2g} after Holm's correction over all category rows "
+                     "(and, separately, over the variants' mean rows; a mean row's figure of merit is the per-seed "
+                     "mean AUROC over the categories).")
+    lines.append("p (DeLong | models): test images only, conditional on these trained models; not a verdict. The "
+                 "fixed-seeds ORH result ('these seeds only') is in the comparison's *_frrc columns.")
     lines.append("docs/protocol.md §9; calibration: benchmarks/README.md.")
     return "\n".join(lines)
 
@@ -440,7 +594,8 @@ def comparison_footer(comparison: pd.DataFrame) -> str:
 def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
     """A printable table from seed_summary and paired_comparison: one row per (category, variant) of the summary,
     AUROC as "mean ± std" (%), ΔAUROC with its interval (a '*' where beyond noise after Holm), the interval's
-    kind, the seed-aware p (Holm-adjusted), DeLong's conditional p, the seeds and the attention initialisation.
+    kind, ORH's p (random seeds and images, Holm-adjusted), DeLong's conditional p, the seeds and the attention
+    initialisation.
     `comparison_footer` says how to read it."""
     merged = summary.merge(comparison, on=["category", "variant"], how="left", suffixes=("", "_pair"))
     order = {v: i for i, v in enumerate(("differnet", "se", "cbam"))}  # the baseline first, as in the paper
@@ -448,7 +603,7 @@ def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.Dat
                            _variant=merged["variant"].map(lambda v: order.get(v, len(order))))
     merged = merged.sort_values(["_mean_last", "category", "_variant"], kind="stable").reset_index(drop=True)
     level = comparison.attrs.get("level", 0.95)
-    kinds = {INTERVAL_SEEDS: "seeds+images", INTERVAL_IMAGES: "images"}
+    kinds = {INTERVAL_SEEDS: "seeds+images (ORH)", INTERVAL_IMAGES: "images"}
     table = pd.DataFrame({
         "category": merged["category"],
         "variant": merged["variant"],
@@ -457,7 +612,7 @@ def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.Dat
         f"ΔAUROC [{level:.0%} CI]": [_delta_text(*r) for r in zip(merged["delta"], merged["ci_low"],
                                                                      merged["ci_high"], merged["beyond_noise"])],
         "interval": [kinds.get(k, "") if isinstance(k, str) else "" for k in merged["interval"]],
-        "p (seeds, Holm)": [_p_text(p) for p in merged["p_holm"]],
+        "p (ORH, Holm)": [_p_text(p) for p in merged["p_holm"]],
         "p (DeLong | models)": [_p_text(p) for p in merged["p_delong"]],
         "seeds": merged["n_seeds"],
     })

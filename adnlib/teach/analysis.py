@@ -385,12 +385,12 @@ def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
                     f"at least {MIN_SEEDS_FOR_VERDICT} seeds to ask whether the difference is larger than the noise.")
         elif row["beyond_noise"]:
             direction = "better" if row["delta"] > 0 else "worse"
-            tail = (f"p = {row['p_holm']:.3g} after Holm's correction over the variants (both seeds and test images "
-                    f"counted as noise): here {row['variant']} is {direction} than {baseline} by more than the "
+            tail = (f"p = {row['p_holm']:.3g} (ORH: seeds and test images both counted as noise; Holm-corrected "
+                    f"over the variants): here {row['variant']} is {direction} than {baseline} by more than the "
                     "noise that these training seeds and test images show.")
         else:
-            tail = (f"p = {row['p_holm']:.3g} after Holm's correction over the variants (both seeds and test images "
-                    "counted as noise): with these seeds and test images the difference cannot be told apart from "
+            tail = (f"p = {row['p_holm']:.3g} (ORH: seeds and test images both counted as noise; Holm-corrected "
+                    "over the variants): with these seeds and test images the difference cannot be told apart from "
                     "noise (which is not evidence that there is none).")
         lines.append(head + tail)
     if "random" in weights:

@@ -22,10 +22,10 @@ def data_root(path: str | Path | None = None) -> Path:
     chosen = Path(path).expanduser() if path else env_folder("ADNLIB_DATA") or DEFAULT_DEMO_ROOT
     if chosen.resolve() == DEFAULT_DEMO_ROOT.resolve():
         make_demo_dataset(chosen)
-    elif not chosen.is_dir():
+    elif chosen.exists() and not chosen.is_dir():
         from adnlib.errors import DatasetError
-        raise DatasetError(f"dataset root {chosen} is not a folder (data_root, or $ADNLIB_DATA): point it at a "
-                           "folder in the MVTec AD layout")
+        raise DatasetError(f"dataset root {chosen} is a file, not a folder (data_root, or $ADNLIB_DATA): point it "
+                           "at a folder in the MVTec AD layout")
     return chosen
 
 
