@@ -72,10 +72,88 @@ def checkout_stays_clean():
     assert not new, f"tests wrote into the checkout: {new[:20]}"
 
 
+def _session_dir(tmp_path_factory) -> Path:
+    """A folder of this test session that every pytest-xdist worker sees (each worker's own base folder lies in it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+SHARED_WAIT_S = 1800  # how long a worker waits for another one that is making a shared result
+
+
+def shared(tmp_path_factory, key: str, make) -> Path:
+    """The folder `<session>/shared/<key>`, filled by make(folder) once per test session, by whichever worker asks
+    first; the others wait for it (its write lock, at most SHARED_WAIT_S) and then read it. A failed make leaves no
+    result: the next caller makes it again (and fails the same way, in its own test)."""
+    from adnlib.run.lock import folder_lock
+    folder = _session_dir(tmp_path_factory) / "shared" / key
+    with folder_lock(folder, wait=SHARED_WAIT_S, command=f"test session: {key}"):
+        done = folder / ".made"
+        if not done.exists():
+            for old in folder.iterdir():
+                if old.name != ".adnlib.lock":
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+            make(folder)
+            done.write_text("made\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
-    """The generated demo dataset (made once per test session)."""
-    return make_demo_dataset(tmp_path_factory.mktemp("data") / "demo")
+    """The generated demo dataset (made once per test session, shared by the workers)."""
+    return shared(tmp_path_factory, "demo-data", lambda folder: make_demo_dataset(folder / "demo")) / "demo"
+
+
+ATTENTION_03 = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1, "checkpoints": "", "n_show": 1,
+                "max_images": 8}  # notebook 03 trains SE and CBAM itself (no notebook 02 beside it)
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory, demo_root):
+    """Notebook 03 executed once per test session with ATTENTION_03 (smoke, trains its own models): -> the folder
+    holding 03_attention_modules.ipynb and its artefacts. tests/test_notebooks_explain.py checks it, the book
+    tests build their pages from it."""
+    from adnlib.teach.notebooks import run_notebook
+
+    def make(folder: Path) -> None:
+        run_notebook("03_attention_modules", folder, {"data_root": str(demo_root), **ATTENTION_03})
+    return shared(tmp_path_factory, "notebook-03", make)
+
+
+WORKFLOW_FILE = REPOSITORY / ".github" / "workflows" / "regression.yml"
+
+
+def workflow_command() -> list[str]:
+    """The `adnlib notebooks ...` command that .github/workflows/regression.yml runs, as an argument list."""
+    import shlex
+    text = WORKFLOW_FILE.read_text()
+    found = re.search(r"^\s*(adnlib notebooks (?:.*\\\n)*.*)$", text, flags=re.MULTILINE)
+    assert found, "no `adnlib notebooks` command in regression.yml"
+    return shlex.split(found.group(1).replace("\\\n", " "))
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory, demo_root):
+    """The regression workflow's command run as it stands (notebooks 00 and 04, smoke parameters, compared with the
+    committed baseline), once per test session: -> (folder of the run, completed process). Only --out moves (to
+    the session's folder) and the data is the generated demo data ($ADNLIB_DATA); every test that reads notebooks
+    00 and 04 with the smoke parameters reads this run."""
+    import json
+    import subprocess
+    import sys
+
+    def make(folder: Path) -> None:
+        command = workflow_command()
+        command[command.index("--out") + 1] = str(folder / "run")
+        env = {**os.environ, "ADNLIB_DATA": str(demo_root)}
+        done = subprocess.run([sys.executable, "-m", "adnlib", *command[1:]], cwd=REPOSITORY, env=env,
+                              capture_output=True, text=True, timeout=900)
+        (folder / "process.json").write_text(json.dumps({"returncode": done.returncode, "stdout": done.stdout,
+                                                         "stderr": done.stderr}))
+    folder = shared(tmp_path_factory, "regression-workflow", make)
+    process = json.loads((folder / "process.json").read_text())
+    return folder / "run", subprocess.CompletedProcess([], process["returncode"], process["stdout"],
+                                                      process["stderr"])
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ A screenshot of each page is kept in pytest's temporary folder (`screens` in tes
 """
 import http.server
 import json
+import shutil
 import threading
 from functools import partial
 from pathlib import Path
@@ -17,21 +18,19 @@ from conftest import launch_chromium
 
 from adnlib.teach.book import build_book, page_notebook
 from adnlib.teach.hosted import PLACEHOLDER, launch_urls, repository_url
-from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS, run_notebook
+from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS
 
-SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu"}
 PAGE_TIMEOUT_MS = 60_000
 FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ and $$\\mathrm{TPR}(t) = P(s > t)$$"
 
 
 @pytest.fixture(scope="module")
-def executed(demo_root, tmp_path_factory):
-    """Notebooks 03 (attention viewer; trains SE and CBAM here) and 04 (threshold slider), executed with smoke
-    parameters."""
+def executed(attention_run, workflow_run, tmp_path_factory):
+    """Notebooks 03 (attention viewer; trains SE and CBAM itself) and 04 (threshold slider), executed with smoke
+    parameters: copies of the session's shared runs (conftest), so that this module can edit them."""
     run = tmp_path_factory.mktemp("executed")
-    run_notebook("03_attention_modules", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "", "epochs": 1})
-    run_notebook("04_auroc_evaluation", run, {"data_root": str(demo_root), **SMOKE, "checkpoints": "",
-                                              "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4})
+    shutil.copy(attention_run / "03_attention_modules.ipynb", run)
+    shutil.copy(workflow_run[0] / "04_auroc_evaluation.ipynb", run)
     # formulas on a page with widgets: the widget bundle calls MathJax 2's API, the book loads MathJax 3
     executed = run / "04_auroc_evaluation.ipynb"
     nb = json.loads(executed.read_text())

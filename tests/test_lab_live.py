@@ -34,11 +34,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def lab(tmp_path, demo_root):
-    """Prepared notebooks (parameters injected, not executed) and a JupyterLab server on them."""
+def lab(tmp_path, tiny_root):
+    """Prepared notebooks (parameters injected, not executed; the cut-down data: 8 training images) and a JupyterLab
+    server on them."""
     for name, parameters in PARAMETERS.items():
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), prepare_only=True,
-                            parameters={"data_root": str(demo_root), "output_dir": str(tmp_path / name),
+                            parameters={"data_root": str(tiny_root), "output_dir": str(tmp_path / name),
                                         **parameters}, progress_bar=False)
     port, token = _free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",

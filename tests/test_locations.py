@@ -72,7 +72,7 @@ def browser(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.delenv("ADNLIB_CHROMIUM", raising=False)
     monkeypatch.setattr(module, "DEBIAN", str(tmp_path / "no-chromium"))
-    monkeypatch.setattr(module, "_playwright_chromium", lambda: None)
+    monkeypatch.setattr(module, "_playwright_chromium", lambda playwright=None: None)
     module.installs = []
     monkeypatch.setattr(module, "_install", lambda: module.installs.append(True))
     return module

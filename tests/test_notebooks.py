@@ -94,9 +94,9 @@ def test_notebook_paths_do_not_depend_on_the_kernels_folder(tmp_path, monkeypatc
 
 
 # --- headless runs ----------------------------------------------------------------------------------------------
-@pytest.mark.slow(seconds=30)  # a notebook run
-def test_00_quickstart(tmp_path, demo_root):
-    out = _run("00_quickstart", tmp_path, demo_root, variant="se", n_show=4)
+@pytest.mark.slow(seconds=30)  # reads the session's run of the regression workflow (notebooks 00 and 04, smoke)
+def test_00_quickstart(workflow_run):
+    out = workflow_run[0] / "00_quickstart"
     env = json.loads((out / "environment.json").read_text())
     assert env["device"] == "cpu"
     assert env["torch"]
@@ -104,7 +104,7 @@ def test_00_quickstart(tmp_path, demo_root):
     run_scores = pd.read_csv(out / "run" / "scores.csv")  # the reported AUROC is the one of the saved scores
     assert summary["auroc_last"] == pytest.approx(roc_auc_score(run_scores["label"], run_scores["score"]), abs=1e-12)
     assert summary["backbone_weights"] == "random"
-    assert len(pd.read_csv(out / "scored_images.csv")) == 4
+    assert len(pd.read_csv(out / "scored_images.csv")) == 6  # n_show's default
     assert (out / "run" / "checkpoint.pt").is_file()
     assert {"dataset_grid.png", "scored_images.png"} <= set(_pngs(out))
 
@@ -146,20 +146,19 @@ def test_02_training(tmp_path, demo_root):
     assert opened["seeds"] == m["seeds"]
 
 
-@pytest.mark.slow(seconds=30)  # a notebook run
-def test_04_evaluation(tmp_path, demo_root):
-    out = _run("04_auroc_evaluation", tmp_path, demo_root, variants=["differnet", "se"], checkpoints="",
-               n_rotations=2, max_rotations=4)
+@pytest.mark.slow(seconds=30)  # reads the session's run of the regression workflow (notebooks 00 and 04, smoke)
+def test_04_evaluation(workflow_run):
+    out = workflow_run[0] / "04_auroc_evaluation"
     roc = json.loads((out / "roc.json").read_text())
-    assert set(roc["variants"]) == {"differnet", "se"}
+    assert set(roc["variants"]) == {"differnet", "se", "cbam"}
     scores = pd.read_csv(out / "scores.csv")
     for variant, curve in roc["variants"].items():  # AUROC, ROC points and saved scores agree with sklearn
         own = scores[scores["variant"] == variant]
         assert curve["auroc"] == pytest.approx(roc_auc_score(own["label"], own["score"]), abs=1e-12)
         assert np.trapezoid(curve["tpr"], curve["fpr"]) == pytest.approx(curve["auroc"], abs=1e-9)
     rotations = pd.read_csv(out / "auroc_vs_rotations.csv")
-    assert sorted(set(rotations["n_rotations"])) == [1, 2, 4]
-    assert set(rotations["variant"]) == {"differnet", "se"}
+    assert sorted(set(rotations["n_rotations"])) == [1, 2, 4, 8]
+    assert set(rotations["variant"]) == {"differnet", "se", "cbam"}
     threshold = json.loads((out / "threshold.json").read_text())
     assert threshold["variant"] == max(roc["variants"], key=lambda v: roc["variants"][v]["auroc"])
     own = scores[scores["variant"] == threshold["variant"]]

@@ -89,9 +89,13 @@ def test_notebook_has_its_own_parameters(name):
             assert "long" in cell.metadata.get("tags", []), cell.source[:80]
 
 
-@pytest.mark.slow(seconds=30)  # a notebook run
-def test_03_attention_modules(tmp_path, demo_root):
-    out, executed = _run("03_attention_modules", tmp_path, demo_root, n_show=1, max_images=8)
+@pytest.mark.slow(seconds=30)  # reads the session's run of notebook 03 (conftest.attention_run)
+def test_03_attention_modules(attention_run, demo_root):
+    out = attention_run / "03_attention_modules"
+    executed = nbformat.read(attention_run / "03_attention_modules.ipynb", as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
     summary = json.loads((out / "attention_modules.json").read_text())
     assert summary["n_images"] == {"normal": 4, "defective": 4}
     assert [row["channels"] for row in summary["parameters"][:3]] == [64, 192, 256]

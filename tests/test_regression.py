@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import workflow_command
 from nbformat.v4 import new_code_cell, new_notebook
 
 from adnlib import cli
@@ -292,16 +293,6 @@ def test_workflow_compares_with_the_baseline_using_tolerances():
     assert "--only 00_quickstart 04_auroc_evaluation" in text
 
 
-def workflow_command() -> list[str]:
-    """The `adnlib notebooks ...` command that .github/workflows/regression.yml runs, as an argument list."""
-    import re
-    import shlex
-    text = (REPO / ".github" / "workflows" / "regression.yml").read_text()
-    found = re.search(r"^\s*(adnlib notebooks (?:.*\\\n)*.*)$", text, flags=re.MULTILINE)
-    assert found, "no `adnlib notebooks` command in regression.yml"
-    return shlex.split(found.group(1).replace("\\\n", " "))
-
-
 def test_workflow_command_is_read_whole():
     # catches: a parser that stops at the first line break and drops the parameters or the baseline
     command = workflow_command()
@@ -322,25 +313,18 @@ def test_make_regression_baseline_runs_the_workflows_notebooks_and_parameters():
     assert "cp runs/baseline-smoke/*.summary.json regression/baseline-smoke/" in make
 
 
-@pytest.mark.slow(seconds=45)  # notebooks 00 and 04 with the smoke parameters
-def test_main_reproduces_the_committed_smoke_baseline(tmp_path, demo_root):
+@pytest.mark.slow(seconds=45)  # notebooks 00 and 04 with the smoke parameters (the session's shared run)
+def test_main_reproduces_the_committed_smoke_baseline(workflow_run):
     # catches: a change to notebook 00 or 04 (or to the library under them) that moves a metric while the committed
     # baseline stays as it was, so that the regression workflow fails on every push after it
-    import os
-    import subprocess
-    import sys
-    command = workflow_command()
-    command[command.index("--out") + 1] = str(tmp_path / "run")
-    env = {**os.environ, "ADNLIB_DATA": str(demo_root)}  # the generated demo data, not the checkout's data/
-    done = subprocess.run([sys.executable, "-m", "adnlib", *command[1:]], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    run, done = workflow_run  # conftest: the workflow's own command, run once for every test that reads it
     if done.returncode == 0:
         return
     remake = "if the change is meant, re-make the baseline in the same commit: make regression-baseline"
-    if done.returncode != 1 or not list((tmp_path / "run").glob("*.summary.json")):
+    if done.returncode != 1 or not list(run.glob("*.summary.json")):
         pytest.fail(f"the regression workflow's command ended with status {done.returncode}: "
                     f"{(done.stderr.strip().splitlines() or ['(no output)'])[-1]}", pytrace=False)
-    result = compare_summaries(load_summaries(tmp_path / "run"), load_summaries(BASELINE))
+    result = compare_summaries(load_summaries(run), load_summaries(BASELINE))
     moved = [f"{row[1]} {row[2]} -> {row[3]}" for row in result.failed]
     failed = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # a notebook that failed
     pytest.fail(f"{len(moved)} metric(s) of the committed smoke baseline moved past their tolerance "
@@ -371,23 +355,23 @@ def test_run_notebook_writes_the_summary_even_when_a_cell_fails(tmp_path):
     assert executed.metadata["adnlib"]["summary"] == summary
 
 
-@pytest.mark.slow(seconds=65)  # three runs of notebook 00
-def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, demo_root, capsys):
+@pytest.mark.slow(seconds=45)  # two more runs of notebook 00 (the first is the session's shared one)
+def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, workflow_run, demo_root, capsys, monkeypatch):
     # catches: non-deterministic summaries on the CPU (same seed and settings), or a real drift not failing
-    data = ["-p", "data_root:str", str(demo_root)]
-    for out in ("a", "b"):
-        assert cli.main(["notebooks", "--out", str(tmp_path / out), "--only", "00_quickstart", *SMOKE, *data]) == 0
-    status, report = _compare(capsys, tmp_path / "b", tmp_path / "a", "--exact")
+    first, _ = workflow_run  # the workflow's run: the same parameters, the data from $ADNLIB_DATA
+    monkeypatch.setenv("ADNLIB_DATA", str(demo_root))
+    assert cli.main(["notebooks", "--out", str(tmp_path / "b"), "--only", "00_quickstart", *SMOKE]) == 0
+    status, report = _compare(capsys, tmp_path / "b", first, "--exact", "--only", "00_quickstart")
     print(report)
     assert status == 0, report
     assert "settings: identical" in report, report
     assert "metrics: all" in report, report
-    a, b = load_summaries(tmp_path / "a"), load_summaries(tmp_path / "b")
+    a, b = load_summaries(first), load_summaries(tmp_path / "b")
     assert a["00_quickstart"]["metrics"] == b["00_quickstart"]["metrics"]
     assert a["00_quickstart"]["metrics"]
     capsys.readouterr()
-    assert cli.main(["notebooks", "--out", str(tmp_path / "c"), "--only", "00_quickstart", *SMOKE, *data,
-                     "-p", "epochs", "2", "--baseline", str(tmp_path / "a")]) == 1
+    assert cli.main(["notebooks", "--out", str(tmp_path / "c"), "--only", "00_quickstart", *SMOKE,
+                     "-p", "epochs", "2", "--baseline", str(first)]) == 1
     report = capsys.readouterr().out
     print(report)
     assert report.index("parameters.epochs") < report.index("metrics ("), report

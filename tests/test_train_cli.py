@@ -44,7 +44,8 @@ def test_same_seed_gives_identical_scores(demo_root):
 
 
 @pytest.mark.slow
-def test_cli_train_evaluate_score_round_trip(demo_root, tmp_path):
+def test_cli_train_evaluate_score_round_trip(tiny_root, tmp_path):
+    demo_root = tiny_root  # 8 training and 6 test images: the round trip, in seconds
     out = tmp_path / "run"
     proc = run_cli("train", "--data", demo_root, "--category", "disc", "--variant", "cbam", "--preset", "smoke",
                    "--epochs", "2", "--eval-every", "1", "--weights", "none", "--no-progress", "--out", out)
