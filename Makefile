@@ -27,7 +27,7 @@ demo: setup
 # runs/book/html. Needs npm once, to take the widget JavaScript from the npm registry (pages load nothing from
 # outside the site). Serve: python -m http.server --bind 127.0.0.1 --directory runs/book/html 8000
 book: setup
-	$(PY) -m adnlib.teach.book
+	$(PY) tools/book.py
 
 # Is the attention's gain larger than the noise? Every variant on both demo categories with 3 seeds (paired: one
 # seed gives every variant the same flow initialisation, data order and angles), then mean ± std over seeds, the

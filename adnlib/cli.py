@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adnlib.config import MAX_SEED  # dataclasses only: the parser stays light
 from adnlib.errors import AdnlibError, OutputExistsError
+from adnlib.io import one_line
 from adnlib.version import __version__
 
 # The parser stays light: no torch, numpy or pandas at import (`adnlib --help` answers at once). The commands import
@@ -247,7 +248,8 @@ def _add_notebooks_parser(sub) -> None:
 
 
 def _add_compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare the notebook summaries of a run with a baseline's (exit 1: drift)")
+    p = sub.add_parser("drift", help="what moved between the notebook summaries of a run and of a baseline (exit 1: "
+                                     "a metric drifted)")
     p.add_argument("run", type=Path, help="the run's --out folder (its *.summary.json files)")
     p.add_argument("baseline", type=Path, help="the baseline's folder of *.summary.json files")
     p.add_argument("--only", nargs="+", help="notebook names (default: every notebook of both)")
@@ -492,7 +494,7 @@ def _notebooks(args) -> int:
     print(f"executed notebooks and their artefacts are in {args.out}")
     status = 0
     if baseline is not None:
-        from adnlib.teach.regression import load_summaries
+        from adnlib.regression import load_summaries
         print(f"\ncompared with the baseline {args.baseline}:")
         status = _report(args, load_summaries(args.out), baseline, names)
     if failed:
@@ -503,7 +505,7 @@ def _notebooks(args) -> int:
 
 def _baseline(args, names) -> dict:
     """The baseline's summaries, checked before anything runs: readable, this schema, every notebook present."""
-    from adnlib.teach.regression import load_summaries, tolerance_rules
+    from adnlib.regression import load_summaries, tolerance_rules
     tolerance_rules(args.tolerance, args.tolerances)  # a malformed tolerance: the error now, not after the run
     summaries = load_summaries(args.baseline)
     absent = [n for n in names if n not in summaries]
@@ -515,15 +517,15 @@ def _baseline(args, names) -> dict:
 
 def _report(args, run: dict, baseline: dict, names=None) -> int:
     """Compare, print the report, return 0 (nothing past its tolerance) or 1."""
-    from adnlib.teach.regression import compare_summaries, format_comparison, tolerance_rules
+    from adnlib.regression import compare_summaries, format_drift, tolerance_rules
     rules = tolerance_rules(args.tolerance, args.tolerances)
     result = compare_summaries(run, baseline, rules, exact=args.exact, only=names)
-    print(format_comparison(result, show_all=args.all, max_rows=args.max_rows))
+    print(format_drift(result, show_all=args.all, max_rows=args.max_rows))
     return result.status
 
 
-def _compare(args) -> int:
-    from adnlib.teach.regression import load_summaries
+def _drift(args) -> int:
+    from adnlib.regression import load_summaries
     run, baseline = load_summaries(args.run), load_summaries(args.baseline)
     print(f"run {args.run} against baseline {args.baseline}" + (" (exact)" if args.exact else ""))
     return _report(args, run, baseline, args.only)
@@ -563,7 +565,7 @@ def _demo_data(args) -> int:
 
 def _short_warning(message, category, filename, lineno, line=None) -> str:
     """warnings.formatwarning while a command runs: `warning: <message>` on one line."""
-    return f"warning: {' '.join(str(message).split())}\n"
+    return f"warning: {one_line(str(message))}\n"
 
 
 @contextlib.contextmanager
@@ -578,16 +580,6 @@ def _brief_warnings():
             yield
         finally:
             warnings.formatwarning = saved
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of an error as one line (a DataLoader worker wraps it in a traceback: keep the last line)."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
-        name = type(exc).__name__
-        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(name) and ": " in last else last
-    return " ".join(text.split())
 
 
 def _write_hint(args, exc: BaseException) -> str:
@@ -614,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     command = {"demo-data": _demo_data, "train": _train, "evaluate": _evaluate, "score": _score,
                "grid": _grid, "notebooks": _notebooks,
-               "compare": _compare, "localize": _localize}[args.command]
+               "drift": _drift, "localize": _localize}[args.command]
     with _brief_warnings(), _terminate_as_interrupt():
         try:
             return command(args)

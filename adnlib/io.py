@@ -14,24 +14,41 @@ Nothing here imports another adnlib module but `adnlib.errors`.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
+import http.client
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import stat
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from adnlib.errors import AdnlibError, OutputExistsError, OutputWriteError
+from adnlib.progress import progress_bar
+from adnlib.version import __version__
 
 CHUNK = 1 << 22  # 4 MB reads: a 700 MB paper checkpoint hashes in about a second
+DEFAULT_TIMEOUT_S = 60.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
+DEFAULT_DEADLINE_S = 3600.0  # the whole transfer (the paper's 0.70 GB checkpoint at 200 kB/s): a trickle ends too
+_DOWNLOAD_CHUNK = 1 << 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+NETWORK_ERRORS = (OSError, http.client.HTTPException)  # urllib's errors (HTTPError, URLError) are OSErrors
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 # What a write failure on an output folder looks like; any other OSError stays itself (a bug, a vanished disk).
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
 MARGIN_BYTES = 1 << 20  # room kept beyond the largest file: the small files written beside it
+
+
+class DownloadError(AdnlibError, OSError):
+    """A download failed (network, HTTP, timeout, deadline, hash): the message names the URL and the reason."""
 
 
 class UnsafePathError(AdnlibError, OSError):
@@ -243,3 +260,143 @@ def write_csv(path: str | Path, frame) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Text in UTF-8 (atomic_write)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+# --- downloads ------------------------------------------------------------------------------------------------
+def one_line(message: str | BaseException) -> str:
+    """A message, or an error's message, as one line. A DataLoader worker wraps its error in a traceback: its last
+    line is kept (without the exception's name)."""
+    text = str(message)
+    if isinstance(message, BaseException) and "Original Traceback" in text:
+        last = [ln for ln in text.splitlines() if ln.strip()][-1].strip()
+        name = type(message).__name__
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith(name) and ": " in last else last
+    return " ".join(text.split())
+
+
+def hash_matches(digest: str, full: str, prefix: str) -> bool:
+    """A full expected hash is checked in full (a file-name prefix then only names the file); else the prefix."""
+    return digest == full if full else digest.startswith(prefix)
+
+
+def check_timeouts(timeout: float, deadline: float | None = None, error: type[Exception] = DownloadError) -> None:
+    """`error` (a ValueError) unless timeout (seconds per connection and read) and deadline (seconds for the whole
+    transfer, None: none) are positive finite numbers."""
+    for name, value in (("timeout", timeout), ("deadline", deadline)):
+        if value is None and name == "deadline":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise error(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+def download(url: str, target: Path, *, full: str = "", prefix: str = "", timeout: float = DEFAULT_TIMEOUT_S,
+             deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = False, what: str = "checkpoint",
+             error: type[Exception] = DownloadError) -> None:
+    """The one downloader (checkpoints here, the ImageNet weights in adnlib.model.weights): stream `url` into a
+    temporary file beside `target`, hashed on the way, renamed onto it only when complete and matching `full` (a
+    sha256) or `prefix` (its first hex digits; both empty: no check).
+
+    Bounded: `timeout` seconds per connection attempt and per read, and `deadline` seconds for the whole transfer (a
+    server that trickles a byte now and then ends too). On any failure `error` names the URL and the reason, and
+    nothing is left behind; temporary files of killed downloads (their process gone) are removed first.
+    """
+    check_timeouts(timeout, deadline, error)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(target)
+        tmp = target.parent / f".{target.name}.{_OWNER_TAG}.{secrets.token_hex(6)}.partial"
+        out = open(tmp, "xb")  # noqa: SIM115 - closed in the finally below
+    except OSError as exc:
+        raise error(one_line(f"cannot download {what} {url}: cannot write into the cache folder {target.parent} "
+                              f"({exc.strerror or exc})")) from exc
+    try:
+        with out:
+            digest, received, size = _stream(url, out, progress, timeout, deadline, target.name, what, error)
+            out.flush()
+            os.fsync(out.fileno())
+        if size is not None and received != size:
+            raise error(f"cannot download {what} {url}: the connection closed after {received} of {size} bytes "
+                        "(an interrupted download; nothing was kept)")
+        if not hash_matches(digest, full, prefix):
+            wanted = full or f"{prefix}... (from the file name)"
+            raise error(f"cannot download {what} {url}: its SHA-256 is {digest}, expected {wanted}: the file on the "
+                        "server changed or the sha256 given is wrong (nothing was kept)")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# A temporary file's name carries its writer (host and process id): a later call removes those whose process is gone.
+_OWNER_TAG = f"{_UNSAFE.sub('_', socket.gethostname())}-{os.getpid()}"
+STALE_PARTIAL_S = 24 * 3600  # another host's temporary file: removed when this old
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete the temporary files of earlier downloads of `target` whose process is gone (killed): on this host when
+    its process id is not running, from another host (a shared cache) when older than STALE_PARTIAL_S."""
+    host = _UNSAFE.sub("_", socket.gethostname())
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        owner = tmp.name[len(target.name) + 2:].rsplit(".", 2)[0]
+        writer_host, _, pid = owner.rpartition("-")
+        try:
+            gone = (not _running(int(pid)) if writer_host == host and pid.isdigit()
+                    else time.time() - tmp.stat().st_mtime > STALE_PARTIAL_S)
+            if gone:
+                tmp.unlink()
+        except OSError:  # removed meanwhile, or not ours to remove: the next call tries again
+            continue
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def http_request(url: str) -> urllib.request.Request:
+    return urllib.request.Request(url, headers={"User-Agent": f"adnlib/{__version__}"})
+
+
+def _stream(url: str, out, progress: bool, timeout: float, deadline: float | None, label: str, what: str,
+            error: type[Exception]) -> tuple[str, int, int | None]:
+    """Copy `url`'s body into `out`: (sha256, bytes received, Content-Length or None)."""
+    digest, received = hashlib.sha256(), 0
+    ends = None if deadline is None else time.monotonic() + deadline
+    try:
+        with urllib.request.urlopen(http_request(url), timeout=timeout) as response:
+            length = response.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else None
+            with progress_bar(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                      disable=not progress) as bar:
+                while chunk := response.read1(_DOWNLOAD_CHUNK):  # what one read brings: the deadline is checked often
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    if ends is not None and time.monotonic() > ends:
+                        raise error(f"cannot download {what} {url}: not finished within its deadline of {deadline:g} "
+                                    f"s ({received} bytes received; nothing was kept)")
+    except NETWORK_ERRORS as exc:
+        raise network_error(what, url, exc, timeout, error) from exc
+    return digest.hexdigest(), received, size
+
+
+def network_error(what: str, url: str, exc: BaseException, timeout: float,
+                   error: type[Exception] = DownloadError) -> Exception:
+    """One line saying why `url` could not be had."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, urllib.error.HTTPError):
+        why = f"HTTP {exc.code} {exc.reason}"
+    elif isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+        why = f"timed out (nothing received for {timeout:g} s)"
+    elif isinstance(exc, urllib.error.URLError):
+        why = f"cannot connect ({reason}); no network? Download the file elsewhere and pass its path"
+    elif isinstance(exc, (http.client.HTTPException, ConnectionError)):
+        why = f"the connection broke ({type(exc).__name__}: {exc})"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return error(one_line(f"cannot download {what} {url}: {why} (nothing was kept)"))

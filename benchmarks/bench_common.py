@@ -22,9 +22,9 @@ from PIL import Image  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
 
 from adnlib.data.datasets import AnomalyDataset  # noqa: E402
-from adnlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from adnlib.model.flow import nll_loss  # noqa: E402
 from adnlib.model.network import AttentDifferNet  # noqa: E402
+from adnlib.model.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from adnlib.run.train import train_step, training_batch  # noqa: E402  (the step `adnlib.run.train` runs)
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -18,8 +18,8 @@ from bench_common import (
 )
 
 from adnlib.config import preset
-from adnlib.data.transforms import random_angles
 from adnlib.model.network import AttentDifferNet
+from adnlib.model.transforms import random_angles
 
 
 def section_score(args, root, out: dict) -> None:

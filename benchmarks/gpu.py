@@ -59,8 +59,8 @@ from torchvision.transforms import functional as TF  # noqa: E402
 
 from adnlib.config import preset  # noqa: E402
 from adnlib.data.demo import make_demo_dataset  # noqa: E402
-from adnlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD, random_angles  # noqa: E402
 from adnlib.model.network import AttentDifferNet  # noqa: E402
+from adnlib.model.transforms import IMAGENET_MEAN, IMAGENET_STD, random_angles  # noqa: E402
 from adnlib.run.train import _read_data, train, train_step  # noqa: E402
 
 TARGET_RATIO = 5.0  # issue 15: >= 5x the official way's training throughput

@@ -21,8 +21,8 @@ os.environ.setdefault("ADNLIB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from adnlib.config import preset  # noqa: E402
-from adnlib.data.transforms import random_angles  # noqa: E402
 from adnlib.model.network import AttentDifferNet  # noqa: E402
+from adnlib.model.transforms import random_angles  # noqa: E402
 from adnlib.run.train import train, train_step, training_batch  # noqa: E402
 
 env = os.environ.get

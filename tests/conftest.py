@@ -189,13 +189,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 def load_tool(filename: str):
-    """A module of tools/ (repository scripts, not part of the package)."""
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "tools" / filename
-    spec = importlib.util.spec_from_file_location(f"tools_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A module of tools/ (repository scripts, not part of the package), imported as `python tools/<file>` would
+    (tools/ on the path, for its imports of its neighbours); once per process."""
+    import importlib
+    import sys
+    folder = str(Path(__file__).resolve().parents[1] / "tools")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(Path(filename).stem)
 
 
 def launch_chromium(playwright):

@@ -14,11 +14,14 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import launch_chromium
+from conftest import launch_chromium, load_tool
 
-from adnlib.teach.book import build_book, page_notebook
-from adnlib.teach.hosted import PLACEHOLDER, launch_urls, repository_url
+from adnlib.teach.hosting import PLACEHOLDER
 from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS
+
+book_tool, hosted = load_tool("book.py"), load_tool("hosted.py")  # the repository's tools/
+build_book, page_notebook = book_tool.build_book, book_tool.page_notebook
+launch_urls, repository_url = hosted.launch_urls, hosted.repository_url
 
 PAGE_TIMEOUT_MS = 60_000
 FORMULA = "A formula beside the widgets: $\\mathrm{AUROC} = P(s_{+} > s_{-})$ and $$\\mathrm{TPR}(t) = P(s > t)$$"
@@ -225,7 +228,7 @@ def test_a_page_drops_placeholder_badges_the_injected_cell_and_folds_solutions()
 def test_the_front_page_lists_each_notebooks_goals_needs_and_run_time():
     # catches a front page that is the README again, or entries whose goals, prerequisites or time are not the
     # notebook's own
-    from adnlib.teach.book import _syllabus_entry
+    _syllabus_entry = book_tool._syllabus_entry
     first = ("# 02 · Training side by side\n\n[badges]\n\n**What you will learn.**\n- one step, written out;\n"
              "- what makes a comparison\n  *paired*.\n\n**Prerequisites.** Notebooks 00 and\n01.\n\n**Runtime.**")
     nb = {"cells": [{"cell_type": "markdown", "source": first}], "metadata": {"papermill": {"duration": 170.4}}}
@@ -240,7 +243,7 @@ def test_the_front_page_lists_each_notebooks_goals_needs_and_run_time():
 def test_every_course_notebook_has_goals_and_needs_on_the_front_page(name):
     # catches a syllabus parser that knows one heading style only (00 and 01 write "**What you will learn**",
     # 03 and 05 "### What you will learn" with "*" bullets)
-    from adnlib.teach.book import _syllabus_entry
+    _syllabus_entry = book_tool._syllabus_entry
     nb = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
     entry = _syllabus_entry(name, nb)
     assert "You will learn:\n\n- " in entry, entry
@@ -254,7 +257,7 @@ def test_every_notebook_needs_only_earlier_notebooks(name):
     # as before the renumbering): its prerequisites, and the output folders its code reads, are of earlier notebooks
     import re
 
-    from adnlib.teach.book import _syllabus_entry
+    _syllabus_entry = book_tool._syllabus_entry
     from adnlib.teach.notebooks import RUN_ORDER
     assert list(NOTEBOOKS) == sorted(NOTEBOOKS)
     assert RUN_ORDER == NOTEBOOKS

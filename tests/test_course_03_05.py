@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from adnlib import preset
-from adnlib.data.transforms import rotate_nearest
 from adnlib.explain.attention_viz import BlockRecord, gate_difference
 from adnlib.explain.localization import copy_gradients, normalise_maps, rotate_back
 from adnlib.model.network import AttentDifferNet
+from adnlib.model.transforms import rotate_nearest
 
 
 def _record(gates: torch.Tensor) -> BlockRecord:

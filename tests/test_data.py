@@ -5,7 +5,7 @@ from PIL import Image
 
 from adnlib.data.datasets import AnomalyDataset, find_samples, list_categories
 from adnlib.data.demo import DEFECTS, N_TEST_GOOD, N_TEST_PER_DEFECT, N_TRAIN, make_demo_dataset
-from adnlib.data.transforms import fixed_angles, rotate_batch, rotated_copies
+from adnlib.model.transforms import fixed_angles, rotate_batch, rotated_copies
 
 
 def test_demo_dataset_has_the_mvtec_layout(demo_root):

@@ -13,7 +13,9 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from adnlib.config import preset
-from adnlib.data.transforms import (
+from adnlib.model.flow import nll_loss
+from adnlib.model.network import AttentDifferNet
+from adnlib.model.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     random_angles,
@@ -22,8 +24,6 @@ from adnlib.data.transforms import (
     rotated_copies,
     to_unit,
 )
-from adnlib.model.flow import nll_loss
-from adnlib.model.network import AttentDifferNet
 from adnlib.run.train import train
 
 
@@ -83,7 +83,7 @@ def test_tensor_rotation_equals_pil_for_any_angle():
 
 def test_rotation_keeps_gradients_and_both_backends_agree(monkeypatch):
     """The torch gather (GPU, or an input that requires grad) equals the numpy gather (CPU), in chunks too."""
-    import adnlib.data.transforms as transforms
+    import adnlib.model.transforms as transforms
 
     monkeypatch.setattr(transforms, "_COPIES_PER_GATHER", 3)  # chunks that straddle images
     x = torch.rand(2, 3, 32, 32, requires_grad=True)

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CommandRecorder, loopback_server
+from conftest import CommandRecorder, load_tool, loopback_server
 
 from adnlib import cli
 from adnlib.config import preset
 from adnlib.errors import CheckpointError, OutputExistsError, WeightsError
+from adnlib.regression import KIND, SCHEMA
 from adnlib.run import fetch
 from adnlib.run.cell import cell_action
 from adnlib.run.cluster import ClusterError, check_reachable
-from adnlib.teach import hosted
-from adnlib.teach.hosted import HostedError, check_branch, install_command, setup_cell_source
-from adnlib.teach.regression import KIND, SCHEMA
+from adnlib.teach import hosting
+from adnlib.teach.hosting import HostedError, check_branch, github_path, install_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 WAIT_S = 10  # the longest any helper thread or server here waits for anything
@@ -85,14 +85,14 @@ def test_compare_refuses_a_summary_of_the_wrong_shape_with_exit_2(tmp_path, caps
     # reads as drift
     good = _write_summary(tmp_path / "good", _summary())
     bad = _write_summary(tmp_path / "bad", _summary(**changes))
-    rc, err = _cli(capsys, "compare", bad.parent, good.parent)
+    rc, err = _cli(capsys, "drift", bad.parent, good.parent)
     _assert_one_error(rc, err, str(bad), message)
 
 
 def test_compare_accepts_a_well_formed_summary_with_a_non_finite_metric(tmp_path, capsys):
     # catches a schema so strict that it refuses what adnlib writes itself (NaN written as "nan")
     run = _write_summary(tmp_path / "run", _summary())
-    rc, err = _cli(capsys, "compare", run.parent, run.parent)
+    rc, err = _cli(capsys, "drift", run.parent, run.parent)
     assert rc == 0, err
 
 
@@ -239,6 +239,9 @@ def test_rerun_replaces_a_corrupt_metrics_json(tiny_root, tmp_path, capsys):
 
 
 # --- 5. the Colab/Kaggle setup cell as a security boundary ---------------------------------------------------------
+hosted = load_tool("hosted.py")  # the repository's authoring tool (tools/hosted.py)
+setup_cell_source = hosted.setup_cell_source
+
 @pytest.fixture
 def course_copy(tmp_path, monkeypatch):
     """pyproject.toml and the notebooks copied into tmp; hosted.main() writes there, never into the repository."""
@@ -280,7 +283,7 @@ def test_hosted_rewrites_the_copy_for_a_valid_address(course_copy, capsys):
 @pytest.mark.parametrize("owner", ["a", "a-b", "A1-b2-c3", "x" * 39])
 @pytest.mark.parametrize("name", ["n", "x.y_z-1", ".github", "a..b"])
 def test_valid_github_addresses_are_accepted(owner, name):
-    assert hosted._github_path(f"https://github.com/{owner}/{name}") == f"{owner}/{name}"
+    assert github_path(f"https://github.com/{owner}/{name}") == f"{owner}/{name}"
 
 
 @pytest.mark.parametrize("address", [
@@ -292,7 +295,7 @@ def test_valid_github_addresses_are_accepted(owner, name):
 ])
 def test_invalid_github_addresses_are_refused(address):
     with pytest.raises(HostedError, match="not a GitHub repository address"):
-        hosted._github_path(address)
+        github_path(address)
 
 
 @pytest.mark.parametrize("branch", ["main", "v1.2", "feature/x", "release-2024+cu126", "a_b"])
@@ -323,7 +326,7 @@ def test_the_setup_cell_installs_on_kaggle(monkeypatch):
     # catches the Kaggle branch removed or broken (only the Colab branch was ever executed by a test)
     run, prepared = CommandRecorder(), []
     monkeypatch.setattr(subprocess, "run", run)
-    monkeypatch.setattr(hosted, "prepare", lambda: prepared.append(True))
+    monkeypatch.setattr(hosting, "prepare", lambda: prepared.append(True))
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     exec(compile(setup_cell_source(URL, "dev"), "setup-cell", "exec"), {})
@@ -452,7 +455,8 @@ def test_a_killed_downloads_partial_file_is_removed_by_the_next_call(trickle, tm
     cache = tmp_path / "cache"
     target = fetch.cache_path(trickle, _sha(DATA), cache)
     cache.mkdir()
-    host = fetch._OWNER_TAG.rpartition("-")[0]
+    from adnlib import io
+    host = io._OWNER_TAG.rpartition("-")[0]
     dead = cache / f".{target.name}.{host}-{_dead_pid()}.0123456789ab.partial"
     alive = cache / f".{target.name}.{host}-{os.getpid()}.ba9876543210.partial"
     for path in (dead, alive):

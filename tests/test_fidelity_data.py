@@ -13,7 +13,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import ColorJitter
 
 from adnlib.data.datasets import AnomalyDataset, find_samples, image_to_tensor
-from adnlib.data.transforms import jitter_colors
+from adnlib.model.transforms import jitter_colors
 
 S = 24  # the images are written at this size, so the resize is the identity
 

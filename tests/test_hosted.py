@@ -9,22 +9,15 @@ from importlib import metadata
 
 import nbformat
 import pytest
-from conftest import CommandRecorder
+from conftest import CommandRecorder, load_tool
 
-from adnlib.teach import hosted
-from adnlib.teach.hosted import (
-    PLACEHOLDER,
-    SETUP_TAG,
-    HostedError,
-    badge_markdown,
-    badges_as_links,
-    detect_platform,
-    install_command,
-    launch_urls,
-    repository_url,
-    setup_cell_source,
-)
+from adnlib.teach import hosting
+from adnlib.teach.hosting import PLACEHOLDER, SETUP_TAG, HostedError, detect_platform, install_command
 from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS
+
+hosted = load_tool("hosted.py")  # the repository's authoring tool (tools/hosted.py)
+badge_markdown, badges_as_links, launch_urls = hosted.badge_markdown, hosted.badges_as_links, hosted.launch_urls
+repository_url, setup_cell_source = hosted.repository_url, hosted.setup_cell_source
 from adnlib.teach.paths import REPOSITORY
 
 URL = "https://github.com/someone/attentdiffernet-course"
@@ -63,7 +56,7 @@ def test_launch_urls_and_badges():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_badges_and_setup_cell_follow_pyproject(name):
-    """Catches a notebook edited by hand (or added) without `python -m adnlib.teach.hosted`."""
+    """Catches a notebook edited by hand (or added) without `python tools/hosted.py`."""
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     repository = repository_url()
     assert badge_markdown(name, repository) in nb.cells[0].source.splitlines()[:3]
@@ -78,7 +71,7 @@ def _run_setup_cell(source, monkeypatch, *, colab: bool, run=None):
     """Execute the cell's text as a kernel would, with subprocess.run and prepare() recorded."""
     run, prepared = run or CommandRecorder(), []
     monkeypatch.setattr(subprocess, "run", run)
-    monkeypatch.setattr(hosted, "prepare", lambda: prepared.append(True))
+    monkeypatch.setattr(hosting, "prepare", lambda: prepared.append(True))
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     if colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
@@ -120,11 +113,11 @@ def test_install_command_resolves_to_adnlib_alone(tmp_path):
 def test_prepare_sets_folders_generates_demo_data_and_hints_at_a_gpu(tmp_path, monkeypatch, capsys):
     made = []
     monkeypatch.setattr("adnlib.data.demo.make_demo_dataset", lambda root: made.append(root))
-    monkeypatch.setitem(hosted.FOLDERS, "colab", tmp_path)
+    monkeypatch.setitem(hosting.FOLDERS, "colab", tmp_path)
     monkeypatch.delenv("ADNLIB_DATA", raising=False)
     monkeypatch.delenv("ADNLIB_RUNS", raising=False)
-    monkeypatch.setattr(hosted, "_has_gpu", lambda: False)
-    folders = hosted.prepare("colab")
+    monkeypatch.setattr(hosting, "_has_gpu", lambda: False)
+    folders = hosting.prepare("colab")
     assert folders == {"data": tmp_path / "adnlib-data" / "demo", "runs": tmp_path / "adnlib-runs"}
     assert made == [folders["data"]]
     assert folders["runs"].is_dir()
@@ -133,12 +126,12 @@ def test_prepare_sets_folders_generates_demo_data_and_hints_at_a_gpu(tmp_path, m
     own = tmp_path / "mvtec"
     (own / "bottle" / "train").mkdir(parents=True)
     monkeypatch.setenv("ADNLIB_DATA", str(own))
-    monkeypatch.setattr(hosted, "_has_gpu", lambda: True)
-    assert hosted.prepare("kaggle")["data"] == own
+    monkeypatch.setattr(hosting, "_has_gpu", lambda: True)
+    assert hosting.prepare("kaggle")["data"] == own
     assert made == [folders["data"]]
     assert "GPU" not in capsys.readouterr().out
     with pytest.raises(HostedError, match="own machine"):
-        hosted.prepare(None)
+        hosting.prepare(None)
 
 
 def test_set_repository_rewrites_pyproject_badges_and_cells(tmp_path):

@@ -7,9 +7,9 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, rotate
 
 from adnlib import preset
-from adnlib.data.transforms import fixed_angles
 from adnlib.explain.localization import differnet_localization, normalise_maps
 from adnlib.model.network import AttentDifferNet
+from adnlib.model.transforms import fixed_angles
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 ANGLES = (0.0, 37.0)

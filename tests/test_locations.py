@@ -6,7 +6,8 @@ import pytest
 from conftest import load_tool
 
 from adnlib import locations
-from adnlib.teach import book  # imported before any test moves locations.CANDIDATE (teach.paths keeps a copy)
+
+book = load_tool("book.py")  # tools/book.py, imported before any test moves locations.CANDIDATE
 
 
 @pytest.fixture

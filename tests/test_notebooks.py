@@ -251,7 +251,7 @@ def test_rotation_subsets():
     assert rotation_counts(12, "fixed") == [1, 2, 4, 12]
     assert rotation_counts(12, "random") == [1, 2, 4, 8, 12]
     # Every 4th of 16 evenly spaced angles = the 4 evenly spaced angles of a 4-rotation test.
-    from adnlib.data.transforms import fixed_angles
+    from adnlib.model.transforms import fixed_angles
     assert np.allclose(fixed_angles(16)[rotation_subset(16, 4, "fixed")], fixed_angles(4))
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(10), np.ones(10)]

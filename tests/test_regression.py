@@ -1,4 +1,4 @@
-"""Regression checks (issue 16): a summary per headless notebook run, `adnlib compare` and `--baseline`.
+"""Regression checks (issue 16): a summary per headless notebook run, `adnlib drift` and `--baseline`.
 
 Most tests build synthetic summaries (milliseconds); the two `slow` ones execute notebooks (a probe notebook, and
 00_quickstart three times with the smoke parameters: about 2 minutes on 2 CPU cores).
@@ -12,9 +12,8 @@ import pytest
 from conftest import workflow_command
 from nbformat.v4 import new_code_cell, new_notebook
 
-from adnlib import cli
-from adnlib.teach import regression
-from adnlib.teach.regression import (
+from adnlib import cli, regression
+from adnlib.regression import (
     SCHEMA,
     RegressionError,
     Tolerance,
@@ -71,7 +70,7 @@ def _folder(tmp_path, label, *summaries) -> Path:
 
 def _compare(capsys, run, baseline, *options) -> tuple[int, str]:
     capsys.readouterr()
-    status = cli.main(["compare", str(run), str(baseline), *options])
+    status = cli.main(["drift", str(run), str(baseline), *options])
     return status, capsys.readouterr().out
 
 
@@ -208,7 +207,7 @@ def test_bad_summaries_are_one_error_line_and_status_2(tmp_path, capsys, case):
     if case == "empty folder":
         (run / "00_quickstart.summary.json").unlink()
     capsys.readouterr()
-    assert cli.main(["compare", str(run), str(base)]) == 2
+    assert cli.main(["drift", str(run), str(base)]) == 2
     line = one_error_line(capsys)
     expected = {"older": "an older summary schema", "unknown": "an unknown summary schema",
                 "unreadable": "unreadable summary", "missing notebook": "no summary of 04_auroc_evaluation in the run",
@@ -380,8 +379,8 @@ def test_end_to_end_quickstart_twice_then_with_more_epochs(tmp_path, workflow_ru
 
 def test_write_summary_is_atomic_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
     # catches a summary written in place: a write that fails half-way (full disk, kill) left half a JSON file,
-    # which the next `adnlib compare` read as a corrupt baseline
-    from adnlib.teach import regression
+    # which the next `adnlib drift` read as a corrupt baseline
+    from adnlib import regression
     summary = {"notebook": "00_quickstart", "metrics": {"a": 1.0}}
     path = regression.write_summary(summary, tmp_path)
     before = path.read_text()

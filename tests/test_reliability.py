@@ -21,6 +21,7 @@ from adnlib import cli
 from adnlib.config import preset
 from adnlib.data.datasets import AnomalyDataset, find_samples, load_image
 from adnlib.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError, TrainingDivergedError
+from adnlib.io import one_line
 from adnlib.model import weights as weights_mod
 from adnlib.run.checkpoint import (
     FORMAT_VERSION,
@@ -524,7 +525,7 @@ def test_an_error_from_a_dataloader_worker_is_still_one_line():
     with pytest.raises(DatasetError) as error:
         wrapped.reraise()
     assert "\n" in str(error.value)
-    assert cli.one_line(error.value) == "cannot read image /data/x.png: image file is truncated"
+    assert one_line(error.value) == "cannot read image /data/x.png: image file is truncated"
 
 
 # --- notebooks --------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from adnlib.config import Config
-from adnlib.data.transforms import to_unit
 from adnlib.model.attention import CBAM, SEBlock
 from adnlib.model.backbone import attention_positions
+from adnlib.model.transforms import to_unit
 
 # Names of torchvision's alexnet.features layers, by index (see adnlib.model.backbone).
 ALEXNET_LAYERS = ("conv1 11×11/4", "ReLU", "max-pool 3/2", "conv2 5×5", "ReLU", "max-pool 3/2", "conv3 3×3", "ReLU",

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adnlib.data.transforms import fixed_angles, normalize, rotate_batch, to_unit
 from adnlib.explain.attention_viz import overlay_heatmap, to_display
+from adnlib.model.transforms import fixed_angles, normalize, rotate_batch, to_unit
 
 
 def _cam_methods() -> dict:

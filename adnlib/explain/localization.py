@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter, rotate
 
-from adnlib.data.transforms import test_angles, to_unit
 from adnlib.explain.gradcam import explaining
 from adnlib.model.flow import nll_loss
+from adnlib.model.transforms import scoring_angles, to_unit
 
 
 def copy_gradients(model, images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ def rotate_back(gradients: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Rotate each copy's gradient back by −angle as the official code does: (B,n,C,H,W), (B,n) -> (B,n,C,H,W).
 
     ``scipy.ndimage.rotate(g, -angle, reshape=False)`` with its defaults (cubic spline, zero fill) in the image
-    plane, the inverse of `adnlib.data.transforms.rotate_nearest`'s counter-clockwise rotation.
+    plane, the inverse of `adnlib.model.transforms.rotate_nearest`'s counter-clockwise rotation.
     """
     out = np.empty_like(gradients)
     for b, k in np.ndindex(*angles.shape):
@@ -68,12 +68,12 @@ def differnet_localization(model, images: torch.Tensor, angles: torch.Tensor | N
     Per image: the gradient of each rotated copy's NLL (including −log|det J|) w.r.t. that copy, rotated back by
     −angle, every channel blurred (signed) with a Gaussian of `sigma` px at the input resolution, then the mean of
     |·| over channels and copies, squared (see the module docstring). angles (B,n) in degrees: default the official
-    fixed angles i·360°/n, n = config.n_test_rotations (pass `adnlib.data.transforms.test_angles(..., "random",
+    fixed angles i·360°/n, n = config.n_test_rotations (pass `adnlib.model.transforms.scoring_angles(..., "random",
     generator=...)` for random ones). The maps are not normalised (`normalise_maps` stretches each to [0,1] as the
     official figures do).
     """
     if angles is None:
-        angles = test_angles(len(images), model.config.n_test_rotations, "fixed")
+        angles = scoring_angles(len(images), model.config.n_test_rotations, "fixed")
     angles = torch.as_tensor(angles, dtype=torch.float32)
     if angles.ndim != 2 or angles.shape[0] != len(images):
         raise ValueError(f"angles must have shape (B, n) = ({len(images)}, n), not {tuple(angles.shape)}")

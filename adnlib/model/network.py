@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from adnlib.config import Config
-from adnlib.data.transforms import normalize, rotate_nearest, test_angles, to_unit
 from adnlib.model.backbone import AttentionAlexNet, MultiScaleEmbedding
 from adnlib.model.flow import build_flow, count_trainable
+from adnlib.model.transforms import normalize, rotate_nearest, scoring_angles, to_unit
 from adnlib.model.weights import backbone_record, load_alexnet_features
 from adnlib.seeds import stream_seed
 
@@ -150,7 +150,7 @@ class AttentDifferNet(nn.Module):
               generator: torch.Generator | None = None, angles: torch.Tensor | None = None) -> torch.Tensor:
         """Anomaly scores (B,) of [0,1] or uint8 images (B,3,S,S) from rotated copies (angles (B,n) optional)."""
         if angles is None:
-            angles = test_angles(images.shape[0], n_rotations or self.config.n_test_rotations,
+            angles = scoring_angles(images.shape[0], n_rotations or self.config.n_test_rotations,
                                  mode or self.config.test_rotations, self.config.rotation_degrees, generator)
         z, _ = self(self.prepare(images, angles))
         return self.score_from_z(z, angles.shape[1])

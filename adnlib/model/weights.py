@@ -1,7 +1,7 @@
 """Backbone weights: ImageNet from torchvision (cache or a quick download), a local file, or seeded random.
 
 Offline must never hang: before any download we probe the host (an HTTP HEAD request, at most
-``PROBE_TIMEOUT_S`` seconds in all, once per process) and the download itself (adnlib.run.fetch.download, the one
+``PROBE_TIMEOUT_S`` seconds in all, once per process) and the download itself (adnlib.io.download, the one
 downloader) has a per-read timeout and an overall deadline.
 Setting ``ADNLIB_OFFLINE=1`` skips the probe altogether (tests and CI do).
 """
@@ -79,10 +79,10 @@ def _offline_message() -> str:
 
 
 def _download(url: str, target: Path, timeout: float) -> None:
-    """Download url to target with adnlib's one downloader (adnlib.run.fetch.download: a temporary file renamed
+    """Download url to target with adnlib's one downloader (adnlib.io.download: a temporary file renamed
     into place when complete, a per-read timeout and an overall deadline). When the file name carries a hash prefix
     (torch hub's ``name-<sha256 prefix>.pth``), the download must match it. WeightsError when it fails."""
-    from adnlib.run.fetch import download
+    from adnlib.io import download
     match = torch.hub.HASH_REGEX.search(target.name)
     download(url, target, prefix=match.group(1) if match else "", timeout=timeout, deadline=DOWNLOAD_DEADLINE_S,
              what="the ImageNet AlexNet weights", error=WeightsError)

@@ -29,6 +29,7 @@ from adnlib.errors import (
     OutputExistsError,
     TrainingDivergedError,
 )
+from adnlib.io import one_line
 from adnlib.run.lock import FolderLockedError
 
 ATTEMPTS_FILE = "attempts.json"
@@ -249,7 +250,7 @@ def _record(folder: Path, attempts: list[dict]) -> None:
 
 def error_text(exc: BaseException) -> str:
     """An error as one line: 'Type: message'."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    return f"{type(exc).__name__}: {one_line(exc)}".rstrip(": ")
 
 
 def cell_row(cell: GridCell, status: str, *, metrics: dict | None = None, attempt: dict | None = None,

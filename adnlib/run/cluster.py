@@ -27,6 +27,7 @@ from pathlib import Path
 
 from adnlib.config import Config
 from adnlib.errors import AdnlibError, ConfigError
+from adnlib.io import one_line
 from adnlib.run.cell import GridCell, cell_row, error_text, read_attempts
 
 INSTALL_HINT = "pip install 'adnlib[cluster]' (Ray >= 2.9)"
@@ -78,7 +79,7 @@ def connect(address: str | None):
         _init(ray, options)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise ClusterError(f"cannot start or reach {where}: {' '.join(str(exc).split())}") from exc
+        raise ClusterError(f"cannot start or reach {where}: {one_line(exc)}") from exc
     try:
         yield ray
     finally:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from adnlib.data.datasets import read_resized
-from adnlib.data.transforms import fixed_angles, random_angles, rotate_then_jitter, to_unit
+from adnlib.model.transforms import fixed_angles, random_angles, rotate_then_jitter, to_unit
 from adnlib.progress import progress_bar
 
 
@@ -133,7 +133,7 @@ def score_images(model, paths, *, n_rotations: int | None = None, mode: str | No
     return pd.DataFrame({"path": [str(paths[i]) for i in order], "score": scores.numpy()})
 
 
-def test_rotation_record(config, n_rotations: int | None = None, evaluation: int | None = None) -> dict:
+def rotation_record(config, n_rotations: int | None = None, evaluation: int | None = None) -> dict:
     """How the test rotations of an evaluation were chosen, for metrics.json."""
     n = n_rotations or config.n_test_rotations
     if config.test_rotations == "fixed":

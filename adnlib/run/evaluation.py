@@ -96,7 +96,7 @@ def _evaluate(checkpoint, data_root, category, tta, device, expect, verify, skip
     from adnlib.data.datasets import AnomalyDataset
     from adnlib.run.checkpoint import model_from_checkpoint
     from adnlib.run.device import check_precision, precision_record, resolve_device
-    from adnlib.run.evaluate import check_finite_scores, report, score_dataset, test_rotation_record
+    from adnlib.run.evaluate import check_finite_scores, report, rotation_record, score_dataset
     from adnlib.run.memory import check_memory
     device = resolve_device(device)
     model = model_from_checkpoint(checkpoint, device, expect=expect, verify=verify)
@@ -118,7 +118,7 @@ def _evaluate(checkpoint, data_root, category, tta, device, expect, verify, skip
     found = report(scores)
     line = {"auroc": found["auroc"], "auroc_per_defect": found["auroc_per_defect"], "category": category,
             "variant": config.variant, "checkpoint": str(checkpoint), "n_rotations": tta or config.n_test_rotations,
-            "backbone_weights": model.backbone_weights, "test_rotations": test_rotation_record(config, tta, evaluation),
+            "backbone_weights": model.backbone_weights, "test_rotations": rotation_record(config, tta, evaluation),
             **precision_record(config.amp, device)}
     return line, scores, found["roc"]
 

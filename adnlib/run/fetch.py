@@ -18,16 +18,12 @@ relative "url" is read relative to the manifest's own URL or folder.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
-import http.client
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -37,21 +33,29 @@ from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlparse
 
 from adnlib.errors import CheckpointError
-from adnlib.io import file_sha256, offline, write_text  # noqa: F401 - file_sha256, offline: public here as before
-from adnlib.progress import progress_bar
+from adnlib.io import (  # noqa: F401 - file_sha256, offline, download: public here as before
+    DEFAULT_DEADLINE_S,
+    DEFAULT_TIMEOUT_S,
+    NETWORK_ERRORS,
+    check_timeouts,
+    download,
+    file_sha256,
+    hash_matches,
+    http_request,
+    network_error,
+    offline,
+    one_line,
+    write_text,
+)
 from adnlib.version import __version__
 
 MANIFEST_FORMAT = "adnlib-checkpoints"
 MANIFEST_VERSION = 1
-DEFAULT_TIMEOUT_S = 60.0  # per connection attempt and per read: a stalled transfer fails instead of hanging
-DEFAULT_DEADLINE_S = 3600.0  # the whole transfer (the paper's 0.70 GB checkpoint at 200 kB/s): a trickle ends too
-_CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 10 << 20
 _NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.\w+$")  # torch.hub's name-<sha256 prefix>.pth
 _FRAGMENT_HASH = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
 _FULL_HASH = re.compile(r"[0-9a-f]{64}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_NETWORK_ERRORS = (OSError, http.client.HTTPException)  # urllib's errors (HTTPError, URLError) are OSErrors
 
 Key = tuple[str, str, int] | str
 
@@ -65,14 +69,10 @@ def _is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https")
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _full_hash(value: str, where: str) -> str:
     text = str(value).strip().lower().removeprefix("sha256:").removeprefix("sha256=")
     if not _FULL_HASH.fullmatch(text):
-        raise CheckpointError(_one_line(f"{where}: a sha256 must be 64 hex digits, not {value!r}"))
+        raise CheckpointError(one_line(f"{where}: a sha256 must be 64 hex digits, not {value!r}"))
     return text
 
 
@@ -96,11 +96,6 @@ def _expected(url: str, sha256: str | None) -> tuple[str, str]:
                               "with #sha256=<64 hex>, or name the file name-<first 8+ hex of its sha256>.pt "
                               "(torch.hub's convention)")
     return full, prefix
-
-
-def _matches(digest: str, full: str, prefix: str) -> bool:
-    """A full expected hash is checked in full (a file-name prefix then only names the file); else the prefix."""
-    return digest == full if full else digest.startswith(prefix)
 
 
 def cache_path(url: str, sha256: str | None = None, cache_dir: str | Path | None = None) -> Path:
@@ -127,17 +122,18 @@ def fetch_checkpoint(source: str | Path, *, sha256: str | None = None, cache_dir
     source = str(source)
     if not _is_url(source):
         return _local(source, sha256)
-    check_timeouts(timeout, deadline)
+    check_timeouts(timeout, deadline, CheckpointError)
     full, prefix = _expected(source, sha256)
     target = cache_path(source, sha256, cache_dir)
     cached = target.is_file()
-    if cached and _matches(file_sha256(target), full, prefix):
+    if cached and hash_matches(file_sha256(target), full, prefix):
         return target
     if offline():
         state = f"the cached copy {target} does not match its sha256" if cached else f"it is not cached ({target})"
         raise CheckpointError(f"cannot fetch checkpoint {source}: ADNLIB_OFFLINE is set, so nothing is downloaded, "
                               f"and {state}; unset ADNLIB_OFFLINE, or download it elsewhere and put it there")
-    download(source, target, full=full, prefix=prefix, timeout=timeout, deadline=deadline, progress=progress)
+    download(source, target, full=full, prefix=prefix, timeout=timeout, deadline=deadline, progress=progress,
+             error=CheckpointError)
     return target
 
 
@@ -154,129 +150,6 @@ def _local(source: str, sha256: str | None) -> Path:
     return path
 
 
-def check_timeouts(timeout: float, deadline: float | None = None, error: type[Exception] = CheckpointError) -> None:
-    """`error` (a ValueError) unless timeout (seconds per connection and read) and deadline (seconds for the whole
-    transfer, None: none) are positive finite numbers."""
-    for name, value in (("timeout", timeout), ("deadline", deadline)):
-        if value is None and name == "deadline":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise error(f"{name} must be a positive number of seconds, not {value!r}")
-
-
-def download(url: str, target: Path, *, full: str = "", prefix: str = "", timeout: float = DEFAULT_TIMEOUT_S,
-             deadline: float | None = DEFAULT_DEADLINE_S, progress: bool = False, what: str = "checkpoint",
-             error: type[Exception] = CheckpointError) -> None:
-    """The one downloader (checkpoints here, the ImageNet weights in adnlib.model.weights): stream `url` into a
-    temporary file beside `target`, hashed on the way, renamed onto it only when complete and matching `full` (a
-    sha256) or `prefix` (its first hex digits; both empty: no check).
-
-    Bounded: `timeout` seconds per connection attempt and per read, and `deadline` seconds for the whole transfer (a
-    server that trickles a byte now and then ends too). On any failure `error` names the URL and the reason, and
-    nothing is left behind; temporary files of killed downloads (their process gone) are removed first.
-    """
-    check_timeouts(timeout, deadline, error)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(target)
-        tmp = target.parent / f".{target.name}.{_OWNER_TAG}.{secrets.token_hex(6)}.partial"
-        out = open(tmp, "xb")  # noqa: SIM115 - closed in the finally below
-    except OSError as exc:
-        raise error(_one_line(f"cannot download {what} {url}: cannot write into the cache folder {target.parent} "
-                              f"({exc.strerror or exc})")) from exc
-    try:
-        with out:
-            digest, received, size = _stream(url, out, progress, timeout, deadline, target.name, what, error)
-            out.flush()
-            os.fsync(out.fileno())
-        if size is not None and received != size:
-            raise error(f"cannot download {what} {url}: the connection closed after {received} of {size} bytes "
-                        "(an interrupted download; nothing was kept)")
-        if not _matches(digest, full, prefix):
-            wanted = full or f"{prefix}... (from the file name)"
-            raise error(f"cannot download {what} {url}: its SHA-256 is {digest}, expected {wanted}: the file on the "
-                        "server changed or the sha256 given is wrong (nothing was kept)")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# A temporary file's name carries its writer (host and process id): a later call removes those whose process is gone.
-_OWNER_TAG = f"{_UNSAFE.sub('_', socket.gethostname())}-{os.getpid()}"
-STALE_PARTIAL_S = 24 * 3600  # another host's temporary file: removed when this old
-
-
-def _remove_stale_partials(target: Path) -> None:
-    """Delete the temporary files of earlier downloads of `target` whose process is gone (killed): on this host when
-    its process id is not running, from another host (a shared cache) when older than STALE_PARTIAL_S."""
-    host = _UNSAFE.sub("_", socket.gethostname())
-    for tmp in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
-        owner = tmp.name[len(target.name) + 2:].rsplit(".", 2)[0]
-        writer_host, _, pid = owner.rpartition("-")
-        try:
-            gone = (not _running(int(pid)) if writer_host == host and pid.isdigit()
-                    else time.time() - tmp.stat().st_mtime > STALE_PARTIAL_S)
-            if gone:
-                tmp.unlink()
-        except OSError:  # removed meanwhile, or not ours to remove: the next call tries again
-            continue
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _request(url: str) -> urllib.request.Request:
-    return urllib.request.Request(url, headers={"User-Agent": f"adnlib/{__version__}"})
-
-
-def _stream(url: str, out, progress: bool, timeout: float, deadline: float | None, label: str, what: str,
-            error: type[Exception]) -> tuple[str, int, int | None]:
-    """Copy `url`'s body into `out`: (sha256, bytes received, Content-Length or None)."""
-    digest, received = hashlib.sha256(), 0
-    ends = None if deadline is None else time.monotonic() + deadline
-    try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
-            length = response.headers.get("Content-Length", "")
-            size = int(length) if length.isdigit() else None
-            with progress_bar(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                      disable=not progress) as bar:
-                while chunk := response.read1(_CHUNK):  # what one read brings: the deadline is checked often
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                    if ends is not None and time.monotonic() > ends:
-                        raise error(f"cannot download {what} {url}: not finished within its deadline of {deadline:g} "
-                                    f"s ({received} bytes received; nothing was kept)")
-    except _NETWORK_ERRORS as exc:
-        raise _network_error(what, url, exc, timeout, error) from exc
-    return digest.hexdigest(), received, size
-
-
-def _network_error(what: str, url: str, exc: BaseException, timeout: float,
-                   error: type[Exception] = CheckpointError) -> Exception:
-    """One line saying why `url` could not be had."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, urllib.error.HTTPError):
-        why = f"HTTP {exc.code} {exc.reason}"
-    elif isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
-        why = f"timed out (nothing received for {timeout:g} s)"
-    elif isinstance(exc, urllib.error.URLError):
-        why = f"cannot connect ({reason}); no network? Download the file elsewhere and pass its path"
-    elif isinstance(exc, (http.client.HTTPException, ConnectionError)):
-        why = f"the connection broke ({type(exc).__name__}: {exc})"
-    else:
-        why = f"{type(exc).__name__}: {exc}"
-    return error(_one_line(f"cannot download {what} {url}: {why} (nothing was kept)"))
-
-
 # --- manifests ---------------------------------------------------------------------------------------------------
 def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] | str | None = None,
                       variants: Iterable[str] | str | None = None, seeds: Iterable[int] | int | None = None,
@@ -290,7 +163,7 @@ def fetch_checkpoints(manifest: str | Path | dict, *, categories: Iterable[str] 
     just what a notebook needs; named entries are kept only when no filter is given. No match: an empty dict. A
     manifest URL's copy is cached, and used offline or (with a warning) when the URL cannot be reached.
     """
-    check_timeouts(timeout, deadline)
+    check_timeouts(timeout, deadline, CheckpointError)
     data, base, where = _load_manifest(manifest, cache_dir, timeout)
     keep = [_wanted(categories), _wanted(variants), _wanted(seeds)]
     fetched: dict[Key, Path] = {}
@@ -344,7 +217,7 @@ def _load_manifest(manifest, cache_dir, timeout) -> tuple[Any, str | Path | None
     try:
         return json.loads(text), base, where
     except ValueError as exc:
-        raise CheckpointError(_one_line(f"checkpoint manifest {where} is not JSON ({exc})")) from exc
+        raise CheckpointError(one_line(f"checkpoint manifest {where} is not JSON ({exc})")) from exc
 
 
 def _manifest_text(url: str, cache_dir, timeout: float) -> str:
@@ -357,13 +230,13 @@ def _manifest_text(url: str, cache_dir, timeout: float) -> str:
         raise CheckpointError(f"cannot fetch checkpoint manifest {url}: ADNLIB_OFFLINE is set, so nothing is "
                               f"downloaded, and no copy is cached ({copy}); unset ADNLIB_OFFLINE or pass a local file")
     try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+        with urllib.request.urlopen(http_request(url), timeout=timeout) as response:
             raw = response.read(_MAX_MANIFEST_BYTES + 1)
         if len(raw) > _MAX_MANIFEST_BYTES:
             raise CheckpointError(f"checkpoint manifest {url} is over {_MAX_MANIFEST_BYTES >> 20} MB: not a manifest")
         text = raw.decode("utf-8")
-    except (*_NETWORK_ERRORS, UnicodeDecodeError) as exc:
-        error = _network_error("checkpoint manifest", url, exc, timeout)
+    except (*NETWORK_ERRORS, UnicodeDecodeError) as exc:
+        error = network_error("checkpoint manifest", url, exc, timeout, CheckpointError)
         if not copy.is_file():
             raise error from exc
         warnings.warn(f"{error}; using the copy cached at {copy}", stacklevel=3)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from adnlib.config import Config
 from adnlib.errors import AdnlibError, ConfigError, OutputExistsError, OutputWriteError
+from adnlib.io import one_line
 from adnlib.progress import progress_bar
 from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir: public here as before
     CELL_COLUMNS,
@@ -235,7 +236,7 @@ def _adopt_locked(origin: Path, target: Path, config: Config, expected: dict) ->
                     raise _NotAdopted(f"{origin} ({target} holds a run already)")
                 _copy_cell(origin, target)
     except (OutputExistsError, FolderLockedError) as exc:  # another config, backbone or data; damaged; in use
-        raise _NotAdopted(" ".join(str(exc).split())) from exc
+        raise _NotAdopted(one_line(exc)) from exc
 
 
 def _copy_cell(origin: Path, target: Path) -> None:

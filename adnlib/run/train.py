@@ -35,10 +35,10 @@ from torch.utils.data import DataLoader
 
 from adnlib.config import FEATURE_CACHE_NEEDS_FROZEN, Config
 from adnlib.data.datasets import AnomalyDataset, data_record
-from adnlib.data.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.errors import CheckpointError, ConfigError, OutputExistsError, TrainingDivergedError
 from adnlib.model.flow import nll_loss
 from adnlib.model.network import AttentDifferNet
+from adnlib.model.transforms import random_angles, rotate_then_jitter, to_unit
 from adnlib.progress import progress_bar
 from adnlib.run.checkpoint import (
     WEIGHTS_IN,
@@ -51,7 +51,7 @@ from adnlib.run.checkpoint import (
     write_json,
 )
 from adnlib.run.device import check_precision, precision_record, resolve_device
-from adnlib.run.evaluate import report, score_dataset, test_rotation_record
+from adnlib.run.evaluate import report, rotation_record, score_dataset
 from adnlib.seeds import stream_seed, stream_seeds
 
 RESULT_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "scores.csv", "scores_best.csv", "history.csv")
@@ -563,7 +563,7 @@ def _metrics(run: _Run, data_root, final: dict) -> dict:
         "backbone": run.model.backbone_record(), "data": run.data,
         "train_seconds": round(run.train_seconds, 2), "seed": config.seed, "seeds": _seeds(config),
         **precision_record(config.amp, run.device),
-        "test_rotations": test_rotation_record(config, evaluation=last_epoch),
+        "test_rotations": rotation_record(config, evaluation=last_epoch),
         "attention_init": config.attention_init, "resumed_from_epoch": run.start_epoch if run.resumed else None,
         "n_train": len(run.train_set), "n_test_normal": final["n_normal"], "n_test_anomalous": final["n_anomalous"],
         "parameters": run.model.parameter_counts(), "config": config.to_dict(), "versions": versions(),

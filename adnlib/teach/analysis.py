@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score
 from torch.utils.data import DataLoader
 
-from adnlib.data.transforms import rotated_copies, to_unit
+from adnlib.model.transforms import rotated_copies, to_unit
 from adnlib.progress import progress_bar
 from adnlib.run.evaluate import image_angles, rotation_key
 

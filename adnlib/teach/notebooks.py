@@ -47,7 +47,7 @@ class NotebookRun:
 # its trainings run for hours on a CPU. Environment overrides: ADNLIB_CELL_TIMEOUT, ADNLIB_LONG_CELL_TIMEOUT
 # (seconds; 0 = no limit).
 CELL_TIMEOUT_S = 120
-SUMMARISED = (".json", ".csv")  # the files a summary reads (adnlib.teach.regression.collect_artefacts)
+SUMMARISED = (".json", ".csv")  # the files a summary reads (adnlib.regression.collect_artefacts)
 LONG_CELL_TIMEOUT_S = 3600
 LONG_TAG = "long"
 
@@ -85,7 +85,7 @@ def check_parameters(parameters: dict, names: tuple[str, ...] = NOTEBOOKS) -> No
     """NotebookError, before anything runs, for a parameter that no notebook of `names` declares in its
     `parameters` cell, or a `preset` that adnlib.config does not know (else the notebook fails tens of seconds in)."""
     from adnlib.config import PRESETS
-    from adnlib.teach.regression import default_parameters
+    from adnlib.regression import default_parameters
     declared = set().union(*(default_parameters(NOTEBOOK_DIR / f"{n}.ipynb") for n in names))
     unknown = [p for p in parameters if p not in declared]
     if unknown:
@@ -105,7 +105,7 @@ def run_notebook(name: str, out_dir: str | Path, parameters: dict | None = None,
     installed (never in site-packages); its artefacts go to the folder given by its `output_dir` parameter
     (out_dir/<name> unless set). It runs on the `adnlib` papermill engine (`adnlib.teach.nbengine`: no widget
     stall, per-cell limits). Afterwards, failed or not, the run's summary (key
-    numbers from its artefacts, settings, wall time: adnlib.teach.regression) is written to
+    numbers from its artefacts, settings, wall time: adnlib.regression) is written to
     out_dir/<name>.summary.json and into the executed notebook's metadata. The summary reads only the files of
     this run (`_files_of_this_run`): in a reused out_dir, what an earlier run left there is not summarised again.
     Raises NotebookError naming the failing or stalled cell; NotebookInterrupted (a KeyboardInterrupt) naming the
@@ -199,10 +199,10 @@ def _written_then_renamed(output: Path):
 
 def _write_summary(name: str, out_dir: Path, output: Path, source: Path, params: dict, seconds: float,
                    error: NotebookError | None, since_ns: int | None = None) -> None:
-    """The run's summary (adnlib.teach.regression) of the files this run wrote (all of them when since_ns is None).
+    """The run's summary (adnlib.regression) of the files this run wrote (all of them when since_ns is None).
     A problem here is a warning: it never hides the notebook's own result, and a later comparison reports the
     missing summary."""
-    from adnlib.teach.regression import summarize_run, write_summary
+    from adnlib.regression import summarize_run, write_summary
     view = out_dir / f".{name}.summary-view-{secrets.token_hex(8)}"  # unguessable: no planted link is followed
     try:
         root = out_dir

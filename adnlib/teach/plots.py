@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adnlib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from adnlib.model.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 VARIANT_COLORS = {"differnet": "#4c72b0", "se": "#dd8452", "cbam": "#55a868"}
 VARIANT_LABELS = {"differnet": "DifferNet", "se": "AttentDifferNet (SE)", "cbam": "AttentDifferNet (CBAM)"}
@@ -342,7 +342,7 @@ def feature_shrinkage(histories: dict[str, pd.DataFrame]):
 # --- evaluation (notebook 04) -------------------------------------------------------------------------------------
 def rotated_copies_scores(image: torch.Tensor, angles, scores, title: str = ""):
     """An image's rotated test copies with the score of each copy; the image's score is their mean."""
-    from adnlib.data.transforms import rotate_batch, to_unit
+    from adnlib.model.transforms import rotate_batch, to_unit
     angles = torch.as_tensor(np.asarray(angles), dtype=torch.float32)
     copies = rotate_batch(to_unit(image[None]).repeat(len(angles), 1, 1, 1), angles)
     n = len(angles)

@@ -8,10 +8,10 @@ is a CDN) are taken from the npm registry once, at build time, into the user's c
 adnlib/locations.py: $ADNLIB_CACHE or ~/.cache/adnlib), with their licence files, and served from the site's
 `_static/`. That `npm pack` is the book's one network use; later builds (and the tests) reuse the cache.
 
-The book is repository authoring (its front page quotes the README): it refuses with one error line when adnlib runs
-from an installed package rather than a checkout.
+The book is repository authoring (its front page quotes the README), so it lives in the repository's tools/, not in
+the installed package.
 
-    python -m adnlib.teach.book [--run runs/<stamp>] [--out runs/book]     # `make book`
+    python tools/book.py [--run runs/<stamp>] [--out runs/book]     # `make book`
 """
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hosted import badges_as_links  # tools/hosted.py, beside this file
+
 from adnlib.errors import AdnlibError
 from adnlib.locations import cache_dir, require_repository
-from adnlib.teach.hosted import PLACEHOLDER, badges_as_links
+from adnlib.teach.hosting import PLACEHOLDER
 from adnlib.teach.notebooks import NOTEBOOKS
 
 # Pinned: the html-manager that ipywidgets 8 embeds (ipywidgets._version.__html_manager_version__ is ^1.0.1)
@@ -345,7 +347,7 @@ def build_book(run_dir: str | Path | None = None, out_dir: str | Path | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adnlib.teach.book", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/book.py", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="folder of executed notebooks (default: the newest under runs/)")
     parser.add_argument("--out", type=Path, help="the book's folder (default: runs/book in the repository)")
     args = parser.parse_args(argv)

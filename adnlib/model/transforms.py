@@ -242,7 +242,7 @@ def rotate_then_jitter(images: torch.Tensor, angles_deg: torch.Tensor, brightnes
     return jitter_colors(rotate_nearest(images, angles_deg), brightness, contrast, saturation, generator)
 
 
-def test_angles(n_images: int, n_rotations: int, mode: str = "random", degrees: float = 180.0,
+def scoring_angles(n_images: int, n_rotations: int, mode: str = "random", degrees: float = 180.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """(n_images, n_rotations) angles for test-time augmentation: random (official) or fixed evenly spaced."""
     if mode == "fixed":
@@ -252,4 +252,4 @@ def test_angles(n_images: int, n_rotations: int, mode: str = "random", degrees: 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "to_unit", "normalize", "random_angles", "fixed_angles",
            "rotate_nearest", "rotate_batch", "rotated_copies", "jitter_colors", "rotate_then_jitter",
-           "test_angles"]
+           "scoring_angles"]

@@ -434,7 +434,7 @@ def tolerance_for(metric: str, rules=DEFAULT_TOLERANCES) -> Tolerance:
 
 # --- comparing two runs ----------------------------------------------------------------------------------------
 @dataclass
-class Comparison:
+class DriftReport:
     """The outcome of compare_summaries: rows of the three tables and the exit status (0 or 1)."""
     settings: list[tuple] = field(default_factory=list)  # (notebook, setting, baseline, run)
     metrics: list[tuple] = field(default_factory=list)  # (notebook, metric, baseline, run, diff, tolerance, status)
@@ -454,7 +454,7 @@ class Comparison:
 
 
 def compare_summaries(run: dict[str, dict], baseline: dict[str, dict], rules=DEFAULT_TOLERANCES, *,
-                      exact: bool = False, only: list[str] | None = None) -> Comparison:
+                      exact: bool = False, only: list[str] | None = None) -> DriftReport:
     """Compare {notebook: summary} of a run with a baseline's. Every notebook of `only` (default: of both) must be
     in both, else RegressionError. `exact`: any difference of a non-timing metric fails."""
     names = list(only) if only else sorted(set(run) | set(baseline))
@@ -463,7 +463,7 @@ def compare_summaries(run: dict[str, dict], baseline: dict[str, dict], rules=DEF
         if absent:
             raise RegressionError(f"no summary of {', '.join(absent)} in the {where} (it has "
                                   f"{', '.join(sorted(summaries)) or 'none'})")
-    result = Comparison()
+    result = DriftReport()
     for name in names:
         _compare_settings(name, run[name], baseline[name], result)
         _compare_metrics(name, run[name]["metrics"], baseline[name]["metrics"], rules, exact, result)
@@ -471,7 +471,7 @@ def compare_summaries(run: dict[str, dict], baseline: dict[str, dict], rules=DEF
     return result
 
 
-def _compare_settings(name: str, run: dict, base: dict, result: Comparison) -> None:
+def _compare_settings(name: str, run: dict, base: dict, result: DriftReport) -> None:
     flat_run, flat_base = {}, {}
     for summary, flat in ((run, flat_run), (base, flat_base)):
         _flatten_settings({"status": summary.get("status"), **summary.get("settings", {}),
@@ -496,7 +496,7 @@ def _setting_order(key: str) -> tuple:
     return (order.index(head) if head in order else len(order), key)
 
 
-def _compare_metrics(name: str, run: dict, base: dict, rules, exact: bool, result: Comparison) -> None:
+def _compare_metrics(name: str, run: dict, base: dict, rules, exact: bool, result: DriftReport) -> None:
     for metric in sorted(set(run) | set(base)):
         result.compared += 1
         tol = Tolerance() if exact else tolerance_for(metric, rules)
@@ -517,14 +517,14 @@ def _compare_metrics(name: str, run: dict, base: dict, rules, exact: bool, resul
         result.metrics.append((name, metric, b, r, diff, tol, "ok" if ok else "DRIFT"))
 
 
-def _compare_timings(name: str, run: dict, base: dict, result: Comparison) -> None:
+def _compare_timings(name: str, run: dict, base: dict, result: DriftReport) -> None:
     for timing in sorted(set(run) | set(base), key=lambda t: (t != "wall", t)):
         b, r = base.get(timing), run.get(timing)
         numbers = all(isinstance(v, (int, float)) for v in (b, r))
         result.timings.append((name, timing, b, r, r - b if numbers else None))
 
 
-def format_comparison(result: Comparison, *, show_all: bool = False, max_rows: int = 40) -> str:
+def format_drift(result: DriftReport, *, show_all: bool = False, max_rows: int = 40) -> str:
     """The report: settings that differ first (they explain most drifts), then the metrics that moved (all with
     `show_all`), then the wall times (every timing with `show_all`; never failed on), then a verdict line."""
     lines = []
