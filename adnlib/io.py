@@ -151,6 +151,40 @@ def _not_a_lock(path: Path) -> str:
             "another output folder)")
 
 
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
+def check_output_folder(folder: str | Path, need_bytes: int = 0, largest: str = "its largest file",
+                        option: str = "--out") -> Path:
+    """Before any work: create `folder`, write and remove a probe file there, and check that at least
+    `need_bytes` (+ a 1 MB margin) are free -> the folder's Path.
+
+    OutputExistsError where a file stands in the way; OutputWriteError (one line naming the folder) where it cannot
+    be created or written (read-only, permissions) or lacks room for `largest` (need_bytes)."""
+    folder = Path(folder)
+    blocking = _blocking_file(folder)
+    if blocking is not None:
+        where = "is a file" if blocking == folder else f"cannot be a folder: {blocking} is a file"
+        raise OutputExistsError(f"{option} {folder} {where}; choose another {option}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe_folder(folder)  # a new file of an unguessable name, never written through a link
+    except OSError as exc:
+        raise OutputWriteError(f"{option} {folder} cannot be written ({exc.strerror or exc}); choose another "
+                               f"{option}") from exc
+    free = free_bytes(folder)
+    if free is not None and free < need_bytes + MARGIN_BYTES:
+        raise OutputWriteError(f"{option} {folder} has {megabytes(free)} free, but this run needs "
+                               f"{megabytes(need_bytes + MARGIN_BYTES)} there ({largest}); free some space or choose "
+                               f"another {option}")
+    return folder
+
+
 # --- atomic, durable writes ----------------------------------------------------------------------------------------
 def _fsync(path: str | Path, directory: bool = False) -> None:
     try:

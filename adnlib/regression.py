@@ -524,6 +524,21 @@ def _compare_timings(name: str, run: dict, base: dict, result: DriftReport) -> N
         result.timings.append((name, timing, b, r, r - b if numbers else None))
 
 
+def drift(run: str | Path, baseline: str | Path, *, tolerances: list[str] = (), tolerances_file=None,
+          exact: bool = False, only: list[str] | None = None) -> DriftReport:
+    """What moved between the notebook summaries of a run and of a baseline (folders of *.summary.json, e.g. two
+    `adnlib notebooks --out` folders) -> DriftReport (its `status`: 0 nothing past its tolerance, 1 a metric
+    drifted or disappeared; `format_drift` prints it). tolerances: 'PATTERN=VALUE' rules (docs/regression.md),
+    the last given winning; tolerances_file: a JSON object of them; exact: any difference fails; only: notebooks.
+
+    >>> report = adnlib.regression.drift("runs/new", "regression/baseline-smoke")  # doctest: +SKIP
+    >>> report.status, len(report.failed)  # doctest: +SKIP
+    (0, 0)
+    """
+    rules = tolerance_rules(list(tolerances), tolerances_file)
+    return compare_summaries(load_summaries(run), load_summaries(baseline), rules, exact=exact, only=only)
+
+
 def format_drift(result: DriftReport, *, show_all: bool = False, max_rows: int = 40) -> str:
     """The report: settings that differ first (they explain most drifts), then the metrics that moved (all with
     `show_all`), then the wall times (every timing with `show_all`; never failed on), then a verdict line."""

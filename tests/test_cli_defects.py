@@ -2,6 +2,7 @@
 
 CLI tests run `adnlib.cli.main` in-process (fast); only the import check needs a fresh interpreter.
 """
+import contextlib
 import json
 import subprocess
 import sys
@@ -209,7 +210,8 @@ def test_cli_evaluate_out_naming_a_file(demo_root, tmp_path, smoke_checkpoint, c
 def run_all_calls(monkeypatch):
     import adnlib.teach.notebooks
     calls = []
-    monkeypatch.setattr(adnlib.teach.notebooks, "run_all", lambda out, params, names: calls.append(params) or [])
+    monkeypatch.setattr(adnlib.teach.notebooks, "run_all",
+                        lambda out, params, names, **kwargs: calls.append(params) or [])
     return calls
 
 
@@ -280,6 +282,29 @@ def test_initial_attention_shares_flow_and_backbone_and_leaves_the_model_alone()
 
 
 @pytest.mark.slow(seconds=10)  # trains two tiny cells
+@contextlib.contextmanager
+def _held_elsewhere(folder):
+    """folder's write lock held by another thread (as another writer would hold it) for the `with` block."""
+    import threading
+
+    from adnlib.run.lock import folder_lock
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with folder_lock(folder):
+            taken.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert taken.wait(30)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
 def _edit_one_pixel(image) -> None:
     """The image with its first pixel changed (still a valid image of the same size)."""
     from PIL import Image
@@ -321,11 +346,10 @@ def test_adopt_cells_takes_only_verified_cells_of_the_same_config(tiny_grid_root
     assert third == ["disc/differnet/seed0"]
     # a cell another process is writing is skipped, on either side; a target left with only its lock file (an
     # interrupted grid's planning) is filled
-    from adnlib.run.lock import folder_lock
     fourth = tmp_path / "fourth"
-    with folder_lock(source / "disc" / "differnet" / "seed0"):
+    with _held_elsewhere(source / "disc" / "differnet" / "seed0"):
         assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == []
-    with folder_lock(fourth / "disc" / "differnet" / "seed0"):
+    with _held_elsewhere(fourth / "disc" / "differnet" / "seed0"):
         assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == []
     assert adopt_cells(source, fourth, base, tiny_grid_root, ["disc"], ["differnet"]) == ["disc/differnet/seed0"]
     assert not list(fourth.glob("disc/differnet/.*adopting"))

@@ -366,13 +366,13 @@ def test_attention_lr_steps_the_gates_at_their_own_rate():
 def test_the_demo_preset_trains_attention_at_its_recorded_rate_and_the_cli_can_undo_it():
     # catches a demo preset whose gates cannot move (the flow's 2e-4 over 32 steps), a paper preset that deviates,
     # and a CLI that cannot get the faithful rate back under the demo preset ('flow') or accepts 0
-    from adnlib.cli import _config_from_args, build_parser
+    from adnlib.cli.parser import build_parser, config_from_args
     assert preset("demo").attention_lr == 2e-3
     assert preset("paper").attention_lr is None
     parser = build_parser()
     base = ["train", "--data", "d", "--category", "c", "--out", "o", "--preset", "demo"]
-    assert _config_from_args(parser.parse_args(base)).attention_lr == 2e-3
-    assert _config_from_args(parser.parse_args([*base, "--attention-lr", "flow"])).attention_lr is None
-    assert _config_from_args(parser.parse_args([*base, "--attention-lr", "3e-3"])).attention_lr == 3e-3
+    assert config_from_args(parser.parse_args(base)).attention_lr == 2e-3
+    assert config_from_args(parser.parse_args([*base, "--attention-lr", "flow"])).attention_lr is None
+    assert config_from_args(parser.parse_args([*base, "--attention-lr", "3e-3"])).attention_lr == 3e-3
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--attention-lr", "0"])

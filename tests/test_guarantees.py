@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from adnlib import cli, io
+from adnlib.cli.commands import COMMANDS
 from adnlib.errors import AdnlibError, CheckpointError, DatasetError
 from adnlib.run.lock import LOCK_NAME, FolderLockedError, folder_lock
 
@@ -24,14 +25,32 @@ def _one_error(capsys, rc, expected_rc=2) -> str:
 
 
 # --- one writer per folder ----------------------------------------------------------------------------------------
-def test_a_second_writer_in_the_same_process_is_refused(tmp_path):
-    # catches a shared lock (LOCK_EX -> LOCK_SH: two writers let in) or a lock that is never taken
+def _take(folder, outcome: list) -> None:
+    """Take folder's lock in this thread; record the refusal's text (or 'taken')."""
+    try:
+        with folder_lock(folder):
+            outcome.append("taken")
+    except FolderLockedError as exc:
+        outcome.append(str(exc))
+
+
+def test_a_second_writer_is_refused_and_the_holder_may_nest(tmp_path):
+    # catches a shared lock (LOCK_EX -> LOCK_SH: two writers let in), a lock that is never taken, one that stays
+    # after its holder is done, and a nested take by the holder (a grid cell's training) refused or released early
+    import threading
+    outcome: list = []
     with folder_lock(tmp_path / "out"):
-        with pytest.raises(FolderLockedError, match=f"is being written by pid {os.getpid()}"):
-            with folder_lock(tmp_path / "out"):
-                pass
-    with folder_lock(tmp_path / "out"):  # released on exit: the next writer gets it
-        pass
+        with folder_lock(tmp_path / "out"):  # the same thread: nests
+            pass
+        other = threading.Thread(target=_take, args=(tmp_path / "out", outcome))
+        other.start()
+        other.join(10)
+    assert len(outcome) == 1
+    assert f"is being written by pid {os.getpid()}" in outcome[0]
+    other = threading.Thread(target=_take, args=(tmp_path / "out", outcome))
+    other.start()
+    other.join(10)
+    assert outcome[-1] == "taken"  # released on exit: the next writer gets it
 
 
 def test_the_lock_file_holds_exactly_the_holder(tmp_path):
@@ -188,7 +207,7 @@ def test_the_bootstrap_counts_regions_8_connected_as_pro_does():
 # --- bounded resources and one-line refusals ----------------------------------------------------------------------
 def test_sigterm_ends_a_command_with_one_line(monkeypatch, capsys):
     # catches SIGTERM ending the process with rc 143 and no word (Ctrl-C got a line and the resume hint)
-    monkeypatch.setattr(cli, "_demo_data", lambda args: os.kill(os.getpid(), signal.SIGTERM) or 0)
+    monkeypatch.setitem(COMMANDS, "demo-data", lambda args: os.kill(os.getpid(), signal.SIGTERM) or 0)
     before = signal.getsignal(signal.SIGTERM)
     rc = cli.main(["demo-data"])
     assert "terminated (SIGTERM)" in _one_error(capsys, rc, 143)
@@ -200,7 +219,7 @@ def test_a_memory_error_anywhere_is_one_line(monkeypatch, capsys):
     def explode(args):
         raise MemoryError
 
-    monkeypatch.setattr(cli, "_demo_data", explode)
+    monkeypatch.setitem(COMMANDS, "demo-data", explode)
     assert "out of memory" in _one_error(capsys, cli.main(["demo-data"]))
 
 

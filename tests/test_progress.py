@@ -63,7 +63,7 @@ def test_a_grid_callback_that_raises_closes_the_grid_bar(monkeypatch, tmp_path):
     monkeypatch.setenv(PLAIN_PROGRESS_ENV, "1")
     monkeypatch.setattr(grid, "_plan", lambda *args: [type("Cell", (), {"action": "reuse"})()])
     monkeypatch.setattr(grid, "reused_row", lambda cell: {"cell": "disc/differnet/seed0", "status": "reused"})
-    monkeypatch.setattr(grid, "_check_request", lambda *args: None)
+    monkeypatch.setattr(grid, "_check_request", lambda base, data_root, categories, *args: categories)
 
     def fail(*args):
         raise KeyboardInterrupt

@@ -24,7 +24,7 @@ from adnlib.run.checkpoint import (
     save_pointer,
     weights_record,
 )
-from adnlib.run.grid import _plan, grid_report
+from adnlib.run.grid import _plan, compare_variants
 from adnlib.run.identity import (
     RunMismatchError,
     check_comparable,
@@ -186,15 +186,15 @@ def test_a_grid_report_refuses_a_folder_mixing_backbones_or_protocols(tiny_root,
     grid = tmp_path / "grid"
     for variant in ("differnet", "se"):
         fake_run(grid / "disc" / variant / "seed0", BASE.replace(variant=variant), tiny_root)
-    grid_report(grid)  # one protocol, backbone and data set: compared
+    compare_variants(grid)  # one protocol, backbone and data set: compared
     _imagenet_now(monkeypatch, tmp_path)
     fake_run(grid / "disc" / "se" / "seed1", BASE.replace(variant="se", seed=1), tiny_root)
     with pytest.raises(RunMismatchError, match=r"disc/differnet/seed0 and disc/se/seed1 \(backbone: random"):
-        grid_report(grid)
+        compare_variants(grid)
     shutil.rmtree(grid / "disc" / "se" / "seed1")
     fake_run(grid / "disc" / "se" / "seed1", BASE.replace(variant="se", seed=1, epochs=3, weights="none"), tiny_root)
     with pytest.raises(RunMismatchError, match=r"and disc/se/seed1 \(epochs: 1 in the first, 3 in the second"):
-        grid_report(grid)
+        compare_variants(grid)
     weights_module._resolved.cache_clear()
 
 
@@ -277,7 +277,7 @@ def test_a_bare_checkpoint_needs_the_explicit_opt_out(tmp_path):
 
 def test_seed_summary_and_paired_comparison_refuse_runs_that_differ():
     # catches the statistics pooling runs of another backbone (the 'auto' seeds) when called directly on
-    # collected tables, not only through grid_report
+    # collected tables, not only through compare_variants
     from adnlib.run.stats import paired_comparison, seed_summary
     rows, runs = [], []
     for variant in ("differnet", "se"):

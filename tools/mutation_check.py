@@ -66,7 +66,7 @@ MUTANTS = [
      '    if urlparse(url).scheme or Path(url).is_absolute() or url.startswith("~"):', "    if False:"),
     ("tiny images scored", "adnlib/data/datasets.py", "    if min(img.size) < MIN_IMAGE_PX:", "    if False:"),
     ("memory never checked", "adnlib/run/memory.py", "    if have is not None and need > have:", "    if False:"),
-    ("SIGTERM kills without a word", "adnlib/cli.py", "    previous = signal.signal(signal.SIGTERM, stop)",
+    ("SIGTERM kills without a word", "adnlib/cli/__init__.py", "    previous = signal.signal(signal.SIGTERM, stop)",
      "    previous = signal.getsignal(signal.SIGTERM)"),
     ("reuse blind to the backbone", "adnlib/run/identity.py", "if not a or not b or a.get(key) != b.get(key) else {}",
      "if False else {}"),

@@ -29,6 +29,7 @@ DEFAULT_DEMO_ROOT = default_demo_root()
 SIZE = 224
 N_TRAIN, N_TEST_GOOD, N_TEST_PER_DEFECT = 40, 10, 5
 DEFECTS = {"disc": ("crack", "stain", "chip"), "weave": ("cut", "hole", "dye")}
+DEMO_BYTES = 10_000_000  # the demo dataset takes 6.5 MB at its own size
 _MARKER = ".adnlib-demo-v3"  # v3: a larger disc with small, subtle defects anywhere on it (v2: masks, v1 images)
 _OLD_MARKERS = (".adnlib-demo-v1", ".adnlib-demo-v2")
 MASK_CHANGE = 8  # a painted pixel belongs to the mask if some channel changed by more than this (0..255)
@@ -214,10 +215,14 @@ def make_demo_dataset(root: str | Path = DEFAULT_DEMO_ROOT, force: bool = False,
     and resized to `image_size` (masks: nearest); counts per split; `categories` a subset of 'disc', 'weave'
     (each category keeps its own seed). The defaults give the demo dataset, file for file and pixel for pixel.
     """
+    from adnlib.io import check_output_folder
     root = Path(root)
     if (root / _MARKER).exists() and not force:
         return root
     _check_demo_folder(root)
+    scale = image_size ** 2 / SIZE ** 2 * (n_train + n_test_good + n_test_per_defect) / (N_TRAIN + N_TEST_GOOD
+                                                                                         + N_TEST_PER_DEFECT)
+    check_output_folder(root, int(DEMO_BYTES * scale), largest="the demo dataset")  # room first, then the images
     # no current marker (a new folder, an older version's, or force): draw and write every file again
     for ci, (category, defects) in enumerate(DEFECTS.items()):
         if categories is not None and category not in categories:

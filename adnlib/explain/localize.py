@@ -84,32 +84,63 @@ def check_localization_output(out_dir: str | Path, overwrite: bool = False) -> P
 
 def localize(model, data_root: str | Path, category: str, methods=("nll-gradient",), *,
              out_dir: str | Path | None = None, overlays: int = 4, n_boot: int = 1000,
-             source: str | Path | None = None, overwrite: bool = False) -> Localization:
+             source: str | Path | None = None, overwrite: bool = False, device: str = "auto",
+             verify: bool | str = True, wait: float = 0) -> Localization:
     """Maps of every test image by each method, scored against the masks -> Localization.
 
+    model: an AttentDifferNet, or the path of a trained checkpoint (loaded on `device`, verified against the
+    metrics.json beside it as `load_checkpoint` does; CheckpointError when it was trained on another category).
     methods: any of localization_metrics.METHODS ('nll-gradient', 'gradcam', 'cbam-spatial' for CBAM models), the
     first being the reference of the comparisons. metrics: {"category", "checkpoint" (source), "variant",
-    "img_size", "normalisation", "methods": {method: {pixel_auroc, pro, n_images, n_regions, seconds,
-    "shuffled_control": shuffled_mask_control(...)}}, "comparisons": {"<m> - <first>":
+    "img_size", "normalisation", "methods": {method: {pixel_auroc, pro (fractions in [0, 1]), n_images, n_regions,
+    seconds, "shuffled_control": shuffled_mask_control(...)}}, "comparisons": {"<m> - <first>":
     paired_localization_bootstrap(...)}} (n_boot resamples; no control or comparison when n_boot is 0). With
-    out_dir, writes localization.json and `overlays` PNGs per method there; a previous localization there is
-    replaced only with overwrite (OutputExistsError otherwise, before any map is computed).
+    out_dir, writes localization.json and `overlays` PNGs per method there, under the folder's write lock (`wait`
+    seconds for another writer); a previous localization there is replaced only with overwrite (OutputExistsError
+    otherwise, before any map is computed).
     """
+    if out_dir is not None:
+        check_localization_output(out_dir, overwrite)
+    if isinstance(model, (str, Path)):
+        from adnlib.run.evaluation import check_inputs
+        check_inputs(model, data_root, category)  # nothing is made for a localization that cannot run
+        source, model = str(source or model), _trained_model(model, category, device, verify)
+    if out_dir is None:
+        return _localize(model, data_root, category, methods, None, overlays, n_boot, source)
+    from adnlib.io import check_output_folder
+    from adnlib.run.lock import folder_lock
+    check_output_folder(out_dir)
+    with folder_lock(out_dir, wait=wait, command="adnlib localize"):
+        check_localization_output(out_dir, overwrite)  # again: another localization may have finished meanwhile
+        return _localize(model, data_root, category, methods, Path(out_dir), overlays, n_boot, source)
+
+
+def _trained_model(checkpoint: str | Path, category: str, device: str, verify: bool | str):
+    """The model of a checkpoint, verified, trained on `category` (CheckpointError otherwise)."""
+    from adnlib.run.checkpoint import model_from_checkpoint
+    from adnlib.run.device import resolve_device
+    model = model_from_checkpoint(checkpoint, resolve_device(device), verify=verify)
+    trained_on = model.checkpoint_info.get("category")
+    if trained_on and trained_on != category:
+        raise CheckpointError(f"{checkpoint} was trained on category {trained_on!r}, not {category!r}")
+    return model
+
+
+def _localize(model, data_root, category: str, methods, out_dir: Path | None, overlays: int, n_boot: int,
+              source) -> Localization:
     from adnlib.explain.evidence import NORMALISATION, shuffled_mask_control
     from adnlib.explain.localization_metrics import check_method, localization_metrics, paired_localization_bootstrap
+    from adnlib.run.memory import check_memory
     methods = [check_method(m) for m in dict.fromkeys(methods)]
     source = str(source) if source is not None else "the model"
     if "cbam-spatial" in methods and model.config.variant != "cbam":
         raise CheckpointError(f"--method cbam-spatial needs a CBAM checkpoint; {source} is variant "
                               f"{model.config.variant!r}")
-    if out_dir is not None:
-        check_localization_output(out_dir, overwrite)
-    from adnlib.run.memory import check_memory
     check_memory(model.config, copies=model.config.n_test_rotations, images=0, training=True,
                  device=next(model.parameters()).device, what="the gradient maps")  # one image's copies, backward
     dataset, images, masks = masked_test_split(data_root, category, model.config.img_size)
     if out_dir is not None:
-        _check_room(Path(out_dir), model.config.img_size, len(methods) * min(overlays, len(dataset)))
+        _check_room(out_dir, model.config.img_size, len(methods) * min(overlays, len(dataset)))
     result = {"category": category, "checkpoint": source, "variant": model.config.variant,
               "img_size": model.config.img_size, "normalisation": NORMALISATION, "methods": {}}
     maps = {}
@@ -121,7 +152,7 @@ def localize(model, data_root: str | Path, category: str, methods=("nll-gradient
     result["comparisons"] = {f"{m} - {methods[0]}": paired_localization_bootstrap(
         masks, maps[methods[0]], maps[m], n_boot=n_boot) for m in methods[1:]} if n_boot else {}
     if out_dir is not None:
-        write_localization(Path(out_dir), result, dataset, images, maps, masks, overlays)
+        write_localization(out_dir, result, dataset, images, maps, masks, overlays)
     return Localization(result, maps, masks)
 
 

@@ -44,18 +44,18 @@ class CellAccessError(AdnlibError, PermissionError):
     """A worker cannot read the data root or write the results folder of its cell."""
 
 
-class _Refused(OutputExistsError):
+class RefusedCell(OutputExistsError):
     """A cell saved with another config (the message describes the cell and the fields)."""
 
 
-class _Unusable(OutputExistsError):
+class UnusableCell(OutputExistsError):
     """A cell whose saved files cannot be read or were edited (rerun=True replaces it)."""
 
 
 RERUN_HINT = "pass --rerun to replace it, or choose another output folder"
 
 
-class _Unverified(_Refused):
+class UnverifiedCell(RefusedCell):
     """A finished cell whose checkpoint is missing or is not the one its metrics.json records."""
 
 
@@ -97,9 +97,9 @@ def _saved_record(cell: Path, name: str) -> dict[str, Any]:
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise _Unusable(f"grid cell {cell} holds an unreadable metrics.json ({exc}); {RERUN_HINT}") from exc
+            raise UnusableCell(f"grid cell {cell} holds an unreadable metrics.json ({exc}); {RERUN_HINT}") from exc
         if not isinstance(record, dict):
-            raise _Unusable(f"grid cell {cell} holds an unreadable metrics.json (not a JSON object); {RERUN_HINT}")
+            raise UnusableCell(f"grid cell {cell} holds an unreadable metrics.json (not a JSON object); {RERUN_HINT}")
         return record
     import torch
 
@@ -110,22 +110,22 @@ def _saved_record(cell: Path, name: str) -> dict[str, Any]:
         try:
             ckpt = load_checkpoint(path, verify=False)
         except CheckpointError as exc:
-            raise _Unusable(f"grid cell {cell}: {exc}; {RERUN_HINT}") from exc
+            raise UnusableCell(f"grid cell {cell}: {exc}; {RERUN_HINT}") from exc
     return ckpt if isinstance(ckpt, dict) else {}
 
 
 def _check_finished(cell: Path) -> None:
-    """_Unusable unless a finished cell's metrics.json holds its AUROCs (numbers in [0, 1]) and its score tables
+    """UnusableCell unless a finished cell's metrics.json holds its AUROCs (numbers in [0, 1]) and its score tables
     are there: an edited or damaged cell is reported, never reused (nor reported with a traceback)."""
     metrics = json.loads((cell / "metrics.json").read_text())
     for key in ("auroc", "auroc_best"):
         value = metrics.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise _Unusable(f"grid cell {cell}: metrics.json has {key} {value!r}, not an AUROC in [0, 1] (edited?); "
+            raise UnusableCell(f"grid cell {cell}: metrics.json has {key} {value!r}, not an AUROC in [0, 1] (edited?); "
                             f"{RERUN_HINT}")
     missing = [name for name in ("scores.csv", "scores_best.csv") if not (cell / name).is_file()]
     if missing:
-        raise _Unusable(f"grid cell {cell}: {', '.join(missing)} missing; {RERUN_HINT}")
+        raise UnusableCell(f"grid cell {cell}: {', '.join(missing)} missing; {RERUN_HINT}")
 
 
 def cell_differences(cell: str | Path, requested: Config,
@@ -181,7 +181,7 @@ def cell_action(folder: str | Path, config: Config, *, resume: bool = True, reru
         diff = cell_differences(folder, config, expected) if resume else None
         if diff == {} and (folder / "metrics.json").exists():
             _check_finished(folder)
-    except _Unusable:
+    except UnusableCell:
         if rerun:
             return "train"
         raise
@@ -194,12 +194,12 @@ def cell_action(folder: str | Path, config: Config, *, resume: bool = True, reru
     if rerun:
         return "train"
     from adnlib.run.identity import describe
-    raise _Refused(f"{folder} ({describe(diff)})")
+    raise RefusedCell(f"{folder} ({describe(diff)})")
 
 
 def _reusable(folder: Path, rerun: bool) -> str:
     """'reuse' for a finished cell whose checkpoints are those its metrics.json records (sha256); a cell whose
-    checkpoint.pt is gone or was replaced raises _Unverified naming it, or is retrained ('train') with rerun."""
+    checkpoint.pt is gone or was replaced raises UnverifiedCell naming it, or is retrained ('train') with rerun."""
     from adnlib.run.checkpoint import verify_weights
     try:
         if not (folder / "checkpoint.pt").is_file():  # also for a metrics.json without a record (older adnlib)
@@ -209,7 +209,7 @@ def _reusable(folder: Path, rerun: bool) -> str:
     except CheckpointError as exc:
         if rerun:
             return "train"
-        raise _Unverified(str(exc)) from exc
+        raise UnverifiedCell(str(exc)) from exc
     return "reuse"
 
 

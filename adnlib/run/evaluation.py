@@ -51,6 +51,15 @@ def _holds_training_run(folder: Path) -> bool:
     return isinstance(metrics, dict) and ("weights" in metrics or "config" in metrics)
 
 
+def check_inputs(checkpoint: str | Path, data_root: str | Path, category: str) -> None:
+    """DatasetError or CheckpointError (one line) unless the category's folder and the checkpoint file exist."""
+    from adnlib.data.datasets import category_dir
+    from adnlib.errors import CheckpointError
+    category_dir(data_root, category)
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+
+
 def write_evaluation(out_dir: Path, scores, metrics: dict) -> None:
     """scores.csv and metrics.json into out_dir, never mixing evaluations: the old metrics.json is removed first
     and the new one written last (each file atomically)."""
@@ -82,6 +91,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, category:
     if out_dir is None:
         return _evaluate(checkpoint, data_root, category, tta, device, expect, verify, skip_corrupt, progress)[0]
     out_dir = check_evaluation_output(out_dir, overwrite)  # before any scoring
+    check_inputs(checkpoint, data_root, category)  # nothing is made for an evaluation that cannot run
     check_output_folder(out_dir)
     with folder_lock(out_dir, wait=wait, command="adnlib evaluate"):
         check_evaluation_output(out_dir, overwrite)  # again: another evaluation may have finished meanwhile
@@ -123,4 +133,33 @@ def _evaluate(checkpoint, data_root, category, tta, device, expect, verify, skip
     return line, scores, found["roc"]
 
 
-__all__ = ["evaluate_checkpoint", "check_evaluation_output", "write_evaluation"]
+def score(checkpoint: str | Path, images, *, tta: int | None = None, device: str = "auto", expect=None,
+          verify: bool | str = True, progress: bool = False):
+    """Anomaly scores of image files with a trained checkpoint -> DataFrame[path, score] in the order given (the mean
+    of z² over the rotated copies and the 768 dimensions: higher is more anomalous; an image in its class folder
+    scores as in the checkpoint's own evaluation).
+
+    images: paths (DatasetError naming the missing ones). tta: rotations per image (default: the checkpoint's).
+    expect, verify: as in `evaluate_checkpoint`. The memory the scoring needs is checked first (MemoryNeedError).
+
+    >>> adnlib.score("runs/se-disc/checkpoint.pt", ["data/demo/disc/test/crack/000.png"])  # doctest: +SKIP
+    """
+    from adnlib.errors import DatasetError
+    from adnlib.run.checkpoint import model_from_checkpoint
+    from adnlib.run.device import resolve_device
+    from adnlib.run.evaluate import score_images
+    from adnlib.run.memory import check_memory
+    images = [Path(p) for p in images]
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise DatasetError(f"image not found: {', '.join(missing)}")
+    device = resolve_device(device)
+    model = model_from_checkpoint(checkpoint, device, expect=expect, verify=verify)
+    config = model.config
+    check_memory(config, copies=min(config.test_batch_size, len(images)) * (tta or config.n_test_rotations),
+                 images=0, training=False, device=device, what="scoring these images")
+    return score_images(model, images, n_rotations=tta, device=device, seed=config.seed,
+                        evaluation=model.checkpoint_info.get("epoch") or 0, progress=progress)
+
+
+__all__ = ["evaluate_checkpoint", "score", "check_evaluation_output", "write_evaluation"]

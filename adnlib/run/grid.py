@@ -26,8 +26,8 @@ from adnlib.run.cell import (  # noqa: F401 - cell_differences, cell_dir: public
     CELL_COLUMNS,
     NOT_RETRIED,
     GridCell,
-    _Refused,
-    _Unverified,
+    RefusedCell,
+    UnverifiedCell,
     cell_action,
     cell_differences,
     cell_dir,
@@ -84,10 +84,10 @@ def _plan(base: Config, out_dir: Path, cells: list[tuple[str, str, int]], resume
             with folder_lock(folder, wait=lock_wait, command="grid (planning)"):
                 action = cell_action(folder, config, resume=resume, rerun=rerun,
                                      expected=expected(config, category) if expected and resume else None)
-        except _Unverified as exc:
+        except UnverifiedCell as exc:
             unverified.append(str(exc))
             continue
-        except _Refused as exc:
+        except RefusedCell as exc:
             refused.append(str(exc))
             continue
         plan.append(GridCell(category, variant, seed, folder, action))
@@ -121,13 +121,14 @@ def run_serial(base: Config, data_root: str | Path, cells: list[GridCell], *, ru
         done(row)
 
 
-def run_grid(base: Config, data_root: str | Path, categories: list[str], variants: list[str],
+def run_grid(base: Config, data_root: str | Path, categories: list[str] | None, variants: list[str],
              out_dir: str | Path, *, seeds: list[int] | None = None, progress: bool = True, resume: bool = True,
              rerun: bool = False, engine: str = "serial", address: str | None = None, gpus_per_cell: float = 0,
              cpus_per_cell: float = 1, max_retries: int = 2, on_cell: Callable[[dict, int, int], None] | None = None,
              on_failure: str = "raise", lock_wait: float = 0) -> pd.DataFrame:
     """Train every (category, variant, seed) into out_dir/<category>/<variant>/seed<k> and return their rows
-    (collect_grid). seeds: default [base.seed]; runs with one seed are paired across variants.
+    (collect_grid). categories: None for every category under data_root. seeds: default [base.seed]; runs with
+    one seed are paired across variants (the same flow initialisation, batches and angles).
 
     resume=True (default): a finished cell whose saved config equals the requested one (base with the cell's
     variant and seed) is reused, an interrupted one is resumed; a cell saved with another config is refused with
@@ -148,7 +149,8 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str], variant
     lowers them). Each cell trains under its lock (on Ray too: a retried cell cannot race its own zombie).
     """
     out_dir = Path(out_dir)
-    _check_request(base, out_dir, variants, engine, on_failure)
+    categories = _check_request(base, data_root, categories, out_dir, variants, engine, on_failure,
+                                (address, gpus_per_cell, cpus_per_cell))
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     plan = _plan(base, out_dir, [(c, v, s) for c in categories for v in variants for s in seeds], resume, rerun,
                  lock_wait, data_root)
@@ -256,18 +258,34 @@ def _copy_cell(origin: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_request(base: Config, out_dir: Path, variants: list[str], engine: str, on_failure: str) -> None:
-    """Everything a grid can check before any cell: its options, Ray, the weights file, the output folder."""
+def _check_request(base: Config, data_root, categories, out_dir: Path, variants: list[str], engine: str,
+                   on_failure: str, ray_options: tuple) -> list[str]:
+    """Everything a grid can check before any cell: its options, Ray, the categories (None: every one under
+    data_root), the weights file, the device's precision, the output folder -> the categories."""
+    from adnlib.data.datasets import category_dir, list_categories
+    from adnlib.errors import DatasetError
     if on_failure not in ("raise", "report"):
         raise ConfigError(f"on_failure must be 'raise' or 'report', not {on_failure!r}")
     if engine not in ENGINES:
         raise ConfigError(f"unknown grid engine {engine!r}; choose {' or '.join(ENGINES)}")
+    address, gpus_per_cell, cpus_per_cell = ray_options
+    if engine == "serial" and (address or gpus_per_cell or cpus_per_cell != 1):
+        raise ConfigError("--address, --gpus-per-cell and --cpus-per-cell are options of --engine ray")
     if engine == "ray":
         from adnlib.run.cluster import require_ray
-        require_ray()
+        require_ray()  # before anything: say what to install
+    categories = list(categories) if categories else list_categories(data_root)
+    if not categories:
+        raise DatasetError(f"no categories found under {data_root}")
+    for category in categories:
+        category_dir(data_root, category)  # fail before training anything
     from adnlib.model.weights import check_weights
     check_weights(base.weights)  # a bad weights file: one error now, not every cell failing on it max_retries times
+    if engine == "serial":  # on Ray the workers' devices count, not this machine's
+        from adnlib.run.device import check_precision, resolve_device
+        check_precision(base.amp, resolve_device(base.device))
     _check_out_dir(out_dir, base, variants)
+    return categories
 
 
 def _check_out_dir(out_dir: Path, base: Config, variants: list[str]) -> None:
@@ -342,13 +360,19 @@ def auroc_table(runs: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
     return table.round(2)
 
 
-def grid_report(out_dir: str | Path, categories: list[str] | None = None, variants: list[str] | None = None,
+def compare_variants(out_dir: str | Path, categories: list[str] | None = None, variants: list[str] | None = None,
                 seeds: list[int] | None = None, *,
                 baseline: str = "differnet") -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(mean ± std of AUROC over seeds per category and variant, paired comparison of each variant with
-    `baseline` on the same test images) of the finished cells (`adnlib.run.stats`); the comparison is None when
-    the baseline or another variant is missing. RunMismatchError (one line naming two cells and the fields) when
-    the cells differ in protocol, backbone or data (adnlib.run.identity.check_records)."""
+    """Is a variant's gain larger than the noise? The finished cells of a grid folder -> (summary: mean ± std of
+    AUROC in % over seeds per category and variant; comparison: each variant against `baseline` on the same test
+    images and seeds, ΔAUROC in points with its 95 % interval and the ORH verdict, `adnlib.run.stats
+    .paired_comparison`), the comparison None when the baseline or another variant is missing.
+    RunMismatchError (one line naming two cells and the fields) when the cells differ in protocol, backbone or
+    data (adnlib.run.identity.check_records): runs that differ are never compared.
+
+    >>> summary, comparison = adnlib.compare_variants("runs/compare")  # doctest: +SKIP
+    >>> comparison[comparison.category == "mean"][["variant", "delta", "verdict"]]  # doctest: +SKIP
+    """
     from adnlib.run.identity import check_records
     from adnlib.run.stats import paired_comparison, seed_summary
     records = _records(Path(out_dir), categories, variants, seeds)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,20 +83,34 @@ def _acquire(path: Path, wait: float, command: str) -> int:
     return fd
 
 
+_held = threading.local()  # the folders this thread holds: taking one again nests instead of waiting for itself
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, *, wait: float = 0, command: str = "adnlib") -> Iterator[Path]:
     """Hold the write lock of `folder` (created if missing) for the `with` block -> the folder's Path.
 
     wait: seconds to wait for another holder to finish (0: refuse at once). Raises FolderLockedError naming the
-    holder; OSError (read-only, full disk) where the folder or its lock file cannot be created. The lock is not
-    re-entrant: a process holding it must not take it again (a second flock on a new descriptor would wait for
-    itself).
+    holder; OSError (read-only, full disk) where the folder or its lock file cannot be created. Within one thread
+    the lock nests (a grid cell holds its folder and the training inside it takes it again); any other thread or
+    process is refused while it is held.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    held = _held.__dict__.setdefault("folders", {})
+    if key in held:
+        held[key] += 1
+        try:
+            yield folder
+        finally:
+            held[key] -= 1
+        return
     fd = _acquire(folder / LOCK_NAME, wait, command)
+    held[key] = 1
     try:
         yield folder
     finally:
+        del held[key]
         os.close(fd)  # closing the last descriptor releases the flock
 

@@ -594,20 +594,46 @@ def _finish(run: _Run, data_root, keep_optimizer: bool, progress: bool) -> Train
 
 def train(config: Config, data_root: str | Path, category: str, out_dir: str | Path | None = None, *,
           resume: bool = False, overwrite: bool = False, progress: bool = True, skip_corrupt: bool = False,
-          checkpoint_every: int | None = None, keep_optimizer: bool = False) -> TrainResult:
+          checkpoint_every: int | None = None, keep_optimizer: bool = False, wait: float = 0) -> TrainResult:
     """Train one variant on one category and evaluate it every `config.eval_every` epochs (and at the end).
 
-    checkpoint_every: save the resumable checkpoint.pt every N epochs; None (default) saves after each epoch while
-    a save costs under 10% of the training time since the last one; 0 saves only at evaluations. It is always
-    saved at evaluations. resume: continue the run in out_dir from its checkpoint.pt. keep_optimizer: keep the
-    optimizer and generator states in the finished run's checkpoint.pt (about 3x its size for the paper flow), so
-    that it can be resumed later with more epochs; by default a finished checkpoint holds the weights only.
-    The global random, numpy and torch generators are neither seeded nor used.
+    data_root: a dataset in the MVTec AD layout (`<data_root>/<category>/train/good/*.png`, ...). out_dir: where the
+    run's files go (checkpoint.pt, best.pt, metrics.json, scores.csv, scores_best.csv, history.csv), checked
+    writable first and held under its write lock throughout (`wait` seconds for another writer); None keeps the run
+    in memory. checkpoint_every: save the resumable checkpoint.pt every N epochs; None (default) saves after each
+    epoch while a save costs under 10% of the training time since the last one; 0 saves only at evaluations. It is
+    always saved at evaluations. resume: continue the run in out_dir from its checkpoint.pt. keep_optimizer: keep
+    the optimizer and generator states in the finished run's checkpoint.pt (about 3x its size for the paper flow),
+    so that it can be resumed later with more epochs; by default a finished checkpoint holds the weights only.
+    The global random, numpy and torch generators are neither seeded nor used. -> TrainResult (model, history per
+    epoch, scores per test image, metrics: AUROC last and best as fractions in [0, 1], ...).
+
+    >>> import adnlib
+    >>> result = adnlib.train(adnlib.preset("smoke", variant="se"), "data/demo", "disc", "runs/se-disc")
+    >>> round(result.metrics["auroc"], 2), list(result.history.columns)[:3]  # doctest: +SKIP
+    (0.62, ['epoch', 'loss', 'seconds'])
     """
+    if out_dir is None:
+        return _train(config, data_root, category, None, resume, overwrite, progress, skip_corrupt,
+                      checkpoint_every, keep_optimizer)
+    from adnlib.data.datasets import category_dir
+    from adnlib.io import check_output_folder
+    from adnlib.run.lock import folder_lock
+    category_dir(data_root, category)  # a missing dataset: one error before a folder is made for its results
+    if resume and not Path(out_dir).is_dir():
+        check_output_dir(Path(out_dir), resume, overwrite)  # "nothing to resume": before a folder is made for it
+    check_output_folder(out_dir)  # writable now (the room for its checkpoints is checked before data is read)
+    with folder_lock(out_dir, wait=wait, command="adnlib train"):
+        return _train(config, data_root, category, out_dir, resume, overwrite, progress, skip_corrupt,
+                      checkpoint_every, keep_optimizer)
+
+
+def _train(config: Config, data_root, category: str, out_dir, resume: bool, overwrite: bool, progress: bool,
+           skip_corrupt: bool, checkpoint_every: int | None, keep_optimizer: bool) -> TrainResult:
     run = _start(config, data_root, category, out_dir, resume=resume, overwrite=overwrite,
                  skip_corrupt=skip_corrupt, progress=progress)
     epochs = progress_bar(range(run.start_epoch + 1, config.epochs + 1), desc=f"{config.variant} on {category}",
-                  disable=not progress, initial=run.start_epoch, total=config.epochs)
+                          disable=not progress, initial=run.start_epoch, total=config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
         entry, steps = _train_epoch(run, epoch, progress)

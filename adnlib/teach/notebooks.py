@@ -250,6 +250,43 @@ def _link_files(folder: Path, view: Path, files: list[Path]) -> None:
             shutil.copy2(path, target)
 
 
+def run_notebooks(out_dir: str | Path, parameters: dict | None = None, names=None, *, baseline=None,
+                  tolerances: list[str] = (), tolerances_file=None, exact: bool = False, wait: float = 0,
+                  log=print) -> tuple[list[NotebookRun], object]:
+    """`adnlib notebooks` as one call: run the course notebooks `names` (default: all, in RUN_ORDER) headless into
+    out_dir with `parameters` injected, under out_dir's write lock (`wait` seconds for another writer); a failing
+    notebook is recorded and the next one still runs. With `baseline` (a folder of *.summary.json), compare the
+    run's summaries with it afterwards (`adnlib.regression.drift`). Everything that can be checked is checked before
+    the first notebook starts: the names, the parameters, the cell limits, the baseline and the tolerances, the
+    output folder. -> (one NotebookRun per notebook, the DriftReport or None).
+    """
+    from adnlib.errors import AdnlibError
+    from adnlib.io import check_output_folder
+    from adnlib.regression import compare_summaries, load_summaries, tolerance_rules
+    from adnlib.run.lock import folder_lock
+    names = tuple(names) if names else NOTEBOOKS
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        raise AdnlibError(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+    parameters = dict(parameters or {})
+    check_parameters(parameters, names)
+    CellLimits.for_run(parameters)
+    rules = tolerance_rules(list(tolerances), tolerances_file)  # a malformed tolerance: the error now
+    expected = None
+    if baseline is not None:
+        expected = load_summaries(baseline)
+        absent = [n for n in names if n not in expected]
+        if absent:
+            raise AdnlibError(f"--baseline {baseline} has no summary of {', '.join(absent)} (it has "
+                              f"{', '.join(sorted(expected))}); run it with the same --only")
+    check_output_folder(out_dir)
+    with folder_lock(out_dir, wait=wait, command="adnlib notebooks"):
+        runs = run_all(out_dir, parameters, names, log=log)
+    report = None if expected is None else compare_summaries(load_summaries(out_dir), expected, rules, exact=exact,
+                                                             only=names)
+    return runs, report
+
+
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,
             log=print) -> list[NotebookRun]:
     """Run several notebooks in RUN_ORDER (02 before the notebooks that reuse its models); a failure is recorded and
