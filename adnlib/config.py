@@ -28,6 +28,12 @@ def runtime(default: Any) -> Any:
     return field(default=default, metadata=_RUNTIME)
 
 
+def architecture(default: Any) -> Any:
+    """A field that defines the model (its architecture: what a checkpoint's weights mean): a checkpoint fits only
+    a config that agrees on every one of them (`adnlib.run.checkpoint.check_expected`)."""
+    return field(default=default, metadata={"architecture": True})
+
+
 FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use variant 'differnet' or "
                               "train_attention=False (--freeze-attention); cached embeddings of a backbone that "
                               "trains would be stale after the first step")
@@ -36,23 +42,24 @@ FEATURE_CACHE_NEEDS_FROZEN = ("feature_cache needs a frozen backbone: use varian
 @dataclass(frozen=True)
 class Config:
     # model
-    variant: str = "differnet"  # differnet | se | cbam
-    img_size: int = 448
-    n_scales: int = 3  # scales img_size / 2**s, s = 0..n_scales-1
-    scale_mode: str = "nearest"  # F.interpolate mode; the official code uses the default (nearest)
+    variant: str = architecture("differnet")  # differnet | se | cbam
+    img_size: int = architecture(448)
+    n_scales: int = architecture(3)  # scales img_size / 2**s, s = 0..n_scales-1
+    scale_mode: str = architecture("nearest")  # F.interpolate mode; the official code uses the default (nearest)
     weights: str = "auto"  # auto | imagenet | none | path to a .pth file
-    se_reduction: int = 16
-    cbam_reduction: int = 16
-    cbam_kernel_size: int = 7
-    block3_before_final_pool: bool = True  # Figure 1: third block after conv5+ReLU, before AlexNet's last max-pool
+    se_reduction: int = architecture(16)
+    cbam_reduction: int = architecture(16)
+    cbam_kernel_size: int = architecture(7)
+    # Figure 1: the third block after conv5+ReLU, before AlexNet's last max-pool
+    block3_before_final_pool: bool = architecture(True)
     train_attention: bool = True  # False keeps the (random-init) attention blocks frozen: ablation only
     # standard: PyTorch's default initialisation, gates start near 0.5 (faithful); open: every gate starts at 0.95
     # for every input (zero final weights, bias logit 0.95), so the blocks do not shrink the embedding at the start
     attention_init: str = "standard"
     cbam_spatial_bn: bool = False  # the original CBAM code's BatchNorm after the spatial conv (not in the paper)
-    n_coupling_blocks: int = 8
-    fc_hidden: int = 2048
-    clamp: float = 3.0
+    n_coupling_blocks: int = architecture(8)
+    fc_hidden: int = architecture(2048)
+    clamp: float = architecture(3.0)
     # optimisation
     lr: float = 2e-4
     # None: the attention blocks learn at `lr`, like the flow (faithful; the paper preset). A number is a recorded
@@ -133,6 +140,11 @@ class Config:
     @property
     def backbone_trains(self) -> bool:
         return self.has_attention and self.train_attention
+
+    @classmethod
+    def architecture_fields(cls) -> tuple[str, ...]:
+        """The fields that define the model (`architecture`)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("architecture"))
 
     @classmethod
     def runtime_fields(cls) -> tuple[str, ...]:

@@ -172,8 +172,7 @@ def _check_digest(path: Path, expected: str) -> None:
                               "(replaced or damaged since it was fetched?)")
 
 
-MODEL_FIELDS = ("variant", "img_size", "n_scales", "scale_mode", "n_coupling_blocks", "fc_hidden", "clamp",
-                "block3_before_final_pool", "se_reduction", "cbam_reduction", "cbam_kernel_size")
+MODEL_FIELDS = Config.architecture_fields()  # marked in adnlib.config (`architecture`)
 
 
 def check_expected(config: Config, expect: Config | dict[str, Any], source: str | Path = "checkpoint") -> None:
