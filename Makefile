@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 2  # pytest-xdist processes for `make test` (0: one process, as before)
 RUN := runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup demo compare book test test-fast lint lab clean regression-baseline
+.PHONY: setup demo compare book api-docs test test-fast lint lab clean regression-baseline
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ demo: setup
 # outside the site). Serve: python -m http.server --bind 127.0.0.1 --directory runs/book/html 8000
 book: setup
 	$(PY) tools/book.py
+
+# The API reference, generated from the docstrings (Sphinx autodoc, offline): runs/api/html/index.html.
+api-docs: setup
+	$(PY) -m sphinx -b html -q docs/reference runs/api/html
+	@echo "the API reference is in runs/api/html/index.html"
 
 # Is the attention's gain larger than the noise? Every variant on both demo categories with 3 seeds (paired: one
 # seed gives every variant the same flow initialisation, data order and angles), then mean ± std over seeds, the

@@ -526,7 +526,7 @@ def _compare_timings(name: str, run: dict, base: dict, result: DriftReport) -> N
 
 def drift(run: str | Path, baseline: str | Path, *, tolerances: list[str] = (), tolerances_file=None,
           exact: bool = False, only: list[str] | None = None) -> DriftReport:
-    """What moved between the notebook summaries of a run and of a baseline (folders of *.summary.json, e.g. two
+    """What moved between the notebook summaries of a run and of a baseline (folders of `*.summary.json`, e.g. two
     `adnlib notebooks --out` folders) -> DriftReport (its `status`: 0 nothing past its tolerance, 1 a metric
     drifted or disappeared; `format_drift` prints it). tolerances: 'PATTERN=VALUE' rules (docs/regression.md),
     the last given winning; tolerances_file: a JSON object of them; exact: any difference fails; only: notebooks.

@@ -139,4 +139,7 @@ def report(rows: list, scores: dict, b: int, sizes: dict) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+    argparse.ArgumentParser(prog="python benchmarks/gpu_check.py", description=__doc__.split("\n\n")[0],
+                            epilog="Knobs are environment variables (see the module's docstring).").parse_args()
     main()

@@ -106,7 +106,9 @@ def soak_one(name: str, source: Path | None, params: dict, out: Path, args) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30, help="runs per notebook")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per notebook (default 3: minutes with --reuse-models; the soak in "
+                             "benchmarks/README.md used 30, about two hours)")
     parser.add_argument("--notebooks", nargs="+", default=list(WIDGET_NOTEBOOKS))
     parser.add_argument("--preset", default="smoke", help="smoke (quick parameters) or demo (make demo's)")
     parser.add_argument("--engine", choices=("adnlib", "papermill"), default="adnlib")

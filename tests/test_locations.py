@@ -103,7 +103,7 @@ def test_a_named_chromium_wins_and_a_missing_one_is_not_replaced(browser, tmp_pa
 
 
 def test_no_chromium_tries_an_install_then_says_what_to_install(browser, capsys):
-    assert browser.main() == 2
+    assert browser.main([]) == 2
     assert browser.installs == [True]
     err = capsys.readouterr().err
     assert err.startswith("error: no Chromium for the browser tests: install Debian's chromium")

@@ -79,7 +79,9 @@ def ensure() -> str | None:
     return found
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    argparse.ArgumentParser(prog="python tools/browser.py", description=__doc__.split("\n\n")[0]).parse_args(argv)
     found = ensure()
     if found is None:
         print(f"error: no Chromium for the browser tests: {ADVICE}", file=sys.stderr)

@@ -233,9 +233,9 @@ class AnomalyDataset(Dataset):
     skip_corrupt: drop unreadable images with a warning instead of failing (all are read once, up front).
     cache: keep the resized images in memory after the first read (small datasets, many epochs).
     smallest_scale: pixels of the model's smallest input scale, img_size / 2**(n_scales-1). An image smaller than
-        that is upsampled at every scale: allowed, but warned about, naming the file.
+    that is upsampled at every scale: allowed, but warned about, naming the file.
     masks: find the ground-truth masks now (test split; DatasetError if a defective image has none). `mask(i)`
-        works without it too (finding them on first use).
+    works without it too (finding them on first use).
     """
 
     def __init__(self, root: str | Path, category: str, split: str = "train", img_size: int = 448,

@@ -255,7 +255,7 @@ def run_notebooks(out_dir: str | Path, parameters: dict | None = None, names=Non
                   log=print) -> tuple[list[NotebookRun], object]:
     """`adnlib notebooks` as one call: run the course notebooks `names` (default: all, in RUN_ORDER) headless into
     out_dir with `parameters` injected, under out_dir's write lock (`wait` seconds for another writer); a failing
-    notebook is recorded and the next one still runs. With `baseline` (a folder of *.summary.json), compare the
+    notebook is recorded and the next one still runs. With `baseline` (a folder of `*.summary.json`), compare the
     run's summaries with it afterwards (`adnlib.regression.drift`). Everything that can be checked is checked before
     the first notebook starts: the names, the parameters, the cell limits, the baseline and the tolerances, the
     output folder. -> (one NotebookRun per notebook, the DriftReport or None).
