@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -81,6 +82,13 @@ def tensors_sha256(named: Iterable[tuple[str, object]]) -> str:
         digest.update(f"{name}|{values.dtype}|{tuple(tensor.shape)}\n".encode())
         digest.update(values.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+# What torch.load raises when a file is not a loadable checkpoint: pickle's errors on foreign bytes (KeyError,
+# IndexError, UnpicklingError, also weights_only's refusal), EOFError (empty), RuntimeError (the zip reader:
+# truncated, corrupt), ValueError / UnicodeDecodeError. Anything else (MemoryError, KeyboardInterrupt, a bug)
+# propagates as itself instead of being reported as "not a checkpoint".
+NOT_A_CHECKPOINT = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError)
 
 
 def why_unloadable(exc: Exception) -> str:

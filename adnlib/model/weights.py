@@ -97,10 +97,10 @@ def _imagenet_state() -> dict:
             _download(IMAGENET_URL, path, DOWNLOAD_TIMEOUT_S)
         except WeightsError as exc:  # network or disk: one clear message
             raise WeightsError(f"{_offline_message()} ({exc})") from exc
-    from adnlib.io import why_unloadable
+    from adnlib.io import NOT_A_CHECKPOINT, why_unloadable
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - as in _file_state
+    except (*NOT_A_CHECKPOINT, OSError) as exc:  # as in _file_state
         raise WeightsError(f"cannot read the ImageNet AlexNet weights in {path} ({why_unloadable(exc)}); delete the "
                            "file to download it again, or use --weights PATH or --weights none") from exc
 
@@ -108,10 +108,10 @@ def _imagenet_state() -> dict:
 def _file_state(path: Path) -> dict:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    from adnlib.io import why_unloadable
+    from adnlib.io import NOT_A_CHECKPOINT, why_unloadable
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure of torch.load is the file's: one line, never torch's advice
+    except (*NOT_A_CHECKPOINT, OSError) as exc:  # the file's fault: one line, never torch's advice
         raise WeightsError(f"cannot read weights file {path}: {why_unloadable(exc)}") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

@@ -29,7 +29,7 @@ from adnlib.errors import (
     OutputExistsError,
     TrainingDivergedError,
 )
-from adnlib.io import one_line
+from adnlib.io import NOT_A_CHECKPOINT, one_line
 from adnlib.run.lock import FolderLockedError
 
 ATTEMPTS_FILE = "attempts.json"
@@ -85,7 +85,7 @@ def _saved_epoch(cell: Path) -> int | None:
     import torch
     try:
         epoch = torch.load(cell / "checkpoint.pt", map_location="cpu", weights_only=True, mmap=True).get("epoch")
-    except Exception:  # noqa: BLE001 - _saved_record has already explained an unreadable file
+    except (*NOT_A_CHECKPOINT, OSError):  # _saved_record has already explained an unreadable file
         return None
     return epoch if isinstance(epoch, int) else None
 
@@ -106,7 +106,7 @@ def _saved_record(cell: Path, name: str) -> dict[str, Any]:
     from adnlib.run.checkpoint import load_checkpoint
     try:  # memory-mapped: reads the small header without loading the (up to 700 MB) weights
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - load_checkpoint explains what is wrong with the file
+    except (*NOT_A_CHECKPOINT, OSError):  # load_checkpoint explains what is wrong with the file
         try:
             ckpt = load_checkpoint(path, verify=False)
         except CheckpointError as exc:

@@ -7,7 +7,6 @@ whose best evaluation is its last one writes best.pt that way instead of a secon
 from __future__ import annotations
 
 import json
-import pickle
 import platform
 import random
 import warnings
@@ -21,7 +20,7 @@ from adnlib.config import Config
 from adnlib.errors import CheckpointError
 
 # write_csv / write_json stay importable from here (the notebooks use them); they live in adnlib.io
-from adnlib.io import atomic_write, file_sha256, why_unloadable, write_csv, write_json  # noqa: F401
+from adnlib.io import NOT_A_CHECKPOINT, atomic_write, file_sha256, why_unloadable, write_csv, write_json  # noqa: F401
 
 FORMAT = "adnlib-checkpoint"
 FORMAT_VERSION = 1
@@ -84,11 +83,6 @@ def save_pointer(path: str | Path, *, model, kind: str, weights_in: str | Path,
 REQUIRED_KEYS = ("config", "model_state", "versions")
 
 
-# What torch.load raises when a file is not a loadable checkpoint: pickle's errors on foreign bytes (KeyError,
-# IndexError, UnpicklingError, also weights_only's refusal), EOFError (empty), RuntimeError (the zip reader:
-# truncated, corrupt), ValueError / UnicodeDecodeError. Anything else (MemoryError, KeyboardInterrupt, a bug)
-# propagates as itself instead of being reported as "not a checkpoint".
-NOT_A_CHECKPOINT = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError)
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
