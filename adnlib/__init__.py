@@ -10,6 +10,7 @@ The common things are one call each (docs/api.md shows them, and the tests run i
     adnlib.run_grid(config, "data/demo", None, ["differnet", "se"], "runs/grid", seeds=[0, 1, 2])
     adnlib.compare_variants("runs/grid")                                           # the verdict (ORH)
     adnlib.fetch_checkpoints("https://.../manifest.json")                          # published checkpoints
+    adnlib.train_course(adnlib.preset("paper"), "data/mvtec", "runs/course")       # a teacher's course, published
 
 Layers, each importing only those below it (tests/test_layout.py checks it): the floor (config, errors, io,
 locations, progress, seeds, version), then model, then data, then run, then explain, regression and teach, then
@@ -40,7 +41,9 @@ _LAZY = {
     "paired_comparison": "adnlib.run.stats",
     "seed_summary": "adnlib.run.stats",
     "fetch_checkpoints": "adnlib.run.fetch",
+    "fetch_runs": "adnlib.run.fetch",
     "write_manifest": "adnlib.run.fetch",
+    "train_course": "adnlib.run.course",
     "localize": "adnlib.explain.localize",
     "Localization": "adnlib.explain.localize",
     "run_notebooks": "adnlib.teach.notebooks",

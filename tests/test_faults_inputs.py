@@ -249,7 +249,8 @@ def course_copy(tmp_path, monkeypatch):
     shutil.copytree(REPOSITORY / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".*"))
     shutil.copy(REPOSITORY / "pyproject.toml", root / "pyproject.toml")
     real = hosted.set_repository
-    monkeypatch.setattr(hosted, "set_repository", lambda repository, branch: real(repository, branch, root=root))
+    monkeypatch.setattr(hosted, "set_repository",
+                        lambda repository, branch, **kwargs: real(repository, branch, root=root, **kwargs))
     monkeypatch.setattr(hosted, "REPOSITORY", root)  # main() names the files it changed relative to it
     return root
 

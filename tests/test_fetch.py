@@ -13,7 +13,7 @@ import torch
 from conftest import loopback_server
 
 from adnlib.errors import AdnlibError, CheckpointError
-from adnlib.run.fetch import cache_path, fetch_checkpoint, fetch_checkpoints, write_manifest
+from adnlib.run.fetch import cache_path, fetch_checkpoint, fetch_checkpoints, fetch_runs, write_manifest
 
 WAIT_S = 5  # the longest any thread here waits for anything
 
@@ -223,7 +223,7 @@ def test_a_manifest_round_trip_through_the_server(server, tmp_path, monkeypatch)
     assert [(e["category"], e["variant"], e["seed"]) for e in entries] == list(originals)
     for f in manifest.parent.iterdir():
         server.files[f"/release/v1/{f.name}"] = f.read_bytes()
-    assert all(re.fullmatch(r"disc_(differnet|se)_seed[01]-[0-9a-f]{8}\.pt", f.name)
+    assert all(re.fullmatch(r"disc_(differnet|se)_seed[01](-[0-9a-f]{8}\.pt|-metrics-[0-9a-f]{8}\.json)", f.name)
                for f in manifest.parent.iterdir() if f.name != "manifest.json")
     url = f"{server.url}/release/v1/manifest.json"
     only = fetch_checkpoints(url, categories="disc", variants=["se"], seeds=0, cache_dir=cache, progress=False)
@@ -257,3 +257,62 @@ def test_bad_manifests_and_unfinished_runs_are_refused(tmp_path):
         fetch_checkpoints({"checkpoints": [{"category": "disc", "variant": "se", "seed": 0, "url": "x.pt"}]})
     with pytest.raises(CheckpointError, match="not a checkpoint manifest"):
         fetch_checkpoints({"models": []})
+
+
+def test_fetch_runs_lays_out_a_published_course_as_run_folders(server, tmp_path, monkeypatch):
+    # catches published results that are not the run's (another cell's metrics.json beside a checkpoint), a filter
+    # that downloads everything, named runs (the open-gates study) left out, or a fetched folder unusable offline
+    originals, cache = _fake_grid(tmp_path / "grid"), tmp_path / "cache"
+    for cell in (tmp_path / "grid" / "disc").glob("*/seed*"):
+        (cell / "metrics.json").write_text(json.dumps({"cell": cell.relative_to(tmp_path / "grid").as_posix()}))
+        (cell / "history.csv").write_text(f"epoch,loss\n1,{len(cell.parent.name)}\n")
+    extra = tmp_path / "open" / "disc" / "se" / "seed0"
+    extra.mkdir(parents=True)
+    (extra / "checkpoint.pt").write_bytes(_tiny_checkpoint(9))
+    (extra / "metrics.json").write_text('{"attention_init": "open"}')
+    manifest = write_manifest(tmp_path / "grid", f"{server.url}/release/v2", tmp_path / "release" / "manifest.json",
+                              named={"open-gates/disc/se/seed0": extra})
+    data = json.loads(manifest.read_text())
+    assert data["version"] == 2
+    assert set(data["checkpoints"][0]["files"]) == {"metrics.json", "history.csv"}
+    for f in manifest.parent.iterdir():
+        server.files[f"/release/v2/{f.name}"] = f.read_bytes()
+    url = f"{server.url}/release/v2/manifest.json"
+    root = fetch_runs(url, categories="disc", variants="se", seeds=0, cache_dir=cache, progress=False)
+    cell = root / "disc" / "se" / "seed0"
+    assert sorted(p.name for p in cell.iterdir()) == ["checkpoint.pt", "history.csv", "metrics.json"]
+    assert cell.joinpath("checkpoint.pt").read_bytes() == originals[("disc", "se", 0)]
+    assert json.loads((cell / "metrics.json").read_text()) == {"cell": "disc/se/seed0"}
+    assert not (root / "disc" / "differnet").exists()  # only what was asked
+    assert not (root / "open-gates").exists()
+    assert fetch_runs(url, names="open-gates/disc/se/seed0", cache_dir=cache, progress=False) == root
+    assert (root / "open-gates" / "disc" / "se" / "seed0" / "checkpoint.pt").read_bytes() == _tiny_checkpoint(9)
+    monkeypatch.setenv("ADNLIB_OFFLINE", "1")
+    count = len(server.requests)
+    assert fetch_runs(url, categories="disc", variants="se", seeds=0, cache_dir=cache, progress=False) == root
+    assert len(server.requests) == count  # everything from the cache
+    assert not (cell / "metrics.json").stat().st_mode & 0o222  # read-only: edits are not made by accident
+    (cell / "metrics.json").chmod(0o644)
+    (cell / "metrics.json").write_text('{"cell": "edited"}')  # a changed copy in the fetched folder is replaced
+    with pytest.raises(CheckpointError, match="does not match its sha256"):  # offline: said, not used
+        fetch_runs(url, categories="disc", variants="se", seeds=0, cache_dir=cache, progress=False)
+    monkeypatch.delenv("ADNLIB_OFFLINE")
+    fetch_runs(url, categories="disc", variants="se", seeds=0, cache_dir=cache, progress=False)
+    assert json.loads((cell / "metrics.json").read_text()) == {"cell": "disc/se/seed0"}
+
+
+def test_fetch_runs_refuses_entries_that_would_leave_their_folder(tmp_path):
+    # catches a manifest (from any server) whose names or keys write outside the fetched folder
+    digest = "0" * 64
+    for entry in ({"name": "../../etc/x"}, {"name": "/abs/x"}, {"name": ".hidden/x"},
+                  {"category": "..", "variant": "se", "seed": 0}, {"category": "disc", "variant": "a/b", "seed": 0}):
+        with pytest.raises(CheckpointError, match="name|plain names"):
+            fetch_runs({"checkpoints": [{**entry, "url": "https://example.invalid/x.pt", "sha256": digest}]},
+                       cache_dir=tmp_path)
+    bad_file = {"category": "disc", "variant": "se", "seed": 0, "url": "x.pt", "sha256": digest,
+                "files": {"../metrics.json": {"url": "m.json", "sha256": digest}}}
+    with pytest.raises(CheckpointError, match="must be one of"):
+        fetch_runs({"version": 2, "checkpoints": [bad_file]}, cache_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="version 3"):
+        fetch_runs({"version": 3, "checkpoints": []}, cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())

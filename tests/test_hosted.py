@@ -2,6 +2,7 @@
 cell's own text with a faked Colab, and by a pip dry run against this repository, offline), the data folders, and
 that every notebook's badges and setup cell agree with pyproject.toml's repository address."""
 import json
+import os
 import subprocess
 import sys
 import types
@@ -46,11 +47,11 @@ def test_install_command_pins_the_installed_torch():
 
 
 def test_launch_urls_and_badges():
-    urls = launch_urls("02_training_attentdiffernet", URL + ".git", "dev")
-    blob = "someone/attentdiffernet-course/blob/dev/notebooks/02_training_attentdiffernet.ipynb"
+    urls = launch_urls("03_training_attentdiffernet", URL + ".git", "dev")
+    blob = "someone/attentdiffernet-course/blob/dev/notebooks/03_training_attentdiffernet.ipynb"
     assert urls == {"colab": f"https://colab.research.google.com/github/{blob}",
                     "kaggle": f"https://kaggle.com/kernels/welcome?src=https://github.com/{blob}"}
-    links = badges_as_links(f"# Title\n\n{badge_markdown('02_training_attentdiffernet', URL, 'dev')}\n")
+    links = badges_as_links(f"# Title\n\n{badge_markdown('03_training_attentdiffernet', URL, 'dev')}\n")
     assert links == f"# Title\n\n[Open in Colab]({urls['colab']}) [Open in Kaggle]({urls['kaggle']})\n"
 
 
@@ -71,7 +72,7 @@ def _run_setup_cell(source, monkeypatch, *, colab: bool, run=None):
     """Execute the cell's text as a kernel would, with subprocess.run and prepare() recorded."""
     run, prepared = run or CommandRecorder(), []
     monkeypatch.setattr(subprocess, "run", run)
-    monkeypatch.setattr(hosting, "prepare", lambda: prepared.append(True))
+    monkeypatch.setattr(hosting, "prepare", lambda **kwargs: prepared.append(True))
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     if colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
@@ -148,3 +149,33 @@ def test_set_repository_rewrites_pyproject_badges_and_cells(tmp_path):
     assert [c.source for c in nb.cells if SETUP_TAG in c.metadata.get("tags", [])] == [setup_cell_source(URL)]
     assert hosted.set_repository(URL, root=tmp_path) == []  # idempotent: one badge line, one setup cell
     assert hosted.main(["--repository", "https://example.org/x"]) == 2
+
+
+def test_a_course_default_reaches_every_setup_cell_and_the_environment(tmp_path, monkeypatch):
+    # catches published checkpoints that hosted students never get (notebooks 03-06 would train for hours on a
+    # GPU-less session), an address spliced into code, and a second setting that piles up in pyproject.toml
+    (tmp_path / "notebooks").mkdir()
+    for name in NOTEBOOKS:
+        (tmp_path / "notebooks" / f"{name}.ipynb").write_text((NOTEBOOK_DIR / f"{name}.ipynb").read_text())
+    (tmp_path / "pyproject.toml").write_text((REPOSITORY / "pyproject.toml").read_text())
+    course = f"{URL}/releases/download/course-v1/manifest.json"
+    hosted.set_repository(URL, root=tmp_path, checkpoints=course)
+    assert hosted.checkpoints_url(tmp_path / "pyproject.toml") == course
+    hosted.set_repository(URL, root=tmp_path)  # kept when not given again, written once
+    assert (tmp_path / "pyproject.toml").read_text().count("Course-checkpoints") == 1
+    for name in NOTEBOOKS:
+        nb = nbformat.read(tmp_path / "notebooks" / f"{name}.ipynb", as_version=4)
+        cell = next(c.source for c in nb.cells if SETUP_TAG in c.metadata.get("tags", []))
+        assert cell == setup_cell_source(URL, "main", course)
+        assert f'prepare(checkpoints="{course}")' in cell
+    with pytest.raises(HostedError, match="--checkpoints must be an http"):
+        setup_cell_source(URL, "main", 'x"); import os; os.system("id')
+    monkeypatch.setitem(hosting.FOLDERS, "colab", tmp_path / "colab")
+    monkeypatch.setattr("adnlib.data.demo.make_demo_dataset", lambda root: None)
+    monkeypatch.setattr(hosting, "_has_gpu", lambda: True)
+    for variable in ("ADNLIB_DATA", "ADNLIB_RUNS", "ADNLIB_CHECKPOINTS"):
+        monkeypatch.delenv(variable, raising=False)
+    hosting.prepare("colab", checkpoints=course)
+    assert os.environ["ADNLIB_CHECKPOINTS"] == course
+    hosted.set_repository(URL, root=tmp_path, checkpoints="")  # removed again
+    assert hosted.checkpoints_url(tmp_path / "pyproject.toml") == ""

@@ -1,4 +1,4 @@
-"""Command line: `adnlib demo-data | train | evaluate | score | localize | grid | notebooks | drift` (also
+"""Command line: `adnlib demo-data | train | evaluate | score | localize | grid | course | notebooks | drift` (also
 `python -m adnlib`). The parser is `adnlib.cli.parser`, the commands `adnlib.cli.commands` (each a few lines over the
 public API); this module runs one and turns whatever goes wrong into one line.
 
@@ -44,7 +44,7 @@ def _write_hint(args, exc: BaseException) -> str:
         return ""
     if args.command == "train" and (args.out / "checkpoint.pt").exists():
         return "; make room, then run the same command with --resume (it continues from the last checkpoint)"
-    if args.command == "grid":
+    if args.command in ("grid", "course"):
         return "; make room, then run the same command again (finished cells are reused, interrupted ones resume)"
     return ""
 
@@ -95,7 +95,7 @@ class Terminated(KeyboardInterrupt):
 def _resume_hint(args) -> str:
     if args.command == "train" and (args.out / "checkpoint.pt").exists():
         return "; continue from the last checkpoint by running the same command with --resume"
-    if args.command == "grid":
+    if args.command in ("grid", "course"):
         return "; run the same command again: finished cells are reused, interrupted ones resume"
     return ""
 

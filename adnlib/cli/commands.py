@@ -62,6 +62,19 @@ def localize(args) -> int:
     return 0
 
 
+def course(args) -> int:
+    from adnlib.run.course import instructions, train_course
+    config = config_from_args(args)
+    if args.base_url and not args.base_url.startswith(("https://", "http://")):
+        from adnlib.errors import ConfigError
+        raise ConfigError(f"--base-url must be an http(s) address, not {args.base_url!r}")
+    made = train_course(config, args.data, args.out, categories=args.categories, variants=args.variants,
+                        seeds=args.seeds, open_gates=not args.no_open_gates, base_url=args.base_url,
+                        progress=not args.no_progress, lock_wait=args.wait)
+    print(instructions(made, args.base_url))
+    return 0
+
+
 def grid(args) -> int:
     import pandas as pd
 
@@ -152,4 +165,4 @@ def drift(args) -> int:
 
 
 COMMANDS = {"demo-data": demo_data, "train": train, "evaluate": evaluate, "score": score, "localize": localize,
-            "grid": grid, "notebooks": notebooks, "drift": drift}
+            "grid": grid, "course": course, "notebooks": notebooks, "drift": drift}

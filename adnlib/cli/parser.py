@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
     _add_grid_parser(sub)
+    _add_course_parser(sub)
     _add_notebooks_parser(sub)
     _add_drift_parser(sub)
     _add_localize_parser(sub)
@@ -253,6 +254,25 @@ def _add_grid_parser(sub) -> None:
                    help="run a failed cell again up to N times (it resumes its checkpoint); default 2")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+    _add_wait_option(p)
+
+
+def _add_course_parser(sub) -> None:
+    p = sub.add_parser("course", help="train the course's models once (every variant x 3 seeds, and SE with open "
+                                      "gates) and publish them for notebooks 03-06 (docs/teaching.md)")
+    p.add_argument("--data", type=Path, required=True, help="the dataset students will use (MVTec AD layout)")
+    p.add_argument("--categories", nargs="+", help="default: every category under --data")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--seeds", nargs="+", type=_seed, default=[0, 1, 2], metavar="SEED",
+                   help="default: 0 1 2 (notebook 06's verdict needs three)")
+    _add_config_options(p, one_run=False)
+    p.add_argument("--no-open-gates", action="store_true",
+                   help="leave out notebook 03's cold-start runs (SE with its gates starting open)")
+    p.add_argument("--base-url", help="where release/ will be downloaded from, e.g. "
+                                      "https://github.com/ORG/REPO/releases/download/course-v1 (default: URLs "
+                                      "relative to the manifest)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, required=True, help="the course folder (runs, and release/ to publish)")
     _add_wait_option(p)
 
 

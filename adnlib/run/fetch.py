@@ -11,10 +11,14 @@ The expected hash comes from `sha256=`, from a `#sha256=<64 hex>` URL fragment, 
 from a file name `name-<first 8+ hex of the sha256>.pt`. `ADNLIB_OFFLINE=1` refuses downloads (cached files are
 still used). The cache is `cache_dir`, else $ADNLIB_CACHE, else ~/.cache/adnlib/checkpoints.
 
-A manifest (`write_manifest`, `fetch_checkpoints`) lists a trained grid for publication, e.g. as release assets:
-{"format": "adnlib-checkpoints", "version": 1, "checkpoints": [{"category": ..., "variant": ..., "seed": ...,
-"url": ..., "sha256": ..., "size": ...}, ...]}; an entry may carry a "name" instead of category/variant/seed, and a
-relative "url" is read relative to the manifest's own URL or folder.
+A manifest (`write_manifest`, `fetch_checkpoints`, `fetch_runs`) lists a trained grid for publication, e.g. as
+release assets: {"format": "adnlib-checkpoints", "version": 2, "checkpoints": [{"category": ..., "variant": ...,
+"seed": ..., "url": ..., "sha256": ..., "size": ..., "files": {"metrics.json": {"url": ..., "sha256": ...,
+"size": ...}, "history.csv": {...}, "scores.csv": {...}}}, ...]}; an entry may carry a "name" (a relative folder
+such as "open-gates/disc/se/seed0") instead of category/variant/seed, and a relative "url" is read relative to the
+manifest's own URL or folder. "files" (version 2) are the run's results beside its checkpoint: `fetch_runs` lays
+each run out as a run folder again, so that a notebook loads a published course exactly as a local one (version 1
+manifests, without "files", still give their checkpoints).
 """
 from __future__ import annotations
 
@@ -50,7 +54,9 @@ from adnlib.io import (  # noqa: F401 - file_sha256, offline, download: public h
 from adnlib.version import __version__
 
 MANIFEST_FORMAT = "adnlib-checkpoints"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+RUN_FILES = ("metrics.json", "history.csv", "scores.csv")  # published beside each checkpoint (version 2)
+_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # one folder of a named entry
 _MAX_MANIFEST_BYTES = 10 << 20
 _NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.\w+$")  # torch.hub's name-<sha256 prefix>.pth
 _FRAGMENT_HASH = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
@@ -249,7 +255,7 @@ def _entries(data: Any, where: str) -> list[tuple[Key, dict[str, Any]]]:
     """The manifest's entries with their keys, checked: url and sha256, and category/variant/seed or a name."""
     if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), list):
         raise CheckpointError(f"{where} is not a checkpoint manifest (no 'checkpoints' list)")
-    if not isinstance(data.get("version", 1), int) or data.get("version", 1) > MANIFEST_VERSION:
+    if not isinstance(data.get("version", 1), int) or not 1 <= data.get("version", 1) <= MANIFEST_VERSION:
         raise CheckpointError(f"{where} has manifest version {data.get('version')!r}; this adnlib reads up to "
                               f"{MANIFEST_VERSION}: upgrade adnlib")
     entries: dict[Key, dict[str, Any]] = {}
@@ -262,8 +268,11 @@ def _entries(data: Any, where: str) -> list[tuple[Key, dict[str, Any]]]:
                 key: Key = (str(entry["category"]), str(entry["variant"]), int(entry["seed"]))
             except (TypeError, ValueError) as exc:
                 raise CheckpointError(f"{where}: checkpoint entry {i} has a seed that is not a whole number") from exc
+            if not all(_NAME_PART.fullmatch(part) for part in key[:2]):  # each becomes a folder (fetch_runs)
+                raise CheckpointError(one_line(f"{where}: checkpoint entry {i}: category and variant must be plain "
+                                               f"names (letters, digits, '.', '_', '-'), not {key[:2]!r}"))
         elif entry.get("name"):
-            key = str(entry["name"])
+            key = _check_name(str(entry["name"]), f"{where}: checkpoint entry {i}")
         else:
             raise CheckpointError(f"{where}: checkpoint entry {i} needs a category, variant and seed, or a name")
         if key in entries:
@@ -273,36 +282,146 @@ def _entries(data: Any, where: str) -> list[tuple[Key, dict[str, Any]]]:
 
 
 def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | None, out: str | Path, *,
-                   assets_dir: str | Path | None = None, require_finished: bool = True) -> Path:
-    """Write a manifest of trained runs' checkpoint.pt files, ready to publish (e.g. as GitHub release assets).
+                   assets_dir: str | Path | None = None, require_finished: bool = True,
+                   named: dict[str, str | Path] | None = None) -> Path:
+    """Write a manifest of trained runs, ready to publish (e.g. as GitHub release assets): each run's checkpoint.pt
+    and its results (RUN_FILES: metrics.json, history.csv, scores.csv, where present).
 
     run_dirs: a grid folder (<category>/<variant>/seed<k>/checkpoint.pt, as `adnlib grid` writes), a run folder,
-    or several. Each checkpoint.pt is placed in `assets_dir` (default: the manifest's folder; a hard link, or a copy
-    where linking fails) under a unique name carrying its hash, <category>_<variant>_seed<k>-<sha256[:8]>.pt (a run
-    outside a grid: <folder name>-<sha256[:8]>.pt), which is the URL base_url/<name>. base_url None: URLs relative to
+    or several. named: {name: run folder} for runs outside the grid's key, e.g. {"open-gates/disc/se/seed0": ...}
+    (folders of letters, digits, '.', '_', '-', separated by '/'). Each file is placed in `assets_dir` (default: the
+    manifest's folder; a hard link, or a copy where linking fails) under a unique name carrying its hash,
+    <category>_<variant>_seed<k>-<sha256[:8]>.pt and <...>-metrics-<sha256[:8]>.json etc. (a run outside a grid:
+    its folder name or its `named` key instead), which is the URL base_url/<name>. base_url None: URLs relative to
     the manifest, to serve the folder as it is. require_finished: refuse a run without metrics.json (interrupted).
     """
     out = Path(out)
     assets = Path(assets_dir) if assets_dir is not None else out.parent
+    runs = [(_run_key(checkpoint), checkpoint) for checkpoint in _checkpoint_files(run_dirs)] if run_dirs else []
+    for name, folder in (named or {}).items():
+        _check_name(name, "write_manifest")
+        runs.append(({"name": name}, Path(folder) / "checkpoint.pt"))
     entries, seen = [], set()
-    for checkpoint in _checkpoint_files(run_dirs):
-        if require_finished and not (checkpoint.parent / "metrics.json").is_file():
-            raise CheckpointError(f"{checkpoint.parent} has no metrics.json: an unfinished run? Finish it (--resume), "
-                                  "or pass require_finished=False to publish it as it is")
-        key, digest = _run_key(checkpoint), file_sha256(checkpoint)
-        stem = key.get("name") or f"{key['category']}_{key['variant']}_seed{key['seed']}"
-        asset = f"{_UNSAFE.sub('_', stem)}-{digest[:8]}.pt"
+
+    def publish(source: Path, stem: str, label: str, suffix: str) -> dict[str, Any]:
+        digest = file_sha256(source)
+        asset = f"{stem}{label}-{digest[:8]}{suffix}"
         if asset in seen:
             raise CheckpointError(f"two runs would be published as {asset} (the same cell from two grids?)")
         seen.add(asset)
-        _place(checkpoint, assets / asset)
+        _place(source, assets / asset)
         relative = Path(os.path.relpath(assets / asset, out.parent)).as_posix()
         url = f"{base_url.rstrip('/')}/{quote(asset)}" if base_url else quote(relative)
-        entries.append({**key, "url": url, "sha256": digest, "size": checkpoint.stat().st_size})
+        return {"url": url, "sha256": digest, "size": source.stat().st_size}
+
+    for key, checkpoint in runs:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"no checkpoint.pt in {checkpoint.parent}")
+        if require_finished and not (checkpoint.parent / "metrics.json").is_file():
+            raise CheckpointError(f"{checkpoint.parent} has no metrics.json: an unfinished run? Finish it (--resume), "
+                                  "or pass require_finished=False to publish it as it is")
+        stem = _UNSAFE.sub("_", key["name"].replace("/", "_") if "name" in key
+                           else f"{key['category']}_{key['variant']}_seed{key['seed']}")
+        files = {name: publish(checkpoint.parent / name, stem, f"-{Path(name).stem}", Path(name).suffix)
+                 for name in RUN_FILES if (checkpoint.parent / name).is_file()}
+        entries.append({**key, **publish(checkpoint, stem, "", ".pt"), **({"files": files} if files else {})})
+    if not entries:
+        raise CheckpointError("nothing to publish: no run given")
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "adnlib": __version__,
                 "checkpoints": entries}
     write_text(out, json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _check_name(name: str, where: str) -> str:
+    """A named entry's folder, relative and plain ('open-gates/disc/se/seed0'): it becomes a folder under the
+    fetched runs, so no absolute path, no '..', no hidden or odd names."""
+    parts = str(name).split("/")
+    if not all(_NAME_PART.fullmatch(part) for part in parts) or ".." in parts:
+        raise CheckpointError(one_line(f"{where}: entry name {name!r} must be folders of letters, digits, '.', '_' "
+                                       "and '-' separated by '/', none starting with '.'"))
+    return str(name)
+
+
+def fetch_runs(manifest: str | Path | dict, *, categories: Iterable[str] | str | None = None,
+               variants: Iterable[str] | str | None = None, seeds: Iterable[int] | int | None = None,
+               names: Iterable[str] | str | None = None, cache_dir: str | Path | None = None,
+               progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
+               deadline: float | None = DEFAULT_DEADLINE_S) -> Path:
+    """The runs a manifest lists, fetched, checked and laid out as a grid folder in the cache: -> that folder, with
+    <category>/<variant>/seed<k>/ (and <name>/ for named entries) holding checkpoint.pt and the run's published
+    results (metrics.json, history.csv, scores.csv), so that anything reading a local grid reads it unchanged.
+
+    categories / variants / seeds select grid entries, names the named ones (None: a named entry is taken only when
+    no other filter is given; "" or []: none). Every file is checked against the manifest's sha256 (see
+    `fetch_checkpoint`); the folder is <cache>/runs-<first 16 hex of the manifest's sha256>/, one per manifest, and
+    each file lands in it by an atomic rename. A version 1 manifest gives checkpoint.pt only.
+    """
+    check_timeouts(timeout, deadline, CheckpointError)
+    data, base, where = _load_manifest(manifest, cache_dir, timeout)
+    entries = _entries(data, where)
+    cache = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser()
+    canonical = json.dumps(data, sort_keys=True).encode()
+    root = cache / f"runs-{hashlib.sha256(canonical).hexdigest()[:16]}"
+    keep = [_wanted(categories), _wanted(variants), _wanted(seeds)]
+    wanted_names = _wanted([names] if isinstance(names, str) and names else names or [])
+    take_named = names is not None or all(v is None for v in (categories, variants, seeds))
+    for key, entry in entries:
+        if isinstance(key, tuple):
+            if not all(k(v) for k, v in zip(keep, key)):
+                continue
+            folder = root / key[0] / key[1] / f"seed{key[2]}"
+        else:
+            if not take_named or (names is not None and not wanted_names(key)):
+                continue
+            folder = root / _check_name(key, where)
+        for name, item in [("checkpoint.pt", entry), *_run_files(entry, where)]:
+            _fetch_into(_resolve(str(item["url"]), base), folder / name, _full_hash(item["sha256"], where),
+                        progress=progress and name == "checkpoint.pt", timeout=timeout, deadline=deadline)
+    return root
+
+
+def _fetch_into(source: str, target: Path, sha256: str, *, progress: bool, timeout: float,
+                deadline: float | None) -> None:
+    """`target` becomes the file at `source` (a URL or a local path) checked against `sha256`; a file already there
+    with that hash is kept. The fetched folder holds the only copy (no link into the cache or the published folder,
+    so editing it changes nothing else, and the next fetch replaces it); it is made read-only."""
+    if target.is_file() and file_sha256(target) == sha256:
+        return
+    if _is_url(source):
+        if offline():
+            state = "its copy there does not match its sha256" if target.is_file() else "it is not fetched yet"
+            raise CheckpointError(f"cannot fetch {source} into {target}: ADNLIB_OFFLINE is set, so nothing is "
+                                  f"downloaded, and {state}; unset ADNLIB_OFFLINE")
+        download(source, target, full=sha256, timeout=timeout, deadline=deadline, progress=progress,
+                 error=CheckpointError)
+    else:
+        local = _local(source, sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
+        try:
+            shutil.copyfile(local, tmp)
+            if file_sha256(tmp) != sha256:  # changed while it was copied
+                raise CheckpointError(f"{local} changed while it was copied; fetch again")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    target.chmod(0o444)
+
+
+def _run_files(entry: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any]]]:
+    """An entry's published results (version 2 "files"), checked: known names, each with a url and a sha256."""
+    files = entry.get("files") or {}
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{where}: an entry's 'files' must be a mapping of file names to url and sha256")
+    checked = []
+    for name, item in files.items():
+        if name not in RUN_FILES or not isinstance(item, dict) or not item.get("url") or not item.get("sha256"):
+            raise CheckpointError(one_line(f"{where}: entry file {name!r} must be one of {', '.join(RUN_FILES)} "
+                                           "with a 'url' and a 'sha256'"))
+        _full_hash(item["sha256"], f"{where}: {name}")
+        checked.append((name, item))
+    return checked
 
 
 def _checkpoint_files(run_dirs) -> list[Path]:

@@ -95,9 +95,11 @@ def install_command(repository: str, branch: str = "main", python: str = sys.exe
             *(f"{name}=={versions[name]}" for name in KEEP)]
 
 
-def prepare(platform: str | None = None) -> dict[str, Path]:
+def prepare(platform: str | None = None, checkpoints: str = "") -> dict[str, Path]:
     """On a hosted platform: set $ADNLIB_DATA and $ADNLIB_RUNS (unless set) under its working folder, generate the
-    demo data there if missing, and print a GPU hint when no GPU is present. -> {'data': path, 'runs': path}."""
+    demo data there if missing, and print a GPU hint when no GPU is present; with `checkpoints` (the course's
+    published runs, written into the setup cell by tools/hosted.py) set $ADNLIB_CHECKPOINTS unless it is set, so
+    that notebooks 03-06 load the course. -> {'data': path, 'runs': path}."""
     from adnlib.data.demo import make_demo_dataset
 
     platform = platform or detect_platform()
@@ -106,6 +108,8 @@ def prepare(platform: str | None = None) -> dict[str, Path]:
     base = FOLDERS[platform]
     os.environ.setdefault("ADNLIB_DATA", str(base / "adnlib-data" / "demo"))
     os.environ.setdefault("ADNLIB_RUNS", str(base / "adnlib-runs"))
+    if checkpoints:
+        os.environ.setdefault("ADNLIB_CHECKPOINTS", checkpoints)
     data, runs = Path(os.environ["ADNLIB_DATA"]), Path(os.environ["ADNLIB_RUNS"])
     if not any(data.glob("*/train")):  # the user's own dataset is kept as it is
         make_demo_dataset(data)
