@@ -198,7 +198,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # A laptop CPU in a few minutes: full 3-scale structure at 256 px, a smaller flow, few epochs, and the attention
     # blocks at their own learning rate so that their gates move within those few steps (a deviation, recorded).
-    "demo": dict(img_size=256, fc_hidden=256, batch_size=12, epochs=8, eval_every=4, n_test_rotations=8,
+    "demo": dict(img_size=256, fc_hidden=256, batch_size=12, epochs=8, eval_every=2, n_test_rotations=8,
                  test_batch_size=8, test_rotations="fixed", weights="auto", attention_lr=2e-3),
     # Seconds: for tests and CI.
     "smoke": dict(img_size=128, n_scales=2, fc_hidden=64, n_coupling_blocks=4, batch_size=8, n_train_rotations=2,

@@ -32,8 +32,8 @@ SUMMARY_SUFFIX = ".summary.json"
 EXPECTED = {
     "00_quickstart": ("quickstart.json", "scored_images.csv", "environment.json", "run/metrics.json"),
     "01_normalizing_flows_differnet": ("logdet_check.json", "latent_stats.json"),
-    "02_training_attentdiffernet": ("metrics_{variant}.json", "last_vs_best.csv", "shrinkage.csv"),
-    "03_attention_modules": ("attention_modules.json",),
+    "02_attention_modules": ("attention_modules.json", "embedding_sizes.csv"),
+    "03_training_attentdiffernet": ("metrics_{variant}.json", "last_vs_best.csv", "shrinkage.csv"),
     "04_auroc_evaluation": ("roc.json", "threshold.json", "auroc_per_defect.csv", "auroc_vs_rotations.csv"),
     "05_gradcam_comparison": ("gradcam.json",),
     "06_benchmark_report": ("runs.csv", "comparison.csv", "seed_summary.csv", "paired_comparison.csv"),

@@ -28,9 +28,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 from adnlib.data.demo import make_demo_dataset
 from adnlib.teach.notebooks import CellLimits, NotebookError, run_notebook
 
-WIDGET_NOTEBOOKS = ("03_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison")
+WIDGET_NOTEBOOKS = ("03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison")
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1}
-SMALL = {"03_attention_modules": {"n_show": 1, "max_images": 8},
+SMALL = {"03_training_attentdiffernet": {"n_show": 1, "max_images": 8},
          "05_gradcam_comparison": {"n_normal": 1, "n_defective": 2}}
 # The shape of notebook 03's former viewer (an Output widget capturing plt.show() at the end of the cell).
 REPRO_CELLS = ["%matplotlib inline\nimport matplotlib.pyplot as plt, numpy as np, ipywidgets as widgets\n"
@@ -46,12 +46,13 @@ REUSE: dict = {}
 
 
 def train_once(data_root: Path, folder: Path) -> dict:
-    """Smoke models of the three variants, laid out as <folder>/disc/<variant>/checkpoint.pt; {variant: path}."""
+    """Smoke runs of the three variants, laid out as a course folder <folder>/disc/<variant>/seed0/ (what a
+    notebook's `checkpoints` parameter reads); {variant: checkpoint path}."""
     from adnlib.config import preset
     from adnlib.run.train import train
     paths = {}
     for variant in ("differnet", "se", "cbam"):
-        out = folder / "disc" / variant
+        out = folder / "disc" / variant / "seed0"
         train(preset("smoke", variant=variant, epochs=1), data_root, "disc", out, progress=False)
         paths[variant] = str(out / "checkpoint.pt")
     return paths
@@ -130,10 +131,11 @@ def main(argv=None) -> int:
     params = {"data_root": str(make_demo_dataset(args.data).resolve())}
     params.update(SMOKE if args.preset == "smoke" else {})
     if args.reuse_models:
-        models = train_once(Path(params["data_root"]), work / "models")
-        REUSE.update({"03_attention_modules": {"checkpoints": {v: models[v] for v in ("se", "cbam")}},
+        train_once(Path(params["data_root"]), work / "models")
+        REUSE.update({"03_training_attentdiffernet": {"checkpoints": str(work / "models"),
+                                                      "compare_attention_init": False},
                       "04_auroc_evaluation": {"checkpoints": str(work / "models")},
-                      "05_gradcam_comparison": {"checkpoints": {v: models[v] for v in ("differnet", "se")}}})
+                      "05_gradcam_comparison": {"checkpoints": str(work / "models"), "seed_baseline": False}})
     records = []
     for run in range(args.runs):
         for name in names:

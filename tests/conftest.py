@@ -104,20 +104,25 @@ def demo_root(tmp_path_factory):
     return shared(tmp_path_factory, "demo-data", lambda folder: make_demo_dataset(folder / "demo")) / "demo"
 
 
-ATTENTION_03 = {"preset": "smoke", "weights": "none", "device": "cpu", "epochs": 1, "checkpoints": "", "n_show": 1,
-                "max_images": 8}  # notebook 03 trains SE and CBAM itself (no notebook 02 beside it)
+# The whole course with smoke parameters, the exercises' solutions included (`solutions = True`): notebook 03
+# trains the three variants (and, in its solutions, seeds 1 and 2), notebooks 04-06 read its runs, notebook 06
+# reports the three seeds without training (ORH's verdict needs them).
+COURSE = {"preset": "smoke", "weights": "none", "device": "cpu", "solutions": True, "seeds": [0, 1, 2],
+          "categories": ["disc"], "n_show": 1, "max_images": 8, "toy_steps": 30, "toy_blocks": 2, "toy_hidden": 16}
 
 
 @pytest.fixture(scope="session")
-def attention_run(tmp_path_factory, demo_root):
-    """Notebook 03 executed once per test session with ATTENTION_03 (smoke, trains its own models): -> the folder
-    holding 03_attention_modules.ipynb and its artefacts. tests/test_notebooks_explain.py checks it, the book
-    tests build their pages from it."""
-    from adnlib.teach.notebooks import run_notebook
+def course_run(tmp_path_factory, demo_root):
+    """All seven notebooks executed once per test session with COURSE, in course order, into one folder (as `make
+    demo` runs them): -> that folder (<notebook>.ipynb and <notebook>/ artefacts). The notebooks' tests, the
+    solutions' test and the book read it."""
+    from adnlib.teach.notebooks import run_notebooks
 
     def make(folder: Path) -> None:
-        run_notebook("03_attention_modules", folder, {"data_root": str(demo_root), **ATTENTION_03})
-    return shared(tmp_path_factory, "notebook-03", make)
+        runs, _ = run_notebooks(folder, {"data_root": str(demo_root), **COURSE}, log=lambda line: None)
+        failed = [run.error for run in runs if not run.ok]
+        assert not failed, failed
+    return shared(tmp_path_factory, "course", make)
 
 
 WORKFLOW_FILE = REPOSITORY / ".github" / "workflows" / "regression.yml"
@@ -260,10 +265,10 @@ def _markdown_outputs(notebook) -> str:
                      for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
 
 
-def check_02_sentences(out, variants) -> None:
-    """Every generated sentence of notebook 02's run in `out` against the numbers the run saved."""
+def check_03_sentences(out, variants) -> None:
+    """Every generated sentence of notebook 03's run in `out` against the numbers the run saved."""
     import pandas as pd
-    text = _markdown_outputs(out.parent / "02_training_attentdiffernet.ipynb")
+    text = _markdown_outputs(out.parent / "03_training_attentdiffernet.ipynb")
     shrink = pd.read_csv(out / "shrinkage.csv")
     norms = shrink[shrink["quantity"] == "feature_norm"].set_index("variant")["last/first"]
     noise = abs(100 * (norms["differnet"] - 1)) if "differnet" in norms else 0.0  # the frozen embedding's drift
@@ -285,7 +290,7 @@ def check_02_sentences(out, variants) -> None:
     _check_gate_movement(out, text)
     histories = {"differnet": out / "runs" / "disc" / "differnet" / "seed0" / "history.csv",
                  "se": out / "runs" / "disc" / "se" / "seed0" / "history.csv",
-                 "se, open gates": out / "runs_open_gates" / "disc" / "se" / "seed0" / "history.csv"}
+                 "se, open gates": out / "runs" / "open-gates" / "disc" / "se" / "seed0" / "history.csv"}
     histories = {k: pd.read_csv(v) for k, v in histories.items()}
     reference = histories["differnet"]["feature_norm"].iloc[0]
     for name in ("se", "se, open gates"):
@@ -300,7 +305,7 @@ def check_02_sentences(out, variants) -> None:
 
 
 def _check_gate_movement(out, text: str) -> None:
-    """02's "did the gates move?" sentences, recomputed from the saved histories: the largest first-to-last change
+    """03's "did the gates move?" sentences, recomputed from the saved histories: the largest first-to-last change
     of any block's mean gate, and the verdict on the side of GATES_MOVED that the number falls."""
     import pandas as pd
 
@@ -338,15 +343,16 @@ def check_06_sentences(out, random_weights: bool) -> None:
     """Notebook 06's verdict sentences against its paired comparison table."""
     import pandas as pd
     text = _markdown_outputs(out.parent / "06_benchmark_report.ipynb")
-    paired = pd.read_csv(out / "paired_comparison.csv").set_index("category")
-    mean = paired.loc["mean"]
-    assert f"{mean['delta']:+.1f} AUROC points" in text
-    assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in text
-    if pd.isna(mean["p"]):  # fewer than 3 seeds: the sentence must say there is no verdict
-        claim = "no verdict"
-    else:
-        claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
-    assert claim in text
+    paired = pd.read_csv(out / "paired_comparison.csv")
+    for _, mean in paired[paired["category"] == "mean"].iterrows():  # one sentence per attention variant
+        sentence = next(line for line in text.splitlines() if line.startswith(f"**{mean['variant']} − "))
+        assert f"{mean['delta']:+.1f} AUROC points" in sentence
+        assert f"[{mean['ci_low']:+.1f}, {mean['ci_high']:+.1f}]" in sentence
+        if pd.isna(mean["p"]):  # fewer than 3 seeds: the sentence must say there is no verdict
+            claim = "no verdict"
+        else:
+            claim = "by more than the noise" if mean["beyond_noise"] else "cannot be told apart from noise"
+        assert claim in sentence
     assert ("**random** backbone weights" in text) == random_weights
 
 

@@ -216,8 +216,8 @@ def run_all_calls(monkeypatch):
 
 
 def test_notebook_parameters_are_json_or_marked_strings(tmp_path, capsys, run_all_calls):
-    # names of notebook 02's parameters cell (an unknown name is refused: tests/test_faults_inputs.py)
-    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "02_training_attentdiffernet", "-p", "epochs", "3",
+    # names of notebook 03's parameters cell (an unknown name is refused: tests/test_faults_inputs.py)
+    args = ["notebooks", "--out", str(tmp_path / "nb"), "--only", "03_training_attentdiffernet", "-p", "epochs", "3",
             "-p", "variants", '["se"]', "-p", "category:str", "bottle", "-p", "device:str", "3",
             "-p", "eval_every", "null"]
     assert cli.main(args) == 0

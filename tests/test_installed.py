@@ -91,7 +91,7 @@ def test_the_installed_package_runs_without_the_repository(installed):
 def test_the_wheel_holds_no_repository_authoring(installed):
     # catches the book builder or the Colab/Kaggle rewriter shipped in the package (tools for whoever publishes
     # the course, not for a library user), and the runtime part of the hosted setup missing from it
-    _, env, work, site = installed
+    site, env, work, _ = installed
     shipped = {p.relative_to(site).as_posix() for p in (site / "adnlib").rglob("*.py")}
     assert not [f for f in shipped if Path(f).stem in ("book", "hosted", "mutation_check", "browser")], shipped
     assert "adnlib/teach/hosting.py" in shipped

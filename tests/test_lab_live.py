@@ -20,7 +20,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from adnlib.teach.notebooks import NOTEBOOK_DIR
 
 SMOKE = {"preset": "smoke", "weights": "none", "device": "cpu", "checkpoints": "", "epochs": 1}
-PARAMETERS = {"03_attention_modules": SMOKE,
+PARAMETERS = {"03_training_attentdiffernet": SMOKE,
               "04_auroc_evaluation": {**SMOKE, "variants": ["differnet"], "n_rotations": 2, "max_rotations": 4}}
 START_TIMEOUT_S = 90
 RUN_TIMEOUT_MS = int(os.environ.get("ADNLIB_LAB_RUN_TIMEOUT_MS", 900_000))  # the notebook, training included
@@ -91,7 +91,7 @@ def _run_all(page) -> None:
 
 # per notebook: the slider to move, the key (the viewer's block slider starts at its maximum, the threshold slider
 # at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text
-WATCH = {"03_attention_modules": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
+WATCH = {"03_training_attentdiffernet": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
                                   "el => el.getAttribute('src')"),
          "04_auroc_evaluation": (".jp-OutputArea .widget-slider", "ArrowRight", ".jp-OutputArea .widget-html",
                                  "el => el.innerText")}

@@ -598,7 +598,7 @@ def test_format_comparison_prints_mean_std_delta_ci_p_and_a_mark():
     row = table.set_index(["category", "variant"]).loc[("bottle", "se")]
     assert not row["ΔAUROC [95% CI]"].endswith("*")
     assert row["interval"] == "images"
-    assert row["p (ORH, Holm)"] == ""
+    assert "p (ORH, Holm)" not in table  # no verdict with 2 seeds: the column would be empty in every row
 
 
 def test_attention_init_is_carried_into_the_table_and_mixing_is_refused():

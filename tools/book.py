@@ -104,25 +104,35 @@ nb_ipywidgets_js = {{"requirejs/require.js": {{}},
                     "html-manager/dist/embed-amd.js": {{"data-jupyter-widgets-cdn": "_static/html-manager/"}}}}
 myst_enable_extensions = ["dollarmath"]
 mathjax_path = "mathjax/es5/tex-mml-chtml.js"  # served by the site (Sphinx's default is a CDN address)
-html_js_files = ["mathjax-widgets.js"]  # before MathJax (deferred): widgets typeset through MathJax 2's API
+html_js_files = ["mathjax-widgets.js", "adnlib-book.js"]  # the first before MathJax (deferred): widgets typeset
+#                                                           through MathJax 2's API; the second: click to zoom
 html_css_files = ["adnlib-book.css"]
 exclude_patterns = ["_build"]
 suppress_warnings = ["mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
 
 
-# Wide code lines and tables were cut off at the theme's reading column: tables scroll, code and text outputs wrap.
-# Figures shrank into the column (about 690 px at a 1280 px window; our figures are 900-1800 px at 100 dpi, so a
-# 10 pt label came out at 4-7 pt): the column is widened (the page's own table of contents, mostly empty for a
-# notebook, gives way) and a figure keeps its size, 10 pt labels at about 10 pt, scrolling sideways where it is
-# wider than the column instead of shrinking.
+# The reading column is widened (the page's own table of contents, mostly empty for a notebook, gives way): about
+# 960 px at a 1280 px window. Figures are drawn to fit it (at most 940 px at the notebooks' 100 dpi: a 10 pt label
+# stays about 10 pt); one that is wider anyway is shrunk to the column rather than scrolled out of view, and a click
+# opens it at full size (adnlib-book.js). Code keeps its lines whole (a line is never broken inside a token or its
+# indentation lost); a longer one scrolls inside its cell. Text output wraps only at spaces; tables scroll.
 BOOK_CSS = """div.cell_output table { display: block; overflow-x: auto; max-width: 100%; }
-div.cell_input pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
-div.cell_output { overflow-x: auto; }
-div.cell_output img { max-width: none !important; height: auto; }
-div.cell_output .jupyter-widgets img { flex-shrink: 0 !important; width: auto !important; min-width: max-content; }
+div.cell_input pre { white-space: pre; overflow-x: auto; }
+div.cell_output pre { white-space: pre-wrap; overflow-wrap: normal; word-break: normal; overflow-x: auto; }
+div.cell_output img { max-width: 100% !important; height: auto; cursor: zoom-in; }
+div.cell_output .jupyter-widgets img { max-width: 100% !important; height: auto !important; }
 .bd-sidebar-secondary { display: none !important; }
 .bd-main .bd-content .bd-article-container, .bd-page-width { max-width: 100% !important; }
+"""
+
+# A click on a figure opens it alone at its full size (in the same tab: back returns to the page).
+ZOOM_JS = """document.addEventListener("click", function (event) {
+  var image = event.target;
+  if (image.tagName === "IMG" && image.closest("div.cell_output") && !image.closest(".jupyter-widgets")) {
+    window.location.href = image.currentSrc || image.src;
+  }
+});
 """
 
 
@@ -276,11 +286,26 @@ def _quiet_warnings(outputs: list[dict], seen: set[str]) -> list[dict]:
     return kept
 
 
+def _with_run_time(markdown: str, nb: dict) -> str:
+    """The first cell with the time the run shown took after its Runtime paragraph, so that a page never states a
+    typical time that its own run contradicts without saying so."""
+    seconds = nb.get("metadata", {}).get("papermill", {}).get("duration")
+    if not isinstance(seconds, (int, float)):
+        return markdown
+    lines = markdown.split("\n")
+    for i, line in enumerate(lines):
+        if SECTION.match(line.strip()) and "Runtime" in line:
+            end = next((j for j in range(i + 1, len(lines)) if not lines[j].strip()), len(lines))
+            lines[end - 1] += f" The run shown on this page took {seconds:.0f} s."
+            return "\n".join(lines)
+    return markdown
+
+
 def page_notebook(nb: dict) -> dict:
     """An executed notebook as a book page: the Colab/Kaggle badges as links, or dropped while the course names no
     repository (the placeholder address leads nowhere); papermill's injected-parameters cell replaced by a short
-    note of its values; each warning once, without file paths; solutions folded (cells hidden in JupyterLab get
-    myst-nb's `hide-input` tag: a dropdown)."""
+    note of its values; the run's own duration after the Runtime paragraph; each warning once, without file paths;
+    solutions folded (cells hidden in JupyterLab get myst-nb's `hide-input` tag: a dropdown)."""
     cells, seen = [], set()
     for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code":
@@ -293,7 +318,7 @@ def page_notebook(nb: dict) -> dict:
             source = _source(cell)
             if PLACEHOLDER.split("github.com/", 1)[1] in source:
                 source = "\n".join(line for line in source.splitlines() if "[![Open in" not in line)
-            cell = {**cell, "source": badges_as_links(source)}
+            cell = {**cell, "source": _with_run_time(badges_as_links(source), nb)}
         if cell.get("metadata", {}).get("jupyter", {}).get("source_hidden") and "hide-input" not in tags:
             cell = {**cell, "metadata": {**cell["metadata"], "tags": [*tags, "hide-input"]}}
         cells.append(cell)
@@ -317,6 +342,7 @@ def assemble(run_dir: Path, src: Path, vendor: Path) -> list[str]:
     shutil.copytree(vendor / "mathjax", src / "_static" / "mathjax")
     (src / "_static" / "mathjax-widgets.js").write_text(MATHJAX_WIDGETS_JS)
     (src / "_static" / "adnlib-book.css").write_text(BOOK_CSS)
+    (src / "_static" / "adnlib-book.js").write_text(ZOOM_JS)
     return notebooks
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adnlib.config import Config
+from adnlib.explain.viewer import FIGURE_WIDTH_IN
 from adnlib.model.attention import CBAM, SEBlock
 from adnlib.model.backbone import attention_positions
 from adnlib.model.transforms import to_unit
@@ -300,8 +301,18 @@ def _alexnet_shapes() -> list[nn.Module]:
 
 
 # --- figures --------------------------------------------------------------------------------------------------------
+def _wrap_arrow(ax, end_x: float, y_from: float, y_to: float) -> None:
+    """The arrow from the end of one line of boxes (at end_x, y_from) to the start of the next one (0, y_to)."""
+    middle = (y_from + y_to) / 2
+    ax.plot([end_x - 0.06, end_x + 0.04, end_x + 0.04, -0.04, -0.04], [y_from, y_from, middle, middle, y_to],
+            color="black", lw=0.8)
+    ax.annotate("", xy=(0.06, y_to), xytext=(-0.05, y_to), arrowprops=dict(arrowstyle="->", lw=0.8))
+
+
 def backbone_diagram(config: Config | None = None, variant: str | None = None, ax=None):
-    """Draw alexnet.features as a row of boxes, attention blocks where Figure 1 puts them; returns the Figure."""
+    """Draw alexnet.features as boxes in two lines, attention blocks where Figure 1 puts them; returns the Figure."""
+    import math
+
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -317,23 +328,30 @@ def backbone_diagram(config: Config | None = None, variant: str | None = None, a
                           "attention"))
     items.append(("mean over\nH,W → 256", "head"))
     colours = {"conv": "#9ecae1", "relu": "#e0e0e0", "pool": "#c7e9c0", "attention": "#fdae6b", "head": "#dadaeb"}
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(0.95 * len(items) + 0.5, 2.6))
+    per_line = math.ceil(len(items) / 2)  # two lines of boxes: 17 boxes in one line took 16 in
+    if ax is None:  # about 1 in a box, the axes filling the figure below the title
+        fig, ax = plt.subplots(figsize=(min(per_line, FIGURE_WIDTH_IN - 0.2), 3.4))
+        fig.subplots_adjust(left=0, right=1, bottom=0, top=0.86)
     fig = ax.figure
     for i, (label, kind) in enumerate(items):
-        ax.add_patch(FancyBboxPatch((i + 0.06, 0.15), 0.88, 0.7, boxstyle="round,pad=0.02", fc=colours[kind],
+        x, y = i % per_line, 1 - i // per_line  # line 0 above (y from 1 to 2), line 1 below (0 to 1)
+        ax.add_patch(FancyBboxPatch((x + 0.06, y + 0.15), 0.88, 0.7, boxstyle="round,pad=0.02", fc=colours[kind],
                                     ec="#d94801" if kind == "attention" else "#555555",
                                     lw=2 if kind == "attention" else 1))
-        ax.text(i + 0.5, 0.5, label, ha="center", va="center", fontsize=9,
+        ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=9,
                 fontweight="bold" if kind == "attention" else "normal")
-        if i:
-            ax.annotate("", xy=(i + 0.06, 0.5), xytext=(i - 0.06, 0.5), arrowprops=dict(arrowstyle="->", lw=0.8))
-    ax.set_xlim(0, len(items))
-    ax.set_ylim(0, 1)
+        if i % per_line:
+            ax.annotate("", xy=(x + 0.06, y + 0.5), xytext=(x - 0.06, y + 0.5),
+                        arrowprops=dict(arrowstyle="->", lw=0.8))
+        elif i:
+            _wrap_arrow(ax, per_line, y + 1.5, y + 0.5)
+    ax.set_xlim(-0.1, per_line + 0.1)
+    ax.set_ylim(0, 2)
     ax.axis("off")
     where = "before" if config.block3_before_final_pool else "after"
     ax.set_title(f"AlexNet features with {variant.upper()} blocks (AttentDifferNet, Figure 1; block 3 {where} the "
-                 "last pool: our reading); frozen layers in blue/green/grey, trained blocks in orange", fontsize=9)
+                 "last pool: our reading);\nfrozen layers in blue/green/grey, trained blocks in orange; read the "
+                 "first line, then the second", fontsize=9)
     return fig
 
 
@@ -344,23 +362,27 @@ def se_steps_figure(block: SEBlock, x: torch.Tensor, n_maps: int = 6):
     steps = se_steps(block, x[:1])
     squeezed, gates = steps["squeezed"][0].numpy(), steps["gates"][0].numpy()
     order = np.argsort(-squeezed)[:n_maps]
-    fig = plt.figure(figsize=(12, 6.2), layout="constrained")
-    grid = fig.add_gridspec(3, n_maps)
+    cell = FIGURE_WIDTH_IN / len(order)  # the maps share the column's width
+    fig = plt.figure(figsize=(FIGURE_WIDTH_IN, 2 * (cell + 0.5) + 2.8), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(2 * (cell + 0.5), 2.8))  # each row of panels laid out alone
+    maps = top.subplots(2, len(order), squeeze=False)
     for j, c in enumerate(order):
         for row, (tensor, what) in enumerate(((x, "before"), (steps["output"], "after"))):
-            ax = fig.add_subplot(grid[row, j])
+            ax = maps[row, j]
             vmax = float(x[0, c].max()) or 1.0  # same colour scale before/after: the gate's dimming is visible
             ax.imshow(tensor[0, c].numpy(), cmap="viridis", vmin=0, vmax=vmax)
             ax.set_title(f"ch {c} {what}" + (f"\ngate {gates[c]:.2f}" if row else ""), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    ax = fig.add_subplot(grid[2, : n_maps // 2])
+    ax, right = bottom.subplots(1, 2)
     ax.bar(np.arange(len(squeezed)), squeezed, color="#3182bd")
-    ax.set(title="squeeze: mean of each channel over space", xlabel="channel", ylabel="mean activation")
-    ax = fig.add_subplot(grid[2, n_maps // 2:])
-    ax.bar(np.arange(len(gates)), gates, color="#e6550d")
-    ax.set(title="excitation: gate = sigmoid(MLP(squeeze))", xlabel="channel", ylabel="gate", ylim=(0, 1))
-    fig.suptitle("SE block step by step (top: 6 strongest channels before the gate, middle: after)")
+    ax.set(xlabel="channel", ylabel="mean activation")
+    ax.set_title("squeeze: mean of each channel over space", fontsize=10)
+    right.bar(np.arange(len(gates)), gates, color="#e6550d")
+    right.set(xlabel="channel", ylabel="gate", ylim=(0, 1))
+    right.set_title("excitation: gate = sigmoid(MLP(squeeze))", fontsize=10)
+    fig.suptitle(f"SE block step by step (top: the {len(order)} strongest channels before the gate, middle: after)",
+                 fontsize=11)
     return fig
 
 
@@ -369,33 +391,39 @@ def cbam_steps_figure(block: CBAM, x: torch.Tensor, image=None):
     import matplotlib.pyplot as plt
 
     s = cbam_steps(block, x[:1])
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6.4), layout="constrained")
+    # 3 × 3 panels: the channel step, the spatial step, what the block kept (4 columns were 14 in wide)
+    fig, axes = plt.subplots(3, 3, figsize=(FIGURE_WIDTH_IN, 8.4), layout="constrained")
     c = np.arange(x.shape[1])
-    axes[0, 0].bar(c, s["avg_pooled"][0].numpy(), color="#3182bd")
-    axes[0, 0].set(title="channel step: average-pooled", xlabel="channel", ylabel="activation")
-    axes[0, 1].bar(c, s["max_pooled"][0].numpy(), color="#6baed6")
-    axes[0, 1].set(title="channel step: max-pooled", xlabel="channel", ylabel="activation")
+    for ax, key, colour, title in ((axes[0, 0], "avg_pooled", "#3182bd", "channel step: average-pooled"),
+                                   (axes[0, 1], "max_pooled", "#6baed6", "channel step: max-pooled")):
+        ax.bar(c, s[key][0].numpy(), color=colour)
+        ax.set(xlabel="channel", ylabel="activation")
+        ax.set_title(title, fontsize=10)
     axes[0, 2].bar(c, s["channel_gates"][0].numpy(), color="#e6550d")
-    axes[0, 2].set(title="channel gate σ(MLP(avg) + MLP(max))", xlabel="channel", ylabel="gate", ylim=(0, 1))
-    energy_in, energy_out = x[0].pow(2).sum(0), s["output"][0].pow(2).sum(0)
-    im = axes[0, 3].imshow((energy_out / energy_in.clamp_min(1e-12)).numpy(), cmap="magma", vmin=0)
-    axes[0, 3].set(title="share of feature energy kept\n(Σ_c x² after / before)")
-    fig.colorbar(im, ax=axes[0, 3], shrink=0.8)
-    for ax, key, title in ((axes[1, 0], "mean_map", "spatial step: mean over ch."),
-                           (axes[1, 1], "max_map", "spatial step: max over ch.")):
+    axes[0, 2].set(xlabel="channel", ylabel="gate", ylim=(0, 1))
+    axes[0, 2].set_title("channel gate\nσ(MLP(avg) + MLP(max))", fontsize=10)
+    for ax, key, title in ((axes[1, 0], "mean_map", "spatial step:\nmean over channels"),
+                           (axes[1, 1], "max_map", "spatial step:\nmax over channels")):
         im = ax.imshow(s[key][0, 0].numpy(), cmap="viridis")
-        ax.set(title=title)
+        ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, shrink=0.8)
     im = axes[1, 2].imshow(s["spatial_map"][0, 0].numpy(), cmap="jet", vmin=0, vmax=1)
-    axes[1, 2].set(title="spatial map σ(conv7×7[mean, max])")
+    axes[1, 2].set_title("spatial map\nσ(conv7×7[mean, max])", fontsize=10)
     fig.colorbar(im, ax=axes[1, 2], shrink=0.8)
+    energy_in, energy_out = x[0].pow(2).sum(0), s["output"][0].pow(2).sum(0)
+    im = axes[2, 0].imshow((energy_out / energy_in.clamp_min(1e-12)).numpy(), cmap="magma", vmin=0)
+    axes[2, 0].set_title("share of feature energy kept\n(Σ_c x² after / before)", fontsize=10)
+    fig.colorbar(im, ax=axes[2, 0], shrink=0.8)
     if image is not None:
-        axes[1, 3].imshow(overlay_heatmap(image, s["spatial_map"][0, 0].numpy(), normalize=True))
-        axes[1, 3].set(title="spatial map over the image\n(stretched to its own min–max)")
-    for ax in (*axes[0, 3:], *axes[1]):
-        ax.set_xlabel("x (feature cells)" if ax is not axes[1, 3] else "x (pixels)")
+        axes[2, 1].imshow(overlay_heatmap(image, s["spatial_map"][0, 0].numpy(), normalize=True))
+        axes[2, 1].set_title("spatial map over the image\n(stretched to its own min–max)", fontsize=10)
+    else:
+        axes[2, 1].axis("off")
+    axes[2, 2].axis("off")
+    for ax in (*axes[1], *axes[2, :2]):
+        ax.set_xlabel("x (feature cells)" if ax is not axes[2, 1] else "x (pixels)")
         ax.set_ylabel("y")
-    fig.suptitle("CBAM step by step: channel gate, then spatial map")
+    fig.suptitle("CBAM step by step: channel gate, then spatial map", fontsize=11)
     return fig
 
 
@@ -455,40 +483,58 @@ def gate_difference(records: list[BlockRecord], labels, shuffles: int = 20, seed
     return pd.DataFrame(rows)
 
 
+DIFFERENCE_FLOOR = 0.01  # the difference rows of channel_gates_figure span at least ±1 % of the gates' 0–1 range
+
+
+def _gate_panels(gate_ax, diff_ax, record: BlockRecord, labels: np.ndarray, variant: str) -> None:
+    """One block of `channel_gates_figure`: the gates (above) and the difference defective − normal (below)."""
+    normal = record.channel_gates[torch.from_numpy(labels == 0)].numpy()
+    defect = record.channel_gates[torch.from_numpy(labels == 1)].numpy()
+    order = np.argsort(normal.mean(0))
+    c = np.arange(record.channels)
+    low, high, mean = (np.percentile(normal, 10, 0)[order], np.percentile(normal, 90, 0)[order],
+                       normal.mean(0)[order])
+    gate_ax.fill_between(c, low, high, color="#3182bd", alpha=0.25, lw=0,
+                         label="normal images: 10–90 % band (below: around their mean)")
+    gate_ax.plot(c, mean, color="#08519c", lw=1.5, label=f"normal images: mean gate (n={len(normal)})")
+    gate_ax.plot(c, defect.mean(0)[order], ".", color="#e6550d", ms=3,
+                 label=f"defective images: mean gate (n={len(defect)})")
+    gate_ax.set(ylabel="channel gate", ylim=(0, 1), xlabel="channel, by normal mean")
+    gate_ax.set_title(f"{variant.upper()} block {record.block} ({record.channels} ch)", fontsize=10)
+    # The difference on its own scale, beside the normal images' own spread around their mean (the band): a shift
+    # far inside the band is one that the normal images show among themselves. At least ±DIFFERENCE_FLOOR, so that
+    # curves that coincide give flat bars instead of magnified rounding noise.
+    shift = defect.mean(0)[order] - mean
+    largest = float(np.abs(shift).max())
+    diff_ax.fill_between(c, low - mean, high - mean, color="#3182bd", alpha=0.25, lw=0)
+    edges = np.arange(record.channels + 1) - 0.5  # bars of width 1 as two filled step curves: two artists, not C
+    diff_ax.stairs(np.clip(shift, 0, None), edges, fill=True, color="#e6550d")
+    diff_ax.stairs(np.clip(shift, None, 0), edges, fill=True, color="#3182bd")
+    diff_ax.axhline(0, color="black", lw=0.6)
+    spread = float(max(np.abs(low - mean).max(), np.abs(high - mean).max()))
+    limit = max(DIFFERENCE_FLOOR, 1.15 * max(largest, spread))
+    diff_ax.set(ylim=(-limit, limit), ylabel="Δ gate", xlabel="channel (same order)")
+    diff_ax.set_title(f"defective − normal mean gate\nlargest |difference| {largest:.2g}", fontsize=9)
+
+
 def channel_gates_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
     """Rows = variants, columns = blocks: mean channel gate over normal vs defective images (channels sorted by the
-    normal mean, so a defect that changes the gates shows as a departure from a smooth curve); returns the Figure."""
+    normal mean, so a defect that changes the gates shows as a departure from a smooth curve), and under each panel
+    the difference defective − normal per channel on its own scale, beside the normal images' own spread (the band
+    around 0), its title giving the largest |difference|; returns the Figure. One legend, below the panels."""
     import matplotlib.pyplot as plt
 
     labels = np.asarray(labels)
     variants = list(records_by_variant)
     n_blocks = max(len(r) for r in records_by_variant.values())
-    fig, axes = plt.subplots(len(variants), n_blocks, figsize=(4.2 * n_blocks, 3.0 * len(variants)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2 * len(variants), n_blocks, figsize=(FIGURE_WIDTH_IN, 4.6 * len(variants) + 0.8),
+                             squeeze=False, layout="constrained", height_ratios=[2.2, 1.4] * len(variants))
     for i, variant in enumerate(variants):
         for r in records_by_variant[variant]:
-            ax = axes[i, r.block - 1]
-            normal = r.channel_gates[torch.from_numpy(labels == 0)].numpy()
-            defect = r.channel_gates[torch.from_numpy(labels == 1)].numpy()
-            order = np.argsort(normal.mean(0))
-            c = np.arange(r.channels)
-            ax.fill_between(c, np.percentile(normal, 10, 0)[order], np.percentile(normal, 90, 0)[order],
-                            color="#3182bd", alpha=0.25, lw=0, label="normal 10–90 %")
-            ax.plot(c, normal.mean(0)[order], color="#08519c", lw=1.5, label=f"normal mean (n={len(normal)})")
-            ax.plot(c, defect.mean(0)[order], ".", color="#e6550d", ms=3, label=f"defective mean (n={len(defect)})")
-            ax.set(title=f"{variant.upper()} block {r.block} ({r.channels} ch)", ylabel="channel gate", ylim=(0, 1),
-                   xlabel="channel (sorted by normal mean)")
-            if r.block == 1:
-                ax.legend(fontsize=9, loc="upper left")
-            # The shift is usually far smaller than the gates themselves: an inset on its own scale shows it.
-            inset = ax.inset_axes((0.5, 0.07, 0.47, 0.3))
-            shift = (defect.mean(0) - normal.mean(0))[order]
-            inset.bar(c, shift, width=1.0, color=np.where(shift > 0, "#e6550d", "#3182bd"))
-            inset.axhline(0, color="black", lw=0.5)
-            inset.set_title(f"defective − normal (max |Δ| {np.abs(shift).max():.0e})", fontsize=9, pad=2)
-            inset.set_xticks([])
-            inset.set_yticks([])
-    fig.suptitle("Channel gates: normal vs defective test images (full-size scale)")
+            _gate_panels(axes[2 * i, r.block - 1], axes[2 * i + 1, r.block - 1], r, labels, variant)
+    handles, names = next(ax for ax in axes.flat if ax.lines).get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
+    fig.suptitle("Channel gates: normal vs defective test images (full-size scale)", fontsize=11)
     return fig
 
 
@@ -499,8 +545,9 @@ def spatial_maps_figure(images: torch.Tensor, records: list[BlockRecord], titles
 
     spatial = [r for r in records if r.spatial_map is not None]
     n = len(images)
-    fig, axes = plt.subplots(n, 1 + len(spatial), figsize=(2.4 * (1 + len(spatial)), 2.4 * n), squeeze=False,
-                             layout="constrained")
+    cell = min(2.4, FIGURE_WIDTH_IN / (1 + len(spatial)))
+    fig, axes = plt.subplots(n, 1 + len(spatial), figsize=(cell * (1 + len(spatial)), (cell + 0.3) * n + 0.5),
+                             squeeze=False, layout="constrained")
     for i in range(n):
         axes[i, 0].imshow(to_display(images[i]))
         axes[i, 0].set_title(titles[i] if titles else f"image {i}", fontsize=9)
@@ -511,7 +558,7 @@ def spatial_maps_figure(images: torch.Tensor, records: list[BlockRecord], titles
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{variant.upper()} spatial maps over the images (each map stretched to its own min–max; "
+    fig.suptitle(f"{variant.upper()} spatial maps over the images\n(each map stretched to its own min–max; "
                  "red = kept, blue = damped)", fontsize=10)
     return fig
 
@@ -522,7 +569,8 @@ def energy_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
 
     labels = np.asarray(labels)
     variants = list(records_by_variant)
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(variants), figsize=(min(4.5 * len(variants), FIGURE_WIDTH_IN), 3.9),
+                             squeeze=False, layout="constrained")
     for ax, variant in zip(axes[0], variants):
         records = records_by_variant[variant]
         x = np.arange(len(records))
@@ -532,9 +580,11 @@ def energy_figure(records_by_variant: dict[str, list[BlockRecord]], labels):
             ax.bar(x + (k - 0.5) * 0.38, [v.mean() for v in ratios], 0.38, yerr=[v.std() for v in ratios],
                    color=colour, label=name, capsize=3)
         ax.set_xticks(x, [f"block {r.block}\n({r.channels} ch)" for r in records])
-        ax.set(title=f"{variant.upper()}: energy after / before the gate", ylabel="Σ mean(x²) after / before")
-        ax.legend(fontsize=9)
-    fig.suptitle("How much feature energy the attention blocks let through")
+        ax.set(ylabel="Σ mean(x²) after / before", xlabel="attention block")
+        ax.set_title(f"{variant.upper()}: energy after / before the gate", fontsize=10)
+    handles, names = next((ax for ax in axes[0] if ax.patches), axes[0, 0]).get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize=9, frameon=False)  # over no bar
+    fig.suptitle("How much feature energy the attention blocks let through", fontsize=11)
     return fig
 
 
@@ -543,23 +593,28 @@ def attention_panel(image, record: BlockRecord, item: int = 0, title: str = ""):
 
     The spatial view is CBAM's spatial map, or for SE (no spatial map) the feature energy after the block.
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(9.5, 3.2), layout="constrained", width_ratios=(1, 1.6, 1))  # fits 960 px
+    fig, axes = plt.subplots(1, 3, figsize=(FIGURE_WIDTH_IN, 3.5), layout="constrained", width_ratios=(1, 1.6, 1))
     axes[0].imshow(to_display(image))
-    axes[0].set(title=title or "input", xticks=[], yticks=[])
+    axes[0].set(xticks=[], yticks=[])
+    axes[0].set_title(textwrap.fill(title or "input", 30), fontsize=10)  # a long image name wraps, stays above it
     gates = record.channel_gates[item].numpy()
-    axes[1].bar(np.arange(len(gates)), np.sort(gates)[::-1], color="#e6550d", width=1.0)
-    axes[1].set(title=f"block {record.block} channel gates, sorted (mean {gates.mean():.3f})",
-                xlabel="channel rank", ylabel="gate", ylim=(0, 1))
+    ranks = np.arange(len(gates) + 1) - 0.5  # bars of width 1 as one filled step curve (redraws fast)
+    axes[1].stairs(np.sort(gates)[::-1], ranks, fill=True, color="#e6550d")
+    axes[1].set(xlabel="channel rank", ylabel="gate", ylim=(0, 1))
+    axes[1].set_title(f"block {record.block} channel gates, sorted (mean {gates.mean():.3f})", fontsize=10)
     if record.spatial_map is not None:
         m = record.spatial_map[item, 0].numpy()
         axes[2].imshow(overlay_heatmap(image, m, normalize=True))
-        axes[2].set(title=f"CBAM spatial map ({m.min():.2f}–{m.max():.2f})", xticks=[], yticks=[])
+        axes[2].set_title(f"CBAM spatial map\n({m.min():.2f}–{m.max():.2f})", fontsize=10)
     else:
         energy = record.outputs[item].pow(2).mean(0).numpy()
         axes[2].imshow(overlay_heatmap(image, energy, normalize=True))
-        axes[2].set(title="SE: feature energy after", xticks=[], yticks=[])
+        axes[2].set_title("SE: feature energy\nafter the block", fontsize=10)
+    axes[2].set(xticks=[], yticks=[])
     return fig
 
 

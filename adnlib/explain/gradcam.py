@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adnlib.explain.attention_viz import overlay_heatmap, to_display
+from adnlib.explain.viewer import FIGURE_WIDTH_IN
 from adnlib.model.transforms import fixed_angles, normalize, rotate_batch, to_unit
 
 
@@ -299,19 +300,27 @@ def cam_grid_figure(images: torch.Tensor, columns: dict[str, np.ndarray], row_ti
     """A grid like AttentDifferNet's Figure 3: column 'input', then one heat-map overlay per entry of `columns`.
 
     columns: {column title: maps (B,H,W) in [0,1]}. The figure is exactly (1+len(columns))·cell_inches·dpi wide and
-    B·cell_inches·dpi (+ a title band) high when saved with ``savefig(path, dpi=dpi)`` (no bbox_inches="tight").
+    B·cell_inches·dpi (+ a title band) high when saved with ``savefig(path, dpi=dpi)`` (no bbox_inches="tight"),
+    as long as that width fits the book's column (`adnlib.explain.viewer.FIGURE_WIDTH_IN` · 100 px); with more
+    columns the cells narrow to fit it (column titles wrap) and grow taller instead, so the images stay as large as
+    the width allows.
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     n, ncols = len(images), 1 + len(columns)
     top = 0.4 if title else 0.0  # inches for the title
     band = 0.42  # inches above each image for its labels
-    width, height = ncols * cell_inches, n * cell_inches + top
+    cell_w = min(cell_inches, FIGURE_WIDTH_IN * 100 / dpi / ncols)  # the column's pixels, at this figure's dpi
+    side = min(cell_inches - band - 0.04, cell_w - 0.06)  # square images
+    cell_h = cell_inches if cell_w == cell_inches else side + band + 0.04
+    characters = max(8, int(cell_w * 100 / 7))  # 9 pt: about 7 px a character at 100 dpi
+    width, height = ncols * cell_w, n * cell_h + top
     fig = plt.figure(figsize=(width, height), dpi=dpi)
-    side = cell_inches - band - 0.04  # square images
     for i in range(n):
         for j, (name, maps) in enumerate([("input", None), *columns.items()]):
-            x0, y0 = j * cell_inches + (cell_inches - side) / 2, height - top - (i + 1) * cell_inches + 0.04
+            x0, y0 = j * cell_w + (cell_w - side) / 2, height - top - (i + 1) * cell_h + 0.04
             ax = fig.add_axes((x0 / width, y0 / height, side / width, side / height))
             ax.imshow(to_display(images[i]) if maps is None else overlay_heatmap(images[i], maps[i], alpha))
             ax.set_xticks([])
@@ -320,7 +329,8 @@ def cam_grid_figure(images: torch.Tensor, columns: dict[str, np.ndarray], row_ti
             if j == 0 and row_titles is not None:
                 label = (label + "\n" if label else "") + row_titles[i]
             if label:
-                ax.set_title(label, fontsize=9, pad=2)
+                ax.set_title("\n".join(textwrap.fill(line, characters) for line in label.split("\n")), fontsize=9,
+                             pad=2)
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 / height)
     return fig

@@ -13,6 +13,15 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+# The course's book shows a notebook's figures in a reading column about 960 px wide (a 1280x900 window), and
+# Jupyter's inline backend draws a figure at 100 dpi with bbox_inches="tight" (0.1 in of padding on each side), so
+# a figure W inches wide takes about 100·W + 20 px. Every figure of adnlib.teach.plots, adnlib.teach.pipeline,
+# adnlib.explain.attention_viz and adnlib.explain.gradcam stays within PAGE_WIDTH_IN as rendered
+# (tests/test_figures.py): at most FIGURE_WIDTH_IN wide, legends included. (Here, below adnlib.teach, so that the
+# explain modules can import it too: layers import only downwards.)
+PAGE_WIDTH_IN = 9.4  # 940 px at 100 dpi
+FIGURE_WIDTH_IN = PAGE_WIDTH_IN - 0.2  # the widest figure size: savefig's tight box adds 0.1 in on each side
+
 
 def figure_png(fig, dpi: int = 100) -> bytes:
     """A matplotlib figure as PNG bytes (tight bounding box, like the inline backend); the figure is closed."""

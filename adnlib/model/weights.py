@@ -173,7 +173,7 @@ def load_alexnet_features(weights: str = "auto", seed: int = 0) -> tuple[torch.n
     if weights == "auto":
         if not imagenet_available():
             warnings.warn("ImageNet weights unavailable offline: using RANDOM backbone weights. "
-                          "AUROCs will be far below the paper's. " + _offline_message(), stacklevel=2)
+                          "AUROCs are not comparable with the paper's. " + _offline_message(), stacklevel=2)
             return features, "random"
         weights = "imagenet"
     if weights == "imagenet":

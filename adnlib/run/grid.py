@@ -180,7 +180,7 @@ def run_grid(base: Config, data_root: str | Path, categories: list[str] | None, 
 
 def adopt_cells(source: str | Path, out_dir: str | Path, base: Config, data_root: str | Path, categories: list[str],
                 variants: list[str], seeds: list[int] | None = None) -> list[str]:
-    """Copy into out_dir the finished cells of another grid folder (e.g. notebook 02's runs) that run_grid would
+    """Copy into out_dir the finished cells of another grid folder (e.g. notebook 03's runs) that run_grid would
     reuse there: the same protocol (base with the cell's variant and seed), the backbone the request resolves to
     now, the data found in data_root now, and checkpoints that are the files their metrics.json records. Cells
     already in out_dir are left alone, and so are cells that differ (run_grid then trains them): each refusal is

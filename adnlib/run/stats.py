@@ -582,7 +582,7 @@ def comparison_footer(comparison: pd.DataFrame) -> str:
              f"the images by {method}); with fewer it covers the test images only ('images' in the interval column: "
              "ORH with these seeds fixed) and gives no verdict."]
     if "mean" in set(comparison["category"]):
-        lines.append(f"* = beyond noise: p (ORH) < {1 - level:.2g} after Holm's correction over all category rows "
+        lines.append(f"`*` = beyond noise: p (ORH) < {1 - level:.2g} after Holm's correction over all category rows "
                      "(and, separately, over the variants' mean rows; a mean row's figure of merit is the per-seed "
                      "mean AUROC over the categories).")
     lines.append("p (DeLong | models): test images only, conditional on these trained models; not a verdict. The "
@@ -618,4 +618,6 @@ def format_comparison(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.Dat
     })
     if "attention_init" in merged.columns:
         table["attention init"] = merged["attention_init"].fillna("")
+    if not table["p (ORH, Holm)"].astype(bool).any():  # fewer than 3 seeds everywhere: no verdict, no column
+        table = table.drop(columns="p (ORH, Holm)")
     return table

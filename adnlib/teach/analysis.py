@@ -138,6 +138,33 @@ def rotations_text(curves: dict[str, pd.DataFrame]) -> str:
     return "\n\n".join(lines)
 
 
+def rotations_takeaway(curves: dict[str, pd.DataFrame]) -> str:
+    """One short sentence for a takeaways box: how far the AUROC moved from the fewest to the most test rotations,
+    against the interval over the test images at the most (the larger noise on a small test set)."""
+    moves = {v: 100 * (c.iloc[-1]["auroc"] - c.iloc[0]["auroc"]) for v, c in curves.items()}
+    widths = {v: 100 * (c.iloc[-1]["auroc_high"] - c.iloc[-1]["auroc_low"]) for v, c in curves.items()}
+    largest = max(moves, key=lambda v: abs(moves[v]))
+    first, last = (int(next(iter(curves.values())).iloc[i]["n_rotations"]) for i in (0, -1))
+    within = all(abs(moves[v]) < widths[v] / 2 for v in curves)
+    return (f"From {first} to {last} test rotations the AUROC moved by at most {moves[largest]:+.1f} points "
+            f"({largest}); " + ("every such move is smaller than half the interval over the test images "
+                                f"({min(widths.values()):.0f}–{max(widths.values()):.0f} points wide): on this test "
+                                "set the images, not the rotations, limit what the AUROC can tell."
+                                if within else "at least one move is larger than half its interval over the test "
+                                "images: the rotations matter here."))
+
+
+def threshold_takeaway(summary: dict, frame: pd.DataFrame, variant: str) -> str:
+    """One short sentence for a takeaways box: what the F1-best threshold (picked on the test images) does."""
+    normal, defective = int((frame["label"] == 0).sum()), int((frame["label"] == 1).sum())
+    flagged = frame["score"] >= summary["threshold"]
+    false_alarms = int((flagged & (frame["label"] == 0)).sum())
+    missed = int((~flagged & (frame["label"] == 1)).sum())
+    return (f"{variant}'s F1-best threshold, picked on the test images themselves, flags {false_alarms} of {normal} "
+            f"normal images and misses {missed} of {defective} defective ones: an optimistic operating point, since "
+            "a real line must choose its threshold before seeing the test labels.")
+
+
 # --- thresholds -----------------------------------------------------------------------------------------------
 def f1_threshold(frame: pd.DataFrame) -> dict[str, float]:
     """The score threshold with the best F1 (anomalous = score >= threshold), with its precision and recall.
@@ -182,61 +209,106 @@ def latent_codes(model, dataset, *, device: torch.device | str = "cpu", batch_si
 
 
 # --- training runs ---------------------------------------------------------------------------------------------
-def find_checkpoint(folders, category: str, variant: str, name: str = "checkpoint.pt",
-                    seed: int | None = None) -> Path | None:
-    """The first folders[i]/<category>/<variant>/seed<seed>/<name> (a grid cell, `adnlib.run.grid`) or
-    folders[i]/<category>/<variant>/<name> that exists, else None."""
-    for folder in folders:
-        if folder:
-            cell = Path(folder) / category / variant
-            for path in ([cell / f"seed{seed}" / name] if seed is not None else []) + [cell / name]:
-                if path.is_file():
-                    return path
-    return None
-
-
-def resolve_checkpoints(checkpoints, category: str, variants: list[str], seed: int,
-                        default_runs: Path | None = None) -> dict[str, tuple[Path, bool | str]]:
-    """{variant: (checkpoint path, how to verify it)} from a notebook's `checkpoints` parameter; variants without
-    one are left out (the notebook trains them). The second item is what `model_from_checkpoint(verify=...)`
-    takes: True for a run's own file (checked against the metrics.json beside it), the manifest's sha256 for a
-    fetched one.
-
-    checkpoints: "" (train everything here); "auto" (notebook 02's runs, `default_runs`); a folder of runs
-    (<category>/<variant>/seed<seed>/ or <category>/<variant>/); a URL or path of a checkpoint manifest (.json,
-    `adnlib.run.fetch.write_manifest`: downloaded once into the cache, sha256-checked); or {variant: path or URL}.
-    """
-    from adnlib.io import file_sha256
-    from adnlib.run.fetch import fetch_checkpoint, fetch_checkpoints
-    if isinstance(checkpoints, dict):
-        return {v: (fetch_checkpoint(str(checkpoints[v])), True) for v in variants if v in checkpoints}
-    if not checkpoints:
-        return {}
-    if str(checkpoints).startswith(("http://", "https://")) or str(checkpoints).endswith(".json"):
-        fetched = fetch_checkpoints(checkpoints, categories=category, variants=variants, seeds=seed)
-        # each file was checked against the manifest's sha256 just now; the loader checks that it still is
-        return {v: (fetched[(category, v, seed)], file_sha256(fetched[(category, v, seed)])) for v in variants
-                if (category, v, seed) in fetched}
-    folders = [default_runs] if checkpoints == "auto" else [Path(checkpoints)]
-    found = {v: find_checkpoint(folders, category, v, seed=seed) for v in variants}
-    return {v: (path, True) for v, path in found.items() if path is not None}
-
-
 def load_run(folder: str | Path) -> tuple[dict, pd.DataFrame]:
     """metrics.json and history.csv of a training run folder (as written by `adnlib.run.train.train`)."""
     folder = Path(folder)
     return json.loads((folder / "metrics.json").read_text()), pd.read_csv(folder / "history.csv")
 
 
-def last_vs_best(metrics: dict[str, dict]) -> pd.DataFrame:
-    """One row per variant: AUROC of the last epoch, the best evaluation (selected on the test set) and the gap."""
+def last_vs_best(metrics: dict[str, dict], scores: dict[str, pd.DataFrame] | None = None,
+                 histories: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per variant: AUROC of the last epoch, the best evaluation (selected on the test set) and the gap, in
+    %. scores: {variant: the run's scores.csv} adds the last AUROC's 95 % interval over the test images
+    (stratified bootstrap, `adnlib.run.stats.auroc_interval`): what one seed on this test set can tell apart.
+    histories: {variant: history.csv} adds how many evaluations the best was chosen from."""
+    from adnlib.run.stats import auroc_interval
     rows = []
     for variant, m in metrics.items():
-        rows.append({"variant": variant, "auroc_last_%": 100 * m["auroc"], "auroc_best_%": 100 * m["auroc_best"],
-                     "best_epoch": m["best_epoch"], "epochs": m["epochs"],
-                     "optimism_of_best_%": 100 * (m["auroc_best"] - m["auroc"]),
-                     "backbone_weights": m["backbone_weights"], "train_seconds": m["train_seconds"]})
-    return pd.DataFrame(rows).set_index("variant").round(2)
+        row = {"variant": variant, "auroc_last_%": 100 * m["auroc"], "auroc_best_%": 100 * m["auroc_best"],
+               "best_epoch": m["best_epoch"], "epochs": m["epochs"],
+               "evaluations": int(histories[variant]["auroc"].notna().sum()) if histories else None,
+               "optimism_of_best_%": 100 * (m["auroc_best"] - m["auroc"])}
+        if scores is not None and variant in scores:
+            interval = auroc_interval(scores[variant]["label"], scores[variant]["score"])
+            row["last_95%_low"], row["last_95%_high"] = 100 * interval["low"], 100 * interval["high"]
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("variant")
+    if table["evaluations"].isna().all():
+        table = table.drop(columns="evaluations")
+    return table.round(2)
+
+
+def last_vs_best_text(table: pd.DataFrame) -> str:
+    """What `last_vs_best`'s table shows, from its numbers: whether the test-selected best differs from the last
+    epoch (by how much, for which variant), and how wide one run's interval over the test images is."""
+    gaps = table["optimism_of_best_%"]
+    if "evaluations" in table and int(table["evaluations"].max()) == 1:
+        first = ("Each run was evaluated once (at its last epoch), so there was nothing to select: evaluate more "
+                 "often (`eval_every`) to see how optimistic the best evaluation gets.")
+    elif (gaps <= 0.005).all():
+        first = ("In this run the best evaluation **is** the last one for every variant: the selection on the test "
+                 "set added nothing here (it can only make the best number higher, never lower).")
+    else:
+        shown = ", ".join(f"{v} by {g:.1f} points (best at epoch {int(table.loc[v, 'best_epoch'])})"
+                          for v, g in gaps.items() if g > 0.005)
+        first = (f"In this run the test-selected best is higher than the last epoch for {shown}: numbers a "
+                 "deployed model would not reach, because nothing but the test labels picked that epoch.")
+    if "last_95%_low" not in table:
+        return first
+    widths = table["last_95%_high"] - table["last_95%_low"]
+    return (first + f" Each last AUROC's 95 % interval over the test images is {widths.min():.0f}–{widths.max():.0f}"
+            " points wide (table): with one seed on this test set, differences smaller than that are not evidence "
+            "of anything.")
+
+
+def last_vs_best_takeaway(table: pd.DataFrame) -> str:
+    """One short sentence for a takeaways box from `last_vs_best`'s table."""
+    gaps = table["optimism_of_best_%"]
+    evaluations = int(table["evaluations"].max()) if "evaluations" in table else None
+    n = f" of {evaluations} evaluations" if evaluations else ""
+    if evaluations == 1:
+        text = "Each run was evaluated once, so its best evaluation is its last epoch (nothing was selected)"
+    elif (gaps <= 0.005).all():
+        text = f"The test-selected best{n} equalled the last epoch for every variant here"
+    else:
+        variant = gaps.idxmax()
+        text = f"The test-selected best{n} beat the last epoch by up to {gaps.max():.1f} points ({variant})"
+    if "last_95%_low" in table:
+        widths = table["last_95%_high"] - table["last_95%_low"]
+        text += f"; one seed's 95 % interval over the test images is {widths.min():.0f}–{widths.max():.0f} points wide"
+    return text + "."
+
+
+def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, reference: str = "differnet"
+                  ) -> dict[str, float]:
+    """Last-epoch AUROC gaps in points: {variant: variant − reference} for every other variant, and with
+    `open_metrics` (SE trained with open gates, paired) "se, open gates" and "recovered" (the part of SE's gap that
+    the open gates closed, in points)."""
+    gaps = {v: 100 * (m["auroc"] - metrics[reference]["auroc"]) for v, m in metrics.items() if v != reference}
+    if open_metrics is not None and "se" in metrics:
+        gaps["se, open gates"] = 100 * (open_metrics["auroc"] - metrics[reference]["auroc"])
+        gaps["recovered"] = 100 * (open_metrics["auroc"] - metrics["se"]["auroc"])
+    return gaps
+
+
+def attention_gap_text(gaps: dict[str, float], reference: str = "differnet") -> str:
+    """A takeaway from `attention_gap`: attention ahead or behind the reference by how much, and how much of SE's
+    gap the open gates recovered (each branch said as it is)."""
+    parts = [f"{v.upper()} {g:+.1f}" for v, g in gaps.items() if v in ("se", "cbam")]
+    text = f"Against {reference} after the last epoch: {', '.join(parts)} AUROC points."
+    if "recovered" in gaps and "se" in gaps:
+        if gaps["se"] < 0 and gaps["recovered"] > 0:
+            share = min(1.0, gaps["recovered"] / -gaps["se"])
+            text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}: starting the gates open recovered "
+                     f"{gaps['recovered']:.1f} of SE's {-gaps['se']:.1f} points ({share:.0%}), so "
+                     + ("most" if share >= 0.5 else "part") + " of the gap in this short run is the cold start, "
+                     "not what attention can do.")
+        elif gaps["se"] < 0:
+            text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}: starting the gates open did not "
+                     "recover SE's gap here, so the cold start does not explain it in this run.")
+        else:
+            text += f" SE with open gates ends {gaps['se, open gates']:+.1f}."
+    return text
 
 
 def shrinkage_summary(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -326,6 +398,97 @@ def gate_movement_text(movement: pd.DataFrame, tolerance: float = GATES_MOVED) -
     return "\n\n".join(lines)
 
 
+# A mean gate that differs by less than this between normal and defective images (gates lie in 0..1) changes what
+# the flow sees by under 1 %: too small to matter for detection, whether or not it is beyond chance.
+GATE_RESPONSE_SMALL = 0.01
+
+
+def gate_response_text(differences: dict[str, pd.DataFrame], n_normal: int, n_defective: int,
+                       small: float = GATE_RESPONSE_SMALL) -> str:
+    """Do the trained gates respond to defects? From `attention_viz.gate_difference` per variant: the count of
+    channels whose mean gate on the defective images leaves the normal images' 10–90 % band, against the largest
+    count that shuffled labels give (chance), and the largest shift of a mean gate. Three outcomes, each said as it
+    is: no more than chance; beyond chance but too small to matter (under `small`); beyond chance and not small."""
+    both = pd.concat(differences.values())
+    observed, chance = int(both["outside_band"].sum()), int(both["shuffled_max"].sum())
+    largest = float(both["max_abs_shift"].max())
+    count = (f"On {n_normal} normal and {n_defective} defective images, {observed} channel gates (all blocks and "
+             f"variants) have a mean over the defective images outside the normal images' 10–90 % band; shuffling "
+             f"the normal/defective labels gives up to {chance} such gates by chance")
+    size = f"the largest shift of a mean gate between the two kinds of image is **{largest:.4f}** (gates lie in 0–1)"
+    if observed <= chance:
+        return (f"{count}: **no more than chance**, so these crossings do not show that the gates respond to "
+                f"defects; {size}.")
+    if largest < small:
+        return (f"{count}: more than chance, but {size}, under {small:.0%} of the gates' range: a response that "
+                "exists on these images but is too small to change much of what the flow sees, which is why the "
+                "two curves in the figure lie on top of each other.")
+    return (f"{count}: **more than chance**, and {size}: some gates do respond differently to the defective images. "
+            "They learnt from normal images only, so this is a side effect of what describes normal images, not "
+            "a defect detector; whether it helps is for the AUROC to say.")
+
+
+def gate_shift_text(shifts: dict[str, pd.DataFrame], statistics: dict[str, pd.DataFrame],
+                    activity: dict[str, pd.DataFrame]) -> str:
+    """How far training moved the gates (`attention_viz.gate_shift`), against how much the gates differ from channel
+    to channel (`gate_statistics`), and which blocks' hidden units never fire (`excitation_activity`)."""
+    largest = max(float(frame["gate_shift_max"].max()) for frame in shifts.values())
+    typical = float(pd.concat(shifts.values())["gate_shift_mean"].mean())
+    spread = max(float(pd.concat(statistics.values())["gate_std_over_channels"].mean()), 1e-12)
+    dead = [f"{variant.upper()} block {row.block}" for variant, frame in activity.items()
+            for row in frame.itertuples() if row.never_active == row.hidden_units]
+    share = typical / spread
+    verdict = ("the pattern of the gates in the figure is still mostly the blocks' random initialisation" if share < 0.1
+               else "training changed the gates a little, but their pattern is still mostly the random "
+               "initialisation" if share < 0.5 else "training has visibly reshaped the pattern of the gates")
+    return (f"Training moved a channel gate by **{typical:.2g}** on average and by at most **{largest:.2g}** from its "
+            f"initial value, while the gates differ from channel to channel by about **{spread:.2g}** (standard "
+            f"deviation over channels): the typical change is {share:.0%} of that spread, so {verdict}. "
+            + (f"Blocks whose hidden units never fire on these images (their gates are the constant sigmoid of a "
+               f"bias for every image, and a silent ReLU passes no gradient): {', '.join(dead)}." if dead else
+               "Every block has hidden units that fire on these images."))
+
+
+# Scores whose whole range is below this fraction of their typical value are nearly constant: their ranking, and
+# so their AUROC, rests on differences in the last digits that any small change of the model can reorder.
+NEARLY_CONSTANT = 0.01
+
+
+def score_spread(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per variant: the range of its test scores (min, max) against their median -> columns variant, min, max,
+    median, relative_range ((max − min) / |median|)."""
+    rows = []
+    for variant, frame in scores.items():
+        values = frame["score"].to_numpy(dtype=float)
+        median = float(np.median(values))
+        rows.append({"variant": variant, "min": float(values.min()), "max": float(values.max()), "median": median,
+                     "relative_range": float((values.max() - values.min()) / abs(median)) if median else np.inf})
+    return pd.DataFrame(rows)
+
+
+def score_spread_text(spread: pd.DataFrame, limit: float = NEARLY_CONSTANT) -> str:
+    """A sentence for each variant whose test scores are nearly constant (`score_spread`); "" when none is."""
+    flat = spread[spread["relative_range"] < limit]
+    return " ".join(f"{row.variant.upper()}'s test scores are nearly constant: they span {row.min:.5g}–{row.max:.5g},"
+                    f" {100 * row.relative_range:.2g} % of their value, so its AUROC rests on the last digits of its "
+                    "scores and a small change of the model can reorder them." for row in flat.itertuples())
+
+
+def gate_takeaway(differences: dict[str, pd.DataFrame], shifts: dict[str, pd.DataFrame],
+                  small: float = GATE_RESPONSE_SMALL) -> str:
+    """One short sentence for a takeaways box: how far training moved the gates and whether they respond to
+    defects (the outcomes of `gate_response_text`, briefly)."""
+    both = pd.concat(differences.values())
+    observed, chance = int(both["outside_band"].sum()), int(both["shuffled_max"].sum())
+    largest = float(both["max_abs_shift"].max())
+    typical = float(pd.concat(shifts.values())["gate_shift_mean"].mean())
+    response = ("no more than chance" if observed <= chance else
+                f"beyond chance but by at most {largest:.3f}, too little to matter" if largest < small else
+                f"beyond chance, by up to {largest:.3f}")
+    return (f"Training moved a channel gate by {typical:.2g} on average; the trained gates differ between normal and "
+            f"defective images {response} (section 8).")
+
+
 def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differnet") -> str:
     """Sentences from paired histories: each run's embedding size at epoch 1 relative to `reference`'s, and the
     AUROC at the last evaluation, so that the gate initialisations can be compared."""
@@ -361,7 +524,8 @@ def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: flo
     gain = ("no variant can gain anything there, so those rows can show a loss but no gain" if room == 0 else
             f"a variant can gain at most {room:.1f} points there, so those rows can show a loss but hardly a gain")
     return (f"{reference} is at the **ceiling** on {listed}: {gain}, and the mean row averages them with the others. "
-            + (f"The question of a gain rests on the other {left} categor{'y' if left == 1 else 'ies'}."
+            + ("The question of a gain rests on the one other category." if left == 1 else
+               f"The question of a gain rests on the other {left} categories."
                if left else "No category here leaves room for a gain: this data cannot show one."))
 
 
@@ -402,4 +566,4 @@ def gain_verdict(comparison: pd.DataFrame, weights: str = "") -> str:
 __all__ = ["gain_verdict", "shrinkage_text", "cold_start_text", "rotations_text",
            "copy_scores", "rotation_score_matrix", "rotation_subset", "scores_from_matrix", "rotation_counts",
            "auroc_vs_rotations", "f1_threshold", "confusion", "threshold_summary", "latent_codes",
-           "find_checkpoint", "resolve_checkpoints", "load_run", "last_vs_best", "shrinkage_summary"]
+           "load_run", "last_vs_best", "shrinkage_summary"]

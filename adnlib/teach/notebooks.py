@@ -14,9 +14,9 @@ from adnlib.errors import AdnlibError
 from adnlib.locations import in_repository, notebook_dir
 
 NOTEBOOK_DIR = notebook_dir()  # <repository>/notebooks, or the copy in the installed wheel
-NOTEBOOKS = ("00_quickstart", "01_normalizing_flows_differnet", "02_training_attentdiffernet",
-             "03_attention_modules", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
-# One linear order: each notebook needs only earlier ones (02 trains the models that 03, 04, 05 and 06 reuse).
+NOTEBOOKS = ("00_quickstart", "01_normalizing_flows_differnet", "02_attention_modules",
+             "03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison", "06_benchmark_report")
+# One linear order: each notebook needs only earlier ones (03 trains the models that 04, 05 and 06 reuse).
 RUN_ORDER = NOTEBOOKS
 
 
@@ -289,14 +289,19 @@ def run_notebooks(out_dir: str | Path, parameters: dict | None = None, names=Non
 
 def run_all(out_dir: str | Path, parameters: dict | None = None, names: tuple[str, ...] = NOTEBOOKS,
             log=print) -> list[NotebookRun]:
-    """Run several notebooks in RUN_ORDER (02 before the notebooks that reuse its models); a failure is recorded and
+    """Run several notebooks in RUN_ORDER (03 before the notebooks that reuse its models); a failure is recorded and
     the next notebook still runs."""
+    from adnlib.regression import default_parameters
     runs = []
     for name in sorted(names, key=lambda n: RUN_ORDER.index(n) if n in RUN_ORDER else len(RUN_ORDER)):
         log(f"running {name} ...")
         started = time.perf_counter()
+        # each notebook gets the parameters its own parameters cell declares (check_parameters made sure every one
+        # is declared somewhere): papermill would inject the others too, with a warning line for each
+        declared = default_parameters(NOTEBOOK_DIR / f"{name}.ipynb")
+        own = {k: v for k, v in (parameters or {}).items() if k in declared or not declared}
         try:
-            run = run_notebook(name, out_dir, parameters)
+            run = run_notebook(name, out_dir, own)
         except NotebookError as exc:
             run = NotebookRun(name, Path(out_dir) / f"{name}.ipynb", time.perf_counter() - started, str(exc))
         log(f"  {'ok' if run.ok else 'FAILED'} in {run.seconds:.0f} s" + ("" if run.ok else f": {run.error}"))

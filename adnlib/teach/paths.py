@@ -37,4 +37,17 @@ def output_dir(notebook: str, path: str | Path | None = None) -> Path:
     return chosen
 
 
-__all__ = ["REPOSITORY", "in_repository", "require_repository", "data_root", "output_dir"]
+def shown(path: str | Path) -> str:
+    """A path as a page shows it: relative to the repository (or to the home folder, as ~/...) when it lies there,
+    else its last two parts; never the machine's absolute path, which means nothing to a reader of the book."""
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    for base, prefix in ((REPOSITORY.resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            return prefix + resolved.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return "…/" + "/".join(resolved.parts[-2:])
+
+
+__all__ = ["REPOSITORY", "in_repository", "require_repository", "data_root", "output_dir", "shown"]

@@ -74,7 +74,14 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "×".join(str(s) for s in shape)
 
 
-def _box(ax, x: float, y: float, text: str, color: str, width: float = 1.8, height: float = 0.9) -> None:
+# The layout, in inches (the drawing's data units are inches): each scale is a column of boxes read top down, the
+# scales side by side; under them one wide box concatenates their embeddings, then the flow, z and the score form the
+# last row. About 6.5 in wide for 3 scales: the book's column (adnlib.explain.viewer.PAGE_WIDTH_IN) shows it whole.
+BOX_W, BOX_H = 1.85, 0.56  # fits "conv3–5 + pool5 + CBAM" at 9 pt
+COLUMN, ROW = BOX_W + 0.3, BOX_H + 0.3  # pitch of the columns and rows
+
+
+def _box(ax, x: float, y: float, text: str, color: str, width: float = BOX_W, height: float = BOX_H) -> None:
     """A rounded box centred at (x, y) with centred text."""
     ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04",
                                 facecolor=color, edgecolor="0.3", lw=0.8))
@@ -85,48 +92,58 @@ def _arrow(ax, start: tuple[float, float], end: tuple[float, float]) -> None:
     ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "->", "color": "0.3", "lw": 0.9})
 
 
+def _scale_boxes(scale: dict, i: int) -> list[tuple[str, str]]:
+    """(text, colour) of one scale's column: input, the stages, the final map, the spatial mean."""
+    boxes = [(f"scale {i} input\n{_shape_text(scale['input'])}", "#dbe9f6")]
+    boxes += [(f"{label}\n{_shape_text(shape)}", "#fde2c8" if label.endswith(_BLOCK_SUFFIXES) else "#e8e8e8")
+              for label, shape in scale["stages"]]
+    return boxes + [(f"pool5: final map\n{_shape_text(scale['final'])}", "#e8e8e8"),
+                    (f"mean over h, w\n{_shape_text(scale['pooled'])}", "#e2f0d9")]
+
+
 def pipeline_figure(model, image_size: int | None = None):
     """Boxes for every stage of `model` with the shapes of `pipeline_shapes` (C×h×w, batch axis left out); returns
-    the matplotlib figure (title, no axis ticks)."""
+    the matplotlib figure (title, no axis ticks). Each scale is a column read top down; the concatenation, the flow,
+    z and the score follow below, so the figure is at most about 6.5 in wide for DifferNet's 3 scales."""
     shapes = pipeline_shapes(model, image_size)
-    scales, step, gap = shapes["scales"], 2.1, 1.25
-    n_cols = 3 + len(scales[0]["stages"])  # input, stages..., final map, spatial mean
-    fig, ax = plt.subplots(figsize=(1.65 * (n_cols + 4), 1.2 * len(scales) + 1.8))
-    centre_y = -gap * (len(scales) - 1) / 2
-    for i, scale in enumerate(scales):
-        y = -gap * i
-        boxes = [(f"scale {i} input\n{_shape_text(scale['input'])}", "#dbe9f6")]
-        boxes += [(f"{label}\n{_shape_text(shape)}", "#fde2c8" if label.endswith(_BLOCK_SUFFIXES) else "#e8e8e8")
-                  for label, shape in scale["stages"]]
-        boxes += [(f"pool5: final map\n{_shape_text(scale['final'])}", "#e8e8e8"),
-                  (f"mean over h, w\n{_shape_text(scale['pooled'])}", "#e2f0d9")]
-        for j, (text, color) in enumerate(boxes):
-            _box(ax, j * step, y, text, color)
-            if j:
-                _arrow(ax, ((j - 1) * step + 0.92, y), (j * step - 0.92, y))
-        _arrow(ax, ((n_cols - 1) * step + 0.92, y), (n_cols * step - 0.92, centre_y))
+    scales = shapes["scales"]
     n_blocks = sum(name != "PermuteRandom" for name in shapes["flow"])
-    merged = [(f"concatenate\n{_shape_text(shapes['embedding'])}", "#e2f0d9"),
-              (f"flow: {n_blocks} × [permute,\nGLOW coupling]", "#f3d9e8"),
-              (f"z {_shape_text(shapes['z'])},\nlog|det J| per image", "#f3d9e8"),
-              ("score = mean z²\nover rotations", "#fff2b3")]
-    for k, (text, color) in enumerate(merged):
-        _box(ax, (n_cols + k) * step, centre_y, text, color)
+    last_row = [(f"flow: {n_blocks} × [permute,\nGLOW coupling]", "#f3d9e8"),
+                (f"z {_shape_text(shapes['z'])},\nlog|det J| per image", "#f3d9e8"),
+                ("score = mean z²\nover rotations", "#fff2b3")]
+    n_rows = 3 + len(scales[0]["stages"])  # input, stages..., final map, spatial mean
+    width = max(len(scales), len(last_row)) * COLUMN
+    height = (n_rows + 2) * ROW + 0.55  # the scales' rows, the concatenation, the last row, the colour key
+    fig, ax = plt.subplots(figsize=(width, height + 0.45))
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=height / (height + 0.45))  # 1 data unit = 1 inch
+    left = (width - len(scales) * COLUMN) / 2
+    top = height - ROW / 2
+    for i, scale in enumerate(scales):
+        x = left + (i + 0.5) * COLUMN
+        for j, (text, color) in enumerate(_scale_boxes(scale, i)):
+            _box(ax, x, top - j * ROW, text, color)
+            _arrow(ax, (x, top - j * ROW - BOX_H / 2 - 0.02), (x, top - (j + 1) * ROW + BOX_H / 2 + 0.02))
+    concat_y = top - n_rows * ROW
+    _box(ax, width / 2, concat_y, f"concatenate\n{_shape_text(shapes['embedding'])}", "#e2f0d9",
+         width=len(scales) * COLUMN - 0.3)
+    row_y, row_left = concat_y - ROW, (width - len(last_row) * COLUMN) / 2
+    _arrow(ax, (width / 2, concat_y - BOX_H / 2 - 0.02), (row_left + COLUMN / 2, row_y + BOX_H / 2 + 0.02))
+    for k, (text, color) in enumerate(last_row):
+        _box(ax, row_left + (k + 0.5) * COLUMN, row_y, text, color)
         if k:
-            _arrow(ax, ((n_cols + k - 1) * step + 0.92, centre_y), ((n_cols + k) * step - 0.92, centre_y))
-    ax.set_xlim(-1.0, (n_cols + len(merged) - 1) * step + 1.1)
-    ax.set_ylim(-gap * (len(scales) - 1) - 1.2, 0.8)
-    legend = "grey: frozen AlexNet · " + ("orange: attention block (trained) · " if model.backbone.blocks else "")
-    ax.text(-0.95, -gap * (len(scales) - 1) - 1.0, legend + "green: pooling, concatenation · pink: normalizing flow "
-            "(trained)", fontsize=9, color="0.3")
+            _arrow(ax, (row_left + k * COLUMN - 0.13, row_y), (row_left + k * COLUMN + 0.13, row_y))
+    key = "grey: frozen AlexNet · " + ("orange: attention block (trained) · " if model.backbone.blocks else "")
+    ax.text(0.05, 0.08, key + "green: pooling, concatenation\npink: normalizing flow (trained) · yellow: the score",
+            fontsize=9, color="0.3")
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
     variant = _VARIANT_NAMES.get(model.config.variant, model.config.variant)
-    ax.set_title(f"{variant} at {shapes['image'][1]} px: shapes (C×h×w) recorded from a forward pass of this model",
+    ax.set_title(f"{variant} at {shapes['image'][1]} px: shapes (C×h×w)\nrecorded from a forward pass of this model",
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 
