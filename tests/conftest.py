@@ -337,6 +337,12 @@ def check_04_sentences(out) -> None:
         assert (f"AUROC {100 * first['auroc']:.1f} % with {int(first['n_rotations'])} rotation(s), "
                 f"{100 * last['auroc']:.1f} % with {int(last['n_rotations'])}") in text
         assert f"±{100 * last['fresh_std']:.1f} at {int(last['n_rotations'])}" in text
+    from adnlib.run.stats import auroc_interval
+    scores = pd.read_csv(out / "scores.csv")  # the n_rotations scores the ranking sentence is about
+    for variant, part in scores.groupby("variant"):
+        interval = auroc_interval(part["label"], part["score"], seed=0)  # the notebook's seed (its default)
+        assert (f"{variant} {100 * interval['auroc']:.1f} % (95 % interval over the test images "
+                f"{100 * interval['low']:.0f}–{100 * interval['high']:.0f})") in text, text
 
 
 def check_06_sentences(out, random_weights: bool) -> None:

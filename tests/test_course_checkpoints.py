@@ -80,3 +80,87 @@ def test_a_report_refuses_runs_of_different_protocols(tmp_path):
     assert recorded_config(runs[:2]).img_size == preset("smoke").img_size  # variant and seed may differ
     with pytest.raises(SourceError, match="2 different protocols"):
         recorded_config(runs)
+
+
+def test_a_course_is_read_never_completed_here(tmp_path):
+    # catches a notebook that trains a course's missing run with its own preset (two protocols compared), an empty
+    # course folder taken as "nothing to load", or a named run (the open-gates study) not asked for
+    course = tmp_path / "course"
+    _grid(course, [("disc", "differnet", 0), ("disc", "se", 0)])
+    source = run_source(str(course))
+    assert source.require([("disc", "differnet", 0), ("disc", "se", 0)]) == [
+        course / "disc" / "differnet" / "seed0", course / "disc" / "se" / "seed0"]
+    with pytest.raises(SourceError, match=r"no finished run for disc/cbam/seed0: choose"):
+        source.require([("disc", "se", 0), ("disc", "cbam", 0)])
+    with pytest.raises(SourceError, match="open-gates/disc/se/seed0"):
+        source.require([("disc", "se", 0)], names=["open-gates/disc/se/seed0"])
+    (course / "disc" / "se" / "seed1").mkdir()
+    (course / "disc" / "se" / "seed1" / "checkpoint.pt").write_bytes(b"x")  # a checkpoint without its results
+    with pytest.raises(SourceError, match="version 1 manifest"):
+        source.require([("disc", "se", 1)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no finished run"):
+        run_source(str(tmp_path / "empty")).require([("disc", "se", 0)])
+    with pytest.raises(SourceError, match="no run asked for"):
+        source.require([])
+
+
+@pytest.mark.parametrize("name", ["03_training_attentdiffernet", "04_auroc_evaluation", "05_gradcam_comparison",
+                                  "06_benchmark_report"])
+def test_every_notebook_reading_a_course_requires_its_runs(name):
+    # catches a notebook that, given a course, trains what the course lacks instead of saying so
+    from adnlib.teach.notebooks import NOTEBOOK_DIR
+    cells = json.loads((NOTEBOOK_DIR / f"{name}.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "if source.course:" in code
+    assert "source.require(" in code
+    assert code.index("source.require(") < min(code.index(t) for t in ("train(", "run_grid(") if t in code
+                                               and code.index(t) > code.index("source = run_source("))
+
+
+def test_a_relative_course_folder_is_found_from_the_notebooks_folder(tmp_path, monkeypatch):
+    # catches checkpoints = "runs/compare" (as the docs write it) failing in a kernel started in notebooks/
+    import adnlib.teach.paths as paths
+    repository = tmp_path / "repo"
+    _grid(repository / "runs" / "compare", [("disc", "se", 0)])
+    (repository / "notebooks").mkdir()
+    monkeypatch.setattr(paths, "REPOSITORY", repository)
+    monkeypatch.setattr(paths, "in_repository", lambda: True)
+    monkeypatch.chdir(repository / "notebooks")
+    source = run_source("runs/compare")
+    assert source.run("disc", "se", 0) == repository / "runs" / "compare" / "disc" / "se" / "seed0"
+    with pytest.raises(SourceError, match="not a folder of runs"):
+        run_source("runs/elsewhere")
+
+
+def test_the_course_command_refuses_to_fall_back_to_random_weights(tmp_path, monkeypatch):
+    # catches a teacher publishing a random-backbone course by accident (weights 'auto' offline), which students
+    # would set beside the paper's numbers; 'none' (random on purpose) is still allowed
+    import adnlib.model.weights as weights
+    from adnlib.config import preset
+    from adnlib.errors import ConfigError
+    from adnlib.run.course import refuse_a_silent_random_backbone, train_course
+    monkeypatch.setattr(weights, "resolve_backbone", lambda name, seed: {"source": "random"})
+    with pytest.raises(ConfigError, match="RANDOM backbone"):
+        train_course(preset("smoke", weights="auto"), tmp_path / "no-data", tmp_path / "course")
+    assert not (tmp_path / "course").exists()  # refused before anything was trained or written
+    refuse_a_silent_random_backbone(preset("smoke", weights="none"))
+    monkeypatch.setattr(weights, "resolve_backbone", lambda name, seed: {"source": "imagenet"})
+    refuse_a_silent_random_backbone(preset("smoke", weights="auto"))
+
+
+def test_a_course_release_holds_exactly_what_its_manifest_lists(tmp_path):
+    # catches a release folder that keeps a retrained run's old assets (uploaded with the new ones, counted in the
+    # published size)
+    from adnlib.run.course import _remove_unlisted
+    _grid(tmp_path / "course", [("disc", "se", 0)])
+    release = tmp_path / "course" / "release"
+    release.mkdir()
+    (release / "disc_se_seed0-0123abcd.pt").write_bytes(b"an earlier training of the cell")
+    for base_url in (None, "https://example.org/releases/download/v1"):
+        manifest = write_manifest(tmp_path / "course", base_url, release / "manifest.json")
+        _remove_unlisted(manifest)
+        listed = json.loads(manifest.read_text())["checkpoints"]
+        assert sorted(p.name for p in release.iterdir()) == sorted(
+            ["manifest.json", listed[0]["url"].rsplit("/", 1)[-1],
+             *(f["url"].rsplit("/", 1)[-1] for f in listed[0]["files"].values())])

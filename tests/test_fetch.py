@@ -287,6 +287,7 @@ def test_fetch_runs_lays_out_a_published_course_as_run_folders(server, tmp_path,
     assert not (root / "open-gates").exists()
     assert fetch_runs(url, names="open-gates/disc/se/seed0", cache_dir=cache, progress=False) == root
     assert (root / "open-gates" / "disc" / "se" / "seed0" / "checkpoint.pt").read_bytes() == _tiny_checkpoint(9)
+    assert not (root / "disc" / "differnet").exists()  # names alone: the named run, not the whole course
     monkeypatch.setenv("ADNLIB_OFFLINE", "1")
     count = len(server.requests)
     assert fetch_runs(url, categories="disc", variants="se", seeds=0, cache_dir=cache, progress=False) == root
@@ -315,4 +316,17 @@ def test_fetch_runs_refuses_entries_that_would_leave_their_folder(tmp_path):
         fetch_runs({"version": 2, "checkpoints": [bad_file]}, cache_dir=tmp_path)
     with pytest.raises(CheckpointError, match="version 3"):
         fetch_runs({"version": 3, "checkpoints": []}, cache_dir=tmp_path)
+    cell = {"category": "disc", "variant": "se", "seed": 0, "url": "x.pt", "sha256": digest}
+    for name in ("disc/se/seed0", "disc/se/seed0/inner", "disc"):  # two runs' files in one folder
+        with pytest.raises(CheckpointError, match="share a run folder"):
+            fetch_runs({"checkpoints": [cell, {"name": name, "url": "y.pt", "sha256": digest}]}, cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_write_manifest_refuses_a_named_run_in_a_grid_cells_folder(tmp_path):
+    # catches a course whose named run would overwrite a grid cell's files when fetched
+    _fake_grid(tmp_path / "grid")
+    with pytest.raises(CheckpointError, match="share a run folder"):
+        write_manifest(tmp_path / "grid", None, tmp_path / "release" / "manifest.json",
+                       named={"disc/se/seed0": tmp_path / "grid" / "disc" / "differnet" / "seed0"})
+    assert not (tmp_path / "release").exists()  # nothing placed

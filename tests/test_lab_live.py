@@ -89,23 +89,26 @@ def _run_all(page) -> None:
     page.keyboard.press("Enter")
 
 
-# per notebook: the slider to move, the key (the viewer's block slider starts at its maximum, the threshold slider
-# at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text
-WATCH = {"03_training_attentdiffernet": (".jp-OutputArea .widget-slider", "ArrowLeft", ".jp-OutputArea .widget-image",
-                                  "el => el.getAttribute('src')"),
-         "04_auroc_evaluation": (".jp-OutputArea .widget-slider", "ArrowRight", ".jp-OutputArea .widget-html",
-                                 "el => el.innerText")}
+# per notebook: the widget's own slider, the key (the viewer's block slider starts at its maximum, the threshold
+# slider at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text.
+# Both are looked up inside the one output that holds the slider: later cells' progress bars are HTML widgets too.
+# The text is read as textContent: Lab skips rendering cells scrolled out of view, and innerText is then empty.
+WATCH = {"03_training_attentdiffernet": ("ArrowLeft", ".widget-image", "el => el.getAttribute('src')"),
+         "04_auroc_evaluation": ("ArrowRight", ".widget-html", "el => el.textContent.trim()")}
 
 
 def _move_slider_and_watch(page, name: str) -> tuple[str, str]:
     """Press a key on the notebook's slider -> (what the widget showed before, after)."""
-    slider_selector, key, shown_selector, read = WATCH[name]
-    slider = page.locator(slider_selector + ":visible").last
-    slider.wait_for(state="attached", timeout=RUN_TIMEOUT_MS)
-    shown = page.locator(shown_selector + ":visible").last
+    key, shown_selector, read = WATCH[name]
+    output = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).first
+    output.wait_for(state="attached", timeout=RUN_TIMEOUT_MS)
+    slider = output.locator(".widget-slider").first
+    shown = output.locator(shown_selector).first
     shown.wait_for(state="attached", timeout=REDRAW_TIMEOUT_MS)
     shown.scroll_into_view_if_needed(timeout=REDRAW_TIMEOUT_MS)
+    page.wait_for_function(f"el => !!({read})(el)", arg=shown.element_handle(), timeout=REDRAW_TIMEOUT_MS)
     before = shown.evaluate(read)
+    slider.scroll_into_view_if_needed(timeout=REDRAW_TIMEOUT_MS)
     slider.locator(".noUi-handle, [role='slider'], input").first.focus()
     page.keyboard.press(key)
     page.wait_for_function(f"([el, old]) => ({read})(el) !== old", arg=[shown.element_handle(), before],

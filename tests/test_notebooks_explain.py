@@ -228,3 +228,23 @@ def _check_seed_baseline(summary, maps, texts):
     readable = all(summary["controls"][name]["readable"] for name in compared)
     assert ("not comparable" in text) == (not readable)
     assert ("agree less" in text) == (readable and np.mean(attention) < np.mean(seeds))
+
+
+@pytest.mark.slow(seconds=60)  # trains two smoke DifferNets and explains them
+def test_05_trains_its_seed_baseline_on_the_first_differnets_backbone(tmp_path, demo_root):
+    # catches make demo's path (no run of seed 1 anywhere: the baseline is trained here) drawing a new random backbone
+    # for seed 1, so that the "seed baseline" would change the backbone too, or losing its label in the sentence
+    import papermill as pm
+    out = tmp_path / "05_gradcam_comparison"
+    pm.execute_notebook(str(NOTEBOOK_DIR / "05_gradcam_comparison.ipynb"), str(tmp_path / "05.ipynb"),
+                        parameters={"data_root": str(demo_root), "preset": "smoke", "weights": "none",
+                                    "device": "cpu", "checkpoints": "", "epochs": 1, "variants": ["differnet"],
+                                    "n_normal": 1, "n_defective": 1, "output_dir": str(out)},
+                        progress_bar=False, kernel_name="python3", cwd=str(tmp_path))
+    summary = json.loads((out / "gradcam.json").read_text())
+    baseline = summary["models"]["differnet, seed 1"]
+    assert baseline["model"] == "trained here"
+    assert baseline["seed"] == 1
+    assert baseline["backbone_weights"] == "random, copied from the first DifferNet"
+    text = "\n".join(_markdown_outputs(nbformat.read(tmp_path / "05.ipynb", as_version=4)))
+    assert "(backbone: the same weights as the first DifferNet)" in text

@@ -39,6 +39,7 @@ class Course:
     variants: list[str]
     seeds: list[int]
     open_gates: list[str] = field(default_factory=list)  # names of the open-gates runs
+    backbone: str = ""  # the backbone weights the runs used ("imagenet", "random", a file), as recorded
 
     @property
     def n_runs(self) -> int:
@@ -63,6 +64,7 @@ def train_course(base: Config, data_root: str | Path, out: str | Path, *, catego
     """
     from adnlib.run.fetch import write_manifest
     from adnlib.run.grid import cell_dir, run_grid
+    refuse_a_silent_random_backbone(base)
     out = Path(out)
     variants = list(dict.fromkeys(variants or VARIANTS))
     seeds = list(dict.fromkeys(seeds if seeds else [0, 1, 2]))
@@ -75,7 +77,34 @@ def train_course(base: Config, data_root: str | Path, out: str | Path, *, catego
         named = {open_gates_name(c, s): cell_dir(out / OPEN_GATES, c, "se", s) for c in categories for s in seeds}
     cells = [cell_dir(out, c, v, s) for c in categories for v in variants for s in seeds]
     manifest = write_manifest(cells, base_url, out / RELEASE / "manifest.json", named=named)
-    return Course(out, manifest, categories, variants, seeds, list(named))
+    _remove_unlisted(manifest)
+    backbone = ", ".join(sorted(set(runs["backbone_weights"].astype(str)))) if "backbone_weights" in runs else ""
+    return Course(out, manifest, categories, variants, seeds, list(named), backbone)
+
+
+def _remove_unlisted(manifest: Path) -> None:
+    """Delete the release folder's files the manifest no longer lists (a run retrained since the last call leaves
+    its old assets behind), so that what a teacher uploads is exactly what the manifest names."""
+    import json
+    from urllib.parse import unquote
+    entries = json.loads(manifest.read_text())["checkpoints"]
+    listed = {manifest.name} | {unquote(item["url"].rsplit("/", 1)[-1])
+                                for entry in entries for item in [entry, *entry.get("files", {}).values()]}
+    for path in manifest.parent.iterdir():
+        if path.is_file() and not path.is_symlink() and path.name not in listed:
+            path.unlink()
+
+
+def refuse_a_silent_random_backbone(base: Config) -> None:
+    """ConfigError when weights 'auto' would fall back to random backbone weights here (no ImageNet weights cached
+    or reachable): a course students set beside the paper's numbers must not be random by accident; 'none' asks for
+    random weights on purpose."""
+    from adnlib.errors import ConfigError
+    from adnlib.model.weights import resolve_backbone
+    if base.weights == "auto" and resolve_backbone("auto", base.seed)["source"] == "random":
+        raise ConfigError("weights 'auto' would train the course on RANDOM backbone weights (no ImageNet weights on "
+                          "this machine): pass --weights imagenet (online once) or a saved AlexNet file, or "
+                          "--weights none to publish random-backbone runs on purpose")
 
 
 def instructions(course: Course, base_url: str | None = None) -> str:
@@ -87,6 +116,9 @@ def instructions(course: Course, base_url: str | None = None) -> str:
     return "\n".join([
         f"course: {course.n_runs} runs in {course.folder} ({len(course.variants)} variants x {len(course.seeds)} "
         f"seeds x {len(course.categories)} categories{extra})",
+        *([f"backbone weights: {course.backbone}" + (" (RANDOM: not the paper's setting)"
+                                                     if "random" in course.backbone else "")]
+          if course.backbone else []),
         f"published: {manifest.parent} (manifest.json and its files, {size:.2f} GB)",
         "notebooks 03-06 now load these runs instead of training; give them one of:",
         f'  on this machine or a shared drive:   checkpoints = "{manifest}"',

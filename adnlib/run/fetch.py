@@ -278,7 +278,23 @@ def _entries(data: Any, where: str) -> list[tuple[Key, dict[str, Any]]]:
         if key in entries:
             raise CheckpointError(f"{where}: checkpoint {key} is listed twice")
         entries[key] = entry
+    _refuse_overlapping_folders(list(entries), where)
     return list(entries.items())
+
+
+def _run_folder(key: Key) -> str:
+    """Where fetch_runs lays an entry out, relative to the runs folder."""
+    return key if isinstance(key, str) else f"{key[0]}/{key[1]}/seed{key[2]}"
+
+
+def _refuse_overlapping_folders(keys: list[Key], where: str) -> None:
+    """Two entries that would share a run folder (a name 'disc/se/seed0' beside that grid cell) or nest one run
+    inside another would mix two runs' files: refused."""
+    folders = sorted(_run_folder(key) for key in keys)
+    for first, second in zip(folders, folders[1:]):
+        if second == first or second.startswith(first + "/"):
+            raise CheckpointError(f"{where}: the entries {first!r} and {second!r} would share a run folder; "
+                                  "give the named run another name")
 
 
 def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | None, out: str | Path, *,
@@ -301,6 +317,8 @@ def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | 
     for name, folder in (named or {}).items():
         _check_name(name, "write_manifest")
         runs.append(({"name": name}, Path(folder) / "checkpoint.pt"))
+    _refuse_overlapping_folders([key["name"] if "name" in key else (key["category"], key["variant"], key["seed"])
+                                 for key, _ in runs], "write_manifest")  # before any file is placed
     entries, seen = [], set()
 
     def publish(source: Path, stem: str, label: str, suffix: str) -> dict[str, Any]:
@@ -352,10 +370,11 @@ def fetch_runs(manifest: str | Path | dict, *, categories: Iterable[str] | str |
     <category>/<variant>/seed<k>/ (and <name>/ for named entries) holding checkpoint.pt and the run's published
     results (metrics.json, history.csv, scores.csv), so that anything reading a local grid reads it unchanged.
 
-    categories / variants / seeds select grid entries, names the named ones (None: a named entry is taken only when
-    no other filter is given; "" or []: none). Every file is checked against the manifest's sha256 (see
-    `fetch_checkpoint`); the folder is <cache>/runs-<first 16 hex of the manifest's sha256>/, one per manifest, and
-    each file lands in it by an atomic rename. A version 1 manifest gives checkpoint.pt only.
+    categories / variants / seeds select grid entries, names the named ones (names None: a named entry is taken
+    only when no other filter is given; "" or []: none; names alone: no grid entry). Every file is checked against
+    the manifest's sha256 (see `fetch_checkpoint`); the folder is <cache>/runs-<first 16 hex of the manifest's
+    sha256>/, one per manifest, and each file lands in it by an atomic rename. A version 1 manifest gives
+    checkpoint.pt only.
     """
     check_timeouts(timeout, deadline, CheckpointError)
     data, base, where = _load_manifest(manifest, cache_dir, timeout)
@@ -365,10 +384,12 @@ def fetch_runs(manifest: str | Path | dict, *, categories: Iterable[str] | str |
     root = cache / f"runs-{hashlib.sha256(canonical).hexdigest()[:16]}"
     keep = [_wanted(categories), _wanted(variants), _wanted(seeds)]
     wanted_names = _wanted([names] if isinstance(names, str) and names else names or [])
-    take_named = names is not None or all(v is None for v in (categories, variants, seeds))
+    grid_filtered = any(v is not None for v in (categories, variants, seeds))
+    take_named = names is not None or not grid_filtered
+    take_grid = names is None or grid_filtered  # names alone: the named runs only
     for key, entry in entries:
         if isinstance(key, tuple):
-            if not all(k(v) for k, v in zip(keep, key)):
+            if not take_grid or not all(k(v) for k, v in zip(keep, key)):
                 continue
             folder = root / key[0] / key[1] / f"seed{key[2]}"
         else:

@@ -586,7 +586,8 @@ def comparison_footer(comparison: pd.DataFrame) -> str:
                      "(and, separately, over the variants' mean rows; a mean row's figure of merit is the per-seed "
                      "mean AUROC over the categories).")
     lines.append("p (DeLong | models): test images only, conditional on these trained models; not a verdict. The "
-                 "fixed-seeds ORH result ('these seeds only') is in the comparison's *_frrc columns.")
+                 "fixed-seeds ORH result ('these seeds only': fixed readers, random cases) is in the comparison's "
+                 "columns ending in _frrc.")
     lines.append("docs/protocol.md §9; calibration: benchmarks/README.md.")
     return "\n".join(lines)
 

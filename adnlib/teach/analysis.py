@@ -145,7 +145,10 @@ def rotations_takeaway(curves: dict[str, pd.DataFrame]) -> str:
     widths = {v: 100 * (c.iloc[-1]["auroc_high"] - c.iloc[-1]["auroc_low"]) for v, c in curves.items()}
     largest = max(moves, key=lambda v: abs(moves[v]))
     first, last = (int(next(iter(curves.values())).iloc[i]["n_rotations"]) for i in (0, -1))
-    within = all(abs(moves[v]) < widths[v] / 2 for v in curves)
+    if all(abs(move) < 0.05 for move in moves.values()):
+        return (f"From {first} to {last} test rotations the AUROC did not move (by less than 0.05 points for every "
+                "variant): on this test set more rotations changed no ranking of the images that matters.")
+    within = all(abs(moves[v]) <= widths[v] / 2 for v in curves)
     return (f"From {first} to {last} test rotations the AUROC moved by at most {moves[largest]:+.1f} points "
             f"({largest}); " + ("every such move is smaller than half the interval over the test images "
                                 f"({min(widths.values()):.0f}–{max(widths.values()):.0f} points wide): on this test "
@@ -279,36 +282,65 @@ def last_vs_best_takeaway(table: pd.DataFrame) -> str:
     return text + "."
 
 
-def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, reference: str = "differnet"
+def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, reference: str = "differnet",
+                  scores: dict[str, pd.DataFrame] | None = None, open_scores: pd.DataFrame | None = None
                   ) -> dict[str, float]:
-    """Last-epoch AUROC gaps in points: {variant: variant − reference} for every other variant, and with
-    `open_metrics` (SE trained with open gates, paired) "se, open gates" and "recovered" (the part of SE's gap that
-    the open gates closed, in points)."""
+    """Last-epoch AUROC gaps in points: {variant: variant − reference} for every other variant, "epochs" (the
+    reference's), and with `open_metrics` (SE trained with open gates, paired) "se, open gates" and "recovered"
+    (open-gate SE − standard SE, in points). With the runs' scores.csv (scores: {variant: frame}, open_scores) also
+    "recovered_p": DeLong's paired test of that change over the same test images."""
+    from adnlib.run.stats import delong_test
     gaps = {v: 100 * (m["auroc"] - metrics[reference]["auroc"]) for v, m in metrics.items() if v != reference}
+    gaps["epochs"] = float(metrics[reference]["epochs"])
     if open_metrics is not None and "se" in metrics:
         gaps["se, open gates"] = 100 * (open_metrics["auroc"] - metrics[reference]["auroc"])
         gaps["recovered"] = 100 * (open_metrics["auroc"] - metrics["se"]["auroc"])
+        if scores is not None and "se" in scores and open_scores is not None:
+            paired = _same_images(scores["se"], open_scores)
+            if paired is not None:
+                gaps["recovered_p"] = delong_test(paired["label"], paired["score_b"], paired["score_a"])["p"]
     return gaps
 
 
-def attention_gap_text(gaps: dict[str, float], reference: str = "differnet") -> str:
-    """A takeaway from `attention_gap`: attention ahead or behind the reference by how much, and how much of SE's
-    gap the open gates recovered (each branch said as it is)."""
+def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
+    """Two runs' scores.csv side by side (score_a, score_b) by image (its defect folder and file name, so runs made
+    on other machines pair too), or None when they did not score the same images."""
+    keys = [frame["path"].astype(str).str.replace("\\", "/", regex=False).str.split("/").str[-2:].str.join("/")
+            for frame in (a, b)]
+    left = pd.DataFrame({"image": keys[0], "label": a["label"].to_numpy(), "score_a": a["score"].to_numpy()})
+    right = pd.DataFrame({"image": keys[1], "label_b": b["label"].to_numpy(), "score_b": b["score"].to_numpy()})
+    if set(left["image"]) != set(right["image"]) or left["image"].duplicated().any():
+        return None
+    both = left.merge(right, on="image")
+    return both if (both["label"] == both["label_b"]).all() else None
+
+
+def attention_gap_text(gaps: dict[str, float], reference: str = "differnet", level: float = 0.05) -> str:
+    """A takeaway from `attention_gap`: attention ahead or behind the reference by how much and, for SE trained
+    with open gates, how far that moved SE and whether the move is beyond the test images' noise (DeLong's paired
+    p below `level`); a conclusion about the cold start only when it is. One seed: training noise is not tested."""
     parts = [f"{v.upper()} {g:+.1f}" for v, g in gaps.items() if v in ("se", "cbam")]
-    text = f"Against {reference} after the last epoch: {', '.join(parts)} AUROC points."
-    if "recovered" in gaps and "se" in gaps:
-        if gaps["se"] < 0 and gaps["recovered"] > 0:
-            share = min(1.0, gaps["recovered"] / -gaps["se"])
-            text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}: starting the gates open recovered "
-                     f"{gaps['recovered']:.1f} of SE's {-gaps['se']:.1f} points ({share:.0%}), so "
-                     + ("most" if share >= 0.5 else "part") + " of the gap in this short run is the cold start, "
-                     "not what attention can do.")
-        elif gaps["se"] < 0:
-            text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}: starting the gates open did not "
-                     "recover SE's gap here, so the cold start does not explain it in this run.")
-        else:
-            text += f" SE with open gates ends {gaps['se, open gates']:+.1f}."
-    return text
+    epochs = f" (epoch {int(gaps['epochs'])})" if "epochs" in gaps else ""
+    text = f"Against {reference} after the last epoch{epochs}: {', '.join(parts)} AUROC points."
+    if "recovered" not in gaps or "se" not in gaps:
+        return text
+    moved = gaps["recovered"]
+    text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}, {moved:+.1f} points from SE with standard "
+             "gates")
+    if "recovered_p" not in gaps:
+        return text + " (not tested: the runs' scores were not given)."
+    p = gaps["recovered_p"]
+    test = f"DeLong's paired test over the same test images, p = {p:.2g}; one seed, so training noise is not in it"
+    if p >= level or abs(moved) < 0.05:
+        return text + (f": within the test images' noise ({test}), so this run cannot say whether the cold start "
+                       "explains any of SE's gap.")
+    if moved > 0 and gaps["se"] < 0:
+        return text + (f", more than the test images' noise ({test}): in this run part of SE's gap is the cold "
+                       "start, not what attention can do.")
+    if moved > 0:
+        return text + f", more than the test images' noise ({test}): open gates helped SE further here."
+    return text + (f", lower, beyond the test images' noise ({test}): starting the gates open did not help SE "
+                   "in this run.")
 
 
 def shrinkage_summary(histories: dict[str, pd.DataFrame]) -> pd.DataFrame:

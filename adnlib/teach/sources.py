@@ -3,8 +3,9 @@
 * ``"auto"`` (the default): the course named by $ADNLIB_CHECKPOINTS when it is set (a teacher's published runs, e.g.
   written into the Colab/Kaggle setup cells by `tools/hosted.py --checkpoints`), else the runs of an earlier notebook
   (notebook 03's `runs/` for notebooks 04-06; none for notebook 03 itself, which trains);
-* a folder: a course folder (`adnlib course --out`), a grid folder (`adnlib grid --out`, `make compare`) or
-  notebook 03's `runs/`: <category>/<variant>/seed<k>/ run folders;
+* a folder (a relative one is looked for where the kernel runs, then in the repository): a course folder
+  (`adnlib course --out`), a grid folder (`adnlib grid --out`, `make compare`) or notebook 03's `runs/`:
+  <category>/<variant>/seed<k>/ run folders;
 * a manifest (a path ending in .json, or an http(s) URL: `adnlib course` writes one): only the runs the notebook
   uses are downloaded (each file checked against its sha256, `adnlib.run.fetch.fetch_runs`) and laid out as run
   folders in the cache;
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adnlib.errors import AdnlibError
+from adnlib.io import one_line
 
 CHECKPOINTS_ENV = "ADNLIB_CHECKPOINTS"
 NOTEBOOK_RUNS = "03_training_attentdiffernet"  # the notebook whose runs/ the later notebooks read by default
@@ -50,6 +52,27 @@ class RunSource:
             return None
         if self.data_root is not None:
             self._check_data(found, category)
+        return found
+
+    def require(self, keys, *, names=()) -> list[Path]:
+        """A course's runs of keys [(category, variant, seed), ...] and of the named runs, or SourceError naming
+        the missing ones: a course is read, never completed here (a run trained with this notebook's preset beside
+        the course's would compare two protocols). -> the keys' run folders, in order."""
+        keys = list(keys)
+        if not keys:
+            raise SourceError(f"{self.origin}: no run asked for (no category of the data in it?)")
+        found = [self.run(category, variant, seed) for category, variant, seed in keys]
+        missing = [f"{c}/{v}/seed{s}" for (c, v, s), run in zip(keys, found) if run is None]
+        missing += [name for name in names if self.run("", "", 0, name=name) is None]
+        if missing:
+            unpublished = self.folder is not None and any((self.folder / m / "checkpoint.pt").is_file()
+                                                          and not (self.folder / m / "metrics.json").is_file()
+                                                          for m in missing)
+            raise SourceError(one_line(
+                f"{self.origin} has no finished run for {', '.join(missing[:4])}"
+                f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}"
+                f"{' (checkpoints without their metrics.json: a version 1 manifest?)' if unpublished else ''}: "
+                "choose the categories, variants and seeds it has, or checkpoints = '' to train everything here"))
         return found
 
     def label(self, run: Path) -> str:
@@ -95,9 +118,21 @@ def run_source(checkpoints: str | os.PathLike | None, earlier: Path | None = Non
     return _course(value, "checkpoints", data_root, categories, variants, seeds, names)
 
 
+def _local(value: str) -> str:
+    """A relative path as given when it exists, else relative to the repository in a checkout: a notebook's kernel
+    starts in notebooks/, and the docs name folders such as runs/compare from the repository's root."""
+    from adnlib.teach.paths import REPOSITORY, in_repository
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists() or not in_repository() or not (REPOSITORY / path).exists():
+        return value
+    return str(REPOSITORY / path)
+
+
 def _course(value: str, where: str, data_root, categories, variants, seeds, names) -> RunSource:
     from adnlib.errors import CheckpointError
     from adnlib.run.fetch import fetch_runs
+    if not value.startswith(("http://", "https://")):
+        value = _local(value)
     if value.startswith(("http://", "https://")) or value.endswith(".json"):
         try:
             folder = fetch_runs(value, categories=categories, variants=variants, seeds=seeds)
