@@ -106,9 +106,10 @@ def demo_root(tmp_path_factory):
 
 # The whole course with smoke parameters, the exercises' solutions included (`solutions = True`): notebook 03
 # trains the three variants (and, in its solutions, seeds 1 and 2), notebooks 04-06 read its runs, notebook 06
-# reports the three seeds without training (ORH's verdict needs them).
+# reports the three seeds without training (ORH's verdict needs them); notebook 04 scores with 4 of its 8 rotations.
 COURSE = {"preset": "smoke", "weights": "none", "device": "cpu", "solutions": True, "seeds": [0, 1, 2],
-          "categories": ["disc"], "n_show": 1, "max_images": 8, "toy_steps": 30, "toy_blocks": 2, "toy_hidden": 16}
+          "n_rotations": 4, "categories": ["disc"], "n_show": 1, "max_images": 8, "toy_steps": 30, "toy_blocks": 2,
+          "toy_hidden": 16}
 
 
 @pytest.fixture(scope="session")
@@ -294,10 +295,14 @@ def check_03_sentences(out, variants) -> None:
     histories = {k: pd.read_csv(v) for k, v in histories.items()}
     reference = histories["differnet"]["feature_norm"].iloc[0]
     for name in ("se", "se, open gates"):
-        stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x smaller", text)
-        assert stated
-        assert float(stated.group(1)) == pytest.approx(
-            reference / histories[name]["feature_norm"].iloc[0], abs=0.051)
+        ratio = reference / histories[name]["feature_norm"].iloc[0]
+        if 1 / 1.05 <= ratio <= 1.05:
+            assert f"**{name}**: its embedding at epoch 1 is about the size of differnet's ({ratio:.2f}x)" in text
+        else:
+            stated = re.search(rf"\*\*{re.escape(name)}\*\*: its embedding at epoch 1 is (\d+\.\d)x "
+                               f"{'smaller' if ratio > 1 else 'larger'}", text)
+            assert stated
+            assert float(stated.group(1)) == pytest.approx(ratio if ratio > 1 else 1 / ratio, abs=0.051)
         last = histories[name].dropna(subset=["auroc"]).iloc[-1]
         auroc = re.search(rf"\*\*{re.escape(name)}\*\*:[^\n]*AUROC (\d+\.\d) % at epoch {int(last['epoch'])}", text)
         assert auroc

@@ -93,7 +93,7 @@ def test_a_course_is_read_never_completed_here(tmp_path):
     with pytest.raises(SourceError, match=r"no finished run for disc/cbam/seed0: choose"):
         source.require([("disc", "se", 0), ("disc", "cbam", 0)])
     with pytest.raises(SourceError, match="open-gates/disc/se/seed0"):
-        source.require([("disc", "se", 0)], names=["open-gates/disc/se/seed0"])
+        source.require([("disc", "se", 0)], names={"open-gates/disc/se/seed0": "disc"})
     (course / "disc" / "se" / "seed1").mkdir()
     (course / "disc" / "se" / "seed1" / "checkpoint.pt").write_bytes(b"x")  # a checkpoint without its results
     with pytest.raises(SourceError, match="version 1 manifest"):
@@ -164,3 +164,39 @@ def test_a_course_release_holds_exactly_what_its_manifest_lists(tmp_path):
         assert sorted(p.name for p in release.iterdir()) == sorted(
             ["manifest.json", listed[0]["url"].rsplit("/", 1)[-1],
              *(f["url"].rsplit("/", 1)[-1] for f in listed[0]["files"].values())])
+
+
+def test_a_courses_named_run_is_checked_against_its_categorys_data(tiny_root, tmp_path):
+    # catches require() checking a named run (03's open-gates SE) with no category: with data_root set, as notebook
+    # 03 always sets it, that crashed instead of loading the run or refusing it in one line
+    from adnlib.data.datasets import data_record
+    course = tmp_path / "course"
+    _grid(course, [("disc", "se", 0)], data=data_record(tiny_root, "disc"))
+    _grid(course / "open-gates", [("disc", "se", 0)], data=data_record(tiny_root, "disc"))
+    source = run_source(str(course), data_root=tiny_root)
+    assert source.require([("disc", "se", 0)], names={"open-gates/disc/se/seed0": "disc"}) == [
+        course / "disc" / "se" / "seed0"]
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    edited = next((other / "disc" / "test" / "good").iterdir())
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    shutil.rmtree(course / "open-gates")
+    _grid(course / "open-gates", [("disc", "se", 0)], data=data_record(other, "disc"))
+    with pytest.raises(SourceError, match="open-gates/disc/se/seed0 was trained on other images"):
+        source.require([("disc", "se", 0)], names={"open-gates/disc/se/seed0": "disc"})
+
+
+def test_exercises_beside_a_course_train_with_its_protocol_and_backbone(tmp_path):
+    # catches exercises trained with the teacher's machine path or an 'auto' that turns random offline beside
+    # ImageNet runs, or with this notebook's preset instead of the course's protocol
+    from adnlib.config import preset
+    from adnlib.teach.sources import training_config
+    for source, expected in (({"source": "imagenet", "file": None}, "imagenet"),
+                             ({"source": "random", "file": None}, "none"),
+                             ({"source": "file", "file": "/teacher/alexnet.pth"}, "/teacher/alexnet.pth")):
+        run = tmp_path / source["source"] / "disc" / "se" / "seed0"
+        run.mkdir(parents=True)
+        config = preset("paper", variant="se", weights="auto")
+        (run / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "backbone": source}))
+        made = training_config([run], device="cpu", seed=1)
+        assert (made.weights, made.img_size, made.epochs, made.seed, made.device) == (expected, 448, 192, 1, "cpu")

@@ -319,7 +319,10 @@ def test_fetch_runs_refuses_entries_that_would_leave_their_folder(tmp_path):
     cell = {"category": "disc", "variant": "se", "seed": 0, "url": "x.pt", "sha256": digest}
     for name in ("disc/se/seed0", "disc/se/seed0/inner", "disc"):  # two runs' files in one folder
         with pytest.raises(CheckpointError, match="share a run folder"):
-            fetch_runs({"checkpoints": [cell, {"name": name, "url": "y.pt", "sha256": digest}]}, cache_dir=tmp_path)
+            fetch_runs({"checkpoints": [cell, {"name": name, "url": "y.pt", "sha256": digest},
+                                        {"name": "disc-x", "url": "z.pt", "sha256": digest}]}, cache_dir=tmp_path)
+    sibling = {"name": "disc-x/se/seed0", "url": "z.pt", "sha256": digest}  # 'disc-x' is not inside 'disc'
+    fetch_runs({"checkpoints": [cell, sibling]}, names=[], categories="weave", cache_dir=tmp_path)  # not refused
     assert not any(tmp_path.iterdir())
 
 

@@ -41,11 +41,15 @@ def lab(tmp_path, tiny_root):
         pm.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), prepare_only=True,
                             parameters={"data_root": str(tiny_root), "output_dir": str(tmp_path / name),
                                         **parameters}, progress_bar=False)
+    settings = tmp_path / ".settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)  # every cell rendered, whichever windowing mode this Lab version defaults to
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                f"--ServerApp.root_dir={tmp_path}", f"--IdentityProvider.token={token}",
                "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               f"--LabApp.workspaces_dir={tmp_path / '.workspaces'}"]  # no tabs restored from earlier sessions
+               f"--LabApp.workspaces_dir={tmp_path / '.workspaces'}",  # no tabs restored from earlier sessions
+               f"--LabApp.user_settings_dir={tmp_path / '.settings'}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI runs as root; jupyter refuses that unless told
         command.append("--allow-root")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "JUPYTER_PLATFORM_DIRS": "1"}
@@ -92,7 +96,7 @@ def _run_all(page) -> None:
 # per notebook: the widget's own slider, the key (the viewer's block slider starts at its maximum, the threshold
 # slider at the F1-best threshold, often the lowest score), and what it redraws: an image's src or an HTML text.
 # Both are looked up inside the one output that holds the slider: later cells' progress bars are HTML widgets too.
-# The text is read as textContent: Lab skips rendering cells scrolled out of view, and innerText is then empty.
+# The text is read as textContent: where Lab skips rendering cells scrolled out of view, innerText is empty.
 WATCH = {"03_training_attentdiffernet": ("ArrowLeft", ".widget-image", "el => el.getAttribute('src')"),
          "04_auroc_evaluation": ("ArrowRight", ".widget-html", "el => el.textContent.trim()")}
 

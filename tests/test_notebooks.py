@@ -268,6 +268,8 @@ def test_04_05_and_06_read_the_runs_of_03_and_train_nothing_of_theirs(course_run
     assert not (course_run / "05_gradcam_comparison" / "models" / "differnet").exists()
     roc = json.loads((course_run / "04_auroc_evaluation" / "roc.json").read_text())
     assert set(roc["variants"]) == {"differnet", "se", "cbam"}
+    assert roc["n_rotations"] == 4  # COURSE: below max_rotations (8), so the ranking's intervals are checked at 4
+    check_04_sentences(course_run / "04_auroc_evaluation")
     grid = course_run / "06_benchmark_report" / "grid" / "disc"
     for cell in runs.glob("*/seed*"):  # every cell of 06's grid is 03's run, copied (adopted), not retrained
         assert (grid / cell.parent.name / cell.name / "checkpoint.pt").read_bytes() == \

@@ -84,7 +84,8 @@ def train_course(base: Config, data_root: str | Path, out: str | Path, *, catego
 
 def _remove_unlisted(manifest: Path) -> None:
     """Delete the release folder's files the manifest no longer lists (a run retrained since the last call leaves
-    its old assets behind), so that what a teacher uploads is exactly what the manifest names."""
+    its old assets behind), so that what a teacher uploads is exactly what the manifest names. The folder is the
+    command's own: a file put there by hand is deleted too (docs/teaching.md says so)."""
     import json
     from urllib.parse import unquote
     entries = json.loads(manifest.read_text())["checkpoints"]
@@ -117,7 +118,7 @@ def instructions(course: Course, base_url: str | None = None) -> str:
         f"course: {course.n_runs} runs in {course.folder} ({len(course.variants)} variants x {len(course.seeds)} "
         f"seeds x {len(course.categories)} categories{extra})",
         *([f"backbone weights: {course.backbone}" + (" (RANDOM: not the paper's setting)"
-                                                     if "random" in course.backbone else "")]
+                                                     if "random" in course.backbone.split(", ") else "")]
           if course.backbone else []),
         f"published: {manifest.parent} (manifest.json and its files, {size:.2f} GB)",
         "notebooks 03-06 now load these runs instead of training; give them one of:",

@@ -290,11 +290,15 @@ def _run_folder(key: Key) -> str:
 def _refuse_overlapping_folders(keys: list[Key], where: str) -> None:
     """Two entries that would share a run folder (a name 'disc/se/seed0' beside that grid cell) or nest one run
     inside another would mix two runs' files: refused."""
-    folders = sorted(_run_folder(key) for key in keys)
-    for first, second in zip(folders, folders[1:]):
-        if second == first or second.startswith(first + "/"):
-            raise CheckpointError(f"{where}: the entries {first!r} and {second!r} would share a run folder; "
+    seen: set[str] = set()
+    folders = [_run_folder(key) for key in keys]
+    for folder in sorted(folders, key=lambda f: f.count("/")):  # parents before what could lie inside them
+        parts = folder.split("/")
+        inside = next((p for p in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)) if p in seen), None)
+        if inside is not None:
+            raise CheckpointError(f"{where}: the entries {inside!r} and {folder!r} would share a run folder; "
                                   "give the named run another name")
+        seen.add(folder)
 
 
 def write_manifest(run_dirs: str | Path | Iterable[str | Path], base_url: str | None, out: str | Path, *,
@@ -386,7 +390,7 @@ def fetch_runs(manifest: str | Path | dict, *, categories: Iterable[str] | str |
     wanted_names = _wanted([names] if isinstance(names, str) and names else names or [])
     grid_filtered = any(v is not None for v in (categories, variants, seeds))
     take_named = names is not None or not grid_filtered
-    take_grid = names is None or grid_filtered  # names alone: the named runs only
+    take_grid = not names or grid_filtered  # names alone: the named runs only
     for key, entry in entries:
         if isinstance(key, tuple):
             if not take_grid or not all(k(v) for k, v in zip(keep, key)):

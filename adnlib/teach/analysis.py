@@ -149,9 +149,9 @@ def rotations_takeaway(curves: dict[str, pd.DataFrame]) -> str:
         return (f"From {first} to {last} test rotations the AUROC did not move (by less than 0.05 points for every "
                 "variant): on this test set more rotations changed no ranking of the images that matters.")
     within = all(abs(moves[v]) <= widths[v] / 2 for v in curves)
-    return (f"From {first} to {last} test rotations the AUROC moved by at most {moves[largest]:+.1f} points "
-            f"({largest}); " + ("every such move is smaller than half the interval over the test images "
-                                f"({min(widths.values()):.0f}–{max(widths.values()):.0f} points wide): on this test "
+    return (f"From {first} to {last} test rotations the largest move of the AUROC was {moves[largest]:+.1f} points "
+            f"({largest}); " + ("every such move is at most half the interval over the test images "
+                                f"({min(widths.values()):.1f}–{max(widths.values()):.1f} points wide): on this test "
                                 "set the images, not the rotations, limit what the AUROC can tell."
                                 if within else "at least one move is larger than half its interval over the test "
                                 "images: the rotations matter here."))
@@ -241,6 +241,11 @@ def last_vs_best(metrics: dict[str, dict], scores: dict[str, pd.DataFrame] | Non
     return table.round(2)
 
 
+def _points(value: float) -> str:
+    """AUROC points as a sentence gives them: one decimal, two below 0.05 (never a '0.0' for a difference)."""
+    return f"{value:.1f}" if abs(value) >= 0.05 else f"{value:.2f}"
+
+
 def last_vs_best_text(table: pd.DataFrame) -> str:
     """What `last_vs_best`'s table shows, from its numbers: whether the test-selected best differs from the last
     epoch (by how much, for which variant), and how wide one run's interval over the test images is."""
@@ -252,7 +257,7 @@ def last_vs_best_text(table: pd.DataFrame) -> str:
         first = ("In this run the best evaluation **is** the last one for every variant: the selection on the test "
                  "set added nothing here (it can only make the best number higher, never lower).")
     else:
-        shown = ", ".join(f"{v} by {g:.1f} points (best at epoch {int(table.loc[v, 'best_epoch'])})"
+        shown = ", ".join(f"{v} by {_points(g)} points (best at epoch {int(table.loc[v, 'best_epoch'])})"
                           for v, g in gaps.items() if g > 0.005)
         first = (f"In this run the test-selected best is higher than the last epoch for {shown}: numbers a "
                  "deployed model would not reach, because nothing but the test labels picked that epoch.")
@@ -275,7 +280,7 @@ def last_vs_best_takeaway(table: pd.DataFrame) -> str:
         text = f"The test-selected best{n} equalled the last epoch for every variant here"
     else:
         variant = gaps.idxmax()
-        text = f"The test-selected best{n} beat the last epoch by up to {gaps.max():.1f} points ({variant})"
+        text = f"The test-selected best{n} beat the last epoch by up to {_points(gaps.max())} points ({variant})"
     if "last_95%_low" in table:
         widths = table["last_95%_high"] - table["last_95%_low"]
         text += f"; one seed's 95 % interval over the test images is {widths.min():.0f}–{widths.max():.0f} points wide"
@@ -288,7 +293,8 @@ def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, re
     """Last-epoch AUROC gaps in points: {variant: variant − reference} for every other variant, "epochs" (the
     reference's), and with `open_metrics` (SE trained with open gates, paired) "se, open gates" and "recovered"
     (open-gate SE − standard SE, in points). With the runs' scores.csv (scores: {variant: frame}, open_scores) also
-    "recovered_p": DeLong's paired test of that change over the same test images."""
+    "recovered_p": DeLong's paired test of that change over the same test images (NaN: they scored other images,
+    or the scores cannot be tested)."""
     from adnlib.run.stats import delong_test
     gaps = {v: 100 * (m["auroc"] - metrics[reference]["auroc"]) for v, m in metrics.items() if v != reference}
     gaps["epochs"] = float(metrics[reference]["epochs"])
@@ -297,8 +303,11 @@ def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, re
         gaps["recovered"] = 100 * (open_metrics["auroc"] - metrics["se"]["auroc"])
         if scores is not None and "se" in scores and open_scores is not None:
             paired = _same_images(scores["se"], open_scores)
-            if paired is not None:
-                gaps["recovered_p"] = delong_test(paired["label"], paired["score_b"], paired["score_a"])["p"]
+            try:  # NaN: the runs scored other images, or their scores cannot be tested (a class too small, a NaN)
+                gaps["recovered_p"] = (float("nan") if paired is None else
+                                       delong_test(paired["label"], paired["score_b"], paired["score_a"])["p"])
+            except ValueError:
+                gaps["recovered_p"] = float("nan")
     return gaps
 
 
@@ -309,17 +318,23 @@ def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
             for frame in (a, b)]
     left = pd.DataFrame({"image": keys[0], "label": a["label"].to_numpy(), "score_a": a["score"].to_numpy()})
     right = pd.DataFrame({"image": keys[1], "label_b": b["label"].to_numpy(), "score_b": b["score"].to_numpy()})
-    if set(left["image"]) != set(right["image"]) or left["image"].duplicated().any():
+    if set(left["image"]) != set(right["image"]) or left["image"].duplicated().any() \
+            or right["image"].duplicated().any():
         return None
     both = left.merge(right, on="image")
     return both if (both["label"] == both["label_b"]).all() else None
+
+
+_GAP_KEYS = ("epochs", "se, open gates", "recovered", "recovered_p")  # attention_gap's entries that are not variants
 
 
 def attention_gap_text(gaps: dict[str, float], reference: str = "differnet", level: float = 0.05) -> str:
     """A takeaway from `attention_gap`: attention ahead or behind the reference by how much and, for SE trained
     with open gates, how far that moved SE and whether the move is beyond the test images' noise (DeLong's paired
     p below `level`); a conclusion about the cold start only when it is. One seed: training noise is not tested."""
-    parts = [f"{v.upper()} {g:+.1f}" for v, g in gaps.items() if v in ("se", "cbam")]
+    parts = [f"{v.upper()} {g:+.1f}" for v, g in gaps.items() if v not in _GAP_KEYS]
+    if not parts:  # no variant beside the reference: nothing to say
+        return ""
     epochs = f" (epoch {int(gaps['epochs'])})" if "epochs" in gaps else ""
     text = f"Against {reference} after the last epoch{epochs}: {', '.join(parts)} AUROC points."
     if "recovered" not in gaps or "se" not in gaps:
@@ -330,8 +345,13 @@ def attention_gap_text(gaps: dict[str, float], reference: str = "differnet", lev
     if "recovered_p" not in gaps:
         return text + " (not tested: the runs' scores were not given)."
     p = gaps["recovered_p"]
+    if np.isnan(p):
+        return text + (" (not tested: the two runs scored different test images, or their scores cannot be "
+                       "tested).")
     test = f"DeLong's paired test over the same test images, p = {p:.2g}; one seed, so training noise is not in it"
-    if p >= level or abs(moved) < 0.05:
+    if abs(moved) < 0.05:
+        return text + ": no change, so starting the gates open made no difference in this run."
+    if not p < level:
         return text + (f": within the test images' noise ({test}), so this run cannot say whether the cold start "
                        "explains any of SE's gap.")
     if moved > 0 and gaps["se"] < 0:
@@ -494,7 +514,8 @@ def score_spread(scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
         values = frame["score"].to_numpy(dtype=float)
         median = float(np.median(values))
         rows.append({"variant": variant, "min": float(values.min()), "max": float(values.max()), "median": median,
-                     "relative_range": float((values.max() - values.min()) / abs(median)) if median else np.inf})
+                     "relative_range": float((values.max() - values.min()) / abs(median)) if median
+                     else 0.0 if values.max() == values.min() else np.inf})
     return pd.DataFrame(rows)
 
 
@@ -530,10 +551,21 @@ def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differ
         evaluated = h.dropna(subset=["auroc"]) if "auroc" in h else h.iloc[:0]
         auroc = (f"AUROC {100 * evaluated['auroc'].iloc[-1]:.1f} % at epoch {int(evaluated['epoch'].iloc[-1])}"
                  if len(evaluated) else "not evaluated")
-        size = (f"its embedding at epoch 1 is {first[reference] / first[name]:.1f}x smaller than {reference}'s"
+        size = (_relative_size(first[name], first[reference], reference)
                 if name != reference and reference in first else f"embedding norm {first[name]:.3g} at epoch 1")
         lines.append(f"**{name}**: {size}; {auroc}, loss at epoch 1 {float(h['loss'].iloc[0]):.3f}.")
     return "\n\n".join(lines)
+
+
+def _relative_size(norm: float, reference_norm: float, reference: str) -> str:
+    """'its embedding at epoch 1 is 6.1x smaller than differnet's' (or larger, or about the same size)."""
+    if norm <= 0 or reference_norm <= 0:
+        return f"its embedding norm at epoch 1 is {norm:.3g} ({reference}'s {reference_norm:.3g})"
+    ratio = reference_norm / norm
+    if 1 / 1.05 <= ratio <= 1.05:
+        return f"its embedding at epoch 1 is about the size of {reference}'s ({ratio:.2f}x)"
+    return (f"its embedding at epoch 1 is {ratio:.1f}x smaller than {reference}'s" if ratio > 1 else
+            f"its embedding at epoch 1 is {1 / ratio:.1f}x larger than {reference}'s")
 
 
 # An AUROC (in %) at or above this leaves no room for a gain: a category there is at the ceiling.
@@ -554,7 +586,7 @@ def ceiling_text(table: pd.DataFrame, reference: str = "differnet", ceiling: flo
     left = len(rows) - len(top)
     room = max(100 - v for _, v in top)
     gain = ("no variant can gain anything there, so those rows can show a loss but no gain" if room == 0 else
-            f"a variant can gain at most {room:.1f} points there, so those rows can show a loss but hardly a gain")
+            f"a variant can gain at most {room:.2g} points there, so those rows can show a loss but hardly a gain")
     return (f"{reference} is at the **ceiling** on {listed}: {gain}, and the mean row averages them with the others. "
             + ("The question of a gain rests on the one other category." if left == 1 else
                f"The question of a gain rests on the other {left} categories."

@@ -54,16 +54,18 @@ class RunSource:
             self._check_data(found, category)
         return found
 
-    def require(self, keys, *, names=()) -> list[Path]:
-        """A course's runs of keys [(category, variant, seed), ...] and of the named runs, or SourceError naming
-        the missing ones: a course is read, never completed here (a run trained with this notebook's preset beside
-        the course's would compare two protocols). -> the keys' run folders, in order."""
+    def require(self, keys, *, names: dict[str, str] | None = None) -> list[Path]:
+        """A course's runs of keys [(category, variant, seed), ...] and of the named runs ({name: its category}, to
+        check its data), or SourceError naming the missing ones: a course is read, never completed here (a run
+        trained with this notebook's preset beside the course's would compare two protocols). -> the keys' run
+        folders, in order."""
         keys = list(keys)
         if not keys:
             raise SourceError(f"{self.origin}: no run asked for (no category of the data in it?)")
         found = [self.run(category, variant, seed) for category, variant, seed in keys]
         missing = [f"{c}/{v}/seed{s}" for (c, v, s), run in zip(keys, found) if run is None]
-        missing += [name for name in names if self.run("", "", 0, name=name) is None]
+        missing += [name for name, category in (names or {}).items()
+                    if self.run(category, "", 0, name=name) is None]
         if missing:
             unpublished = self.folder is not None and any((self.folder / m / "checkpoint.pt").is_file()
                                                           and not (self.folder / m / "metrics.json").is_file()
@@ -146,6 +148,17 @@ def _course(value: str, where: str, data_root, categories, variants, seeds, name
         raise SourceError(f"{where} = {value!r}: not a folder of runs, a manifest (.json) or an http(s) URL; "
                           "'auto' uses the earlier notebook's runs and '' trains here")
     return RunSource(folder, f"the runs in {folder.name}", True, data_root)
+
+
+def training_config(runs: list[Path], *, device: str, seed: int):
+    """The Config to train more runs beside a course's (notebook 03's exercises): the course's protocol
+    (`recorded_config`) on this device, with the backbone the runs used ('imagenet', random weights drawn from the
+    seed as 'none' draws them, or the weights file the teacher named)."""
+    config = recorded_config(runs)
+    backbone = json.loads((runs[0] / "metrics.json").read_text()).get("backbone") or {}
+    weights = {"imagenet": "imagenet", "random": "none"}.get(backbone.get("source"), backbone.get("file")
+                                                             or config.weights)
+    return config.replace(device=device, seed=seed, weights=weights)
 
 
 def recorded_config(runs: list[Path]):
