@@ -5,17 +5,14 @@ Every page must load without a page error, every image must load, the widgets (n
 notebook 04's threshold slider) must render from their saved state, and no request may leave the local server.
 A screenshot of each page is kept in pytest's temporary folder (`screens` in tests/conftest.py).
 """
-import http.server
 import json
 import re
 import shutil
-import threading
-from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import launch_chromium, load_tool
+from conftest import launch_chromium, load_tool, serve_folder
 
 from adnlib.teach.hosting import PLACEHOLDER
 from adnlib.teach.notebooks import NOTEBOOK_DIR, NOTEBOOKS
@@ -71,17 +68,8 @@ def test_headless_progress_is_one_text_line_per_run_not_a_widget(executed):
 @pytest.fixture(scope="module")
 def site(book):
     """The built site on an HTTP server bound to 127.0.0.1 (a free port), stopped after the tests."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(book))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_folder(book) as url:
+        yield url
 
 
 def _visit(browser, url: str, name: str, screens: Path) -> dict:

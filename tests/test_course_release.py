@@ -1,15 +1,13 @@
 """The teacher's command end to end, offline: `adnlib course` trains the course's runs (a saved AlexNet weights file
 stands in for ImageNet's, the demo data for the teacher's dataset), publishes them as a manifest, and notebooks
 03-06, given the manifest's URL on an HTTP server on 127.0.0.1, load the published runs instead of training."""
-import http.server
 import json
 import subprocess
 import sys
-import threading
-from functools import partial
 
 import pandas as pd
 import pytest
+from conftest import serve_folder
 
 from adnlib.teach.notebooks import run_notebooks
 
@@ -39,17 +37,8 @@ def course(tmp_path_factory, demo_root, weights_file):
 @pytest.fixture(scope="module")
 def server(course):
     """The course's release/ folder on 127.0.0.1 (a free port), stopped after the tests."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(course[0] / "release"))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    with serve_folder(course[0] / "release") as url:
+        yield url
 
 
 @pytest.mark.slow(seconds=60)  # trains the course (12 smoke runs) in a subprocess

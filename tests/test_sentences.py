@@ -93,7 +93,7 @@ def test_attention_gap_open_gates_without_scores_is_not_tested():
     assert "recovered_p" not in gaps
     text = attention_gap_text(gaps)
     assert text.startswith("Against differnet after the last epoch (epoch 3): SE -10.0 AUROC points.")
-    assert " SE with open gates ends -4.0, +6.0 points from SE with standard gates" in text
+    assert " SE with open gates ends -4.0 against differnet and +6.0 against SE with standard gates" in text
     assert text.endswith(" (not tested: the runs' scores were not given).")
     assert "DeLong" not in text
 
@@ -162,7 +162,8 @@ def test_identical_open_gate_scores_are_within_the_noise():
     assert gaps["recovered"] == 0.0
     assert gaps["recovered_p"] == pytest.approx(1.0)
     text = attention_gap_text(gaps)
-    assert f" SE with open gates ends {gaps['se, open gates']:+.1f}, +0.0 points from SE with standard gates" in text
+    assert (f" SE with open gates ends {gaps['se, open gates']:+.1f} against differnet and +0.0 against SE with "
+            "standard gates") in text
     assert text.endswith(": no change, so starting the gates open made no difference in this run.")
     assert "cold start, not what attention can do" not in text
 
@@ -177,7 +178,7 @@ def test_a_significant_recovery_while_se_is_behind_is_the_cold_start():
     assert p < 0.05  # the synthetic runs differ beyond the test images' noise
     text = attention_gap_text(gaps)
     assert f"SE {100 * (_auroc(WEAK) - 0.95):+.1f} AUROC points." in text
-    assert f"{gaps['recovered']:+.1f} points from SE with standard gates, more than the test images' noise" in text
+    assert f"{gaps['recovered']:+.1f} against SE with standard gates, more than the test images' noise" in text
     assert f"p = {p:.2g}; one seed" in text
     assert text.endswith("in this run part of SE's gap is the cold start, not what attention can do.")
 
@@ -202,7 +203,7 @@ def test_a_significant_drop_with_open_gates_did_not_help():
     assert gaps["recovered"] < 0
     assert gaps["recovered_p"] < 0.05
     text = attention_gap_text(gaps)
-    assert f"{gaps['recovered']:+.1f} points from SE with standard gates, lower, beyond the test images' noise" in text
+    assert f"{gaps['recovered']:+.1f} against SE with standard gates, lower, beyond the test images' noise" in text
     assert text.endswith("starting the gates open did not help SE in this run.")
     assert "helped" not in text
 
@@ -579,3 +580,21 @@ def test_the_sentences_defects_a_reviewer_found_stay_fixed():
     assert "nearly constant" in score_spread_text(score_spread({"se": pd.DataFrame({"score": [0.0, 0.0, 0.0]})}))
     assert attention_gap_text({"eca": -2.0, "epochs": 3.0}) == (
         "Against differnet after the last epoch (epoch 3): ECA -2.0 AUROC points.")
+
+
+def test_gate_responses_are_judged_per_variant_not_pooled():
+    # catches SE's and CBAM's gate counts summed into one verdict: a variant below chance must not be called
+    # "beyond chance" because the other one is (the demo: SE blocks 2-3 beyond chance, CBAM's not)
+    from adnlib.teach.analysis import gate_response_text, gate_takeaway
+    se = pd.DataFrame({"block": [1, 2, 3], "outside_band": [0, 119, 151], "shuffled_max": [0, 24, 48],
+                       "max_abs_shift": [0.001, 0.007, 0.006]})
+    cbam = pd.DataFrame({"block": [1, 2, 3], "outside_band": [0, 6, 1], "shuffled_max": [1, 40, 31],
+                         "max_abs_shift": [0.002, 0.03, 0.02]})
+    text = gate_response_text({"se": se, "cbam": cbam}, 10, 15)
+    assert "**SE**: 270 gates, up to 72 by chance: more than chance (blocks 2, 3), but the largest shift" in text
+    assert "**CBAM**: 7 gates, up to 72 by chance: **no more than chance**" in text
+    takeaway = gate_takeaway({"se": se, "cbam": cbam}, {"se": pd.DataFrame({"gate_shift_mean": [0.01]})})
+    assert "SE beyond chance but by at most 0.007, too little to matter; CBAM no more than chance" in takeaway
+    strong = se.assign(max_abs_shift=[0.001, 0.05, 0.006])
+    assert "**SE**: 270 gates, up to 72 by chance: **more than chance** (blocks 2, 3), and the largest shift of a " \
+           "mean gate is **0.0500**" in gate_response_text({"se": strong}, 10, 15)

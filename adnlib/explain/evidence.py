@@ -79,9 +79,9 @@ def control_text(controls: dict) -> str:
         else:
             lines.append(f"* `{name}`: PRO {c['pro']:.3f} against its own masks, {c['pro_shuffled']:.3f} against "
                          f"other images' masks ({interval}, the "
-                         "interval reaches 0): it does no better on its own image's defects than on another's, so it "
-                         "cannot show where the model looks on a given image; any localisation score it gets comes "
-                         "from where defects tend to lie.")
+                         "interval reaches 0): it is not shown to follow its own image's defects more than "
+                         "another's, so it cannot be read as where the model looks on a given image; its "
+                         "localisation score may come from where defects tend to lie.")
     return "\n".join(lines)
 
 

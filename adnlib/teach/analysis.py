@@ -265,8 +265,9 @@ def last_vs_best_text(table: pd.DataFrame) -> str:
         return first
     widths = table["last_95%_high"] - table["last_95%_low"]
     return (first + f" Each last AUROC's 95 % interval over the test images is {widths.min():.0f}–{widths.max():.0f}"
-            " points wide (table): with one seed on this test set, differences smaller than that are not evidence "
-            "of anything.")
+            " points wide (table): that is how uncertain each AUROC is on its own. Whether two variants differ is a "
+            "question for a paired test on the same images (DeLong's, notebook 06), whose interval of the difference "
+            "is usually narrower.")
 
 
 def last_vs_best_takeaway(table: pd.DataFrame) -> str:
@@ -340,8 +341,8 @@ def attention_gap_text(gaps: dict[str, float], reference: str = "differnet", lev
     if "recovered" not in gaps or "se" not in gaps:
         return text
     moved = gaps["recovered"]
-    text += (f" SE with open gates ends {gaps['se, open gates']:+.1f}, {moved:+.1f} points from SE with standard "
-             "gates")
+    text += (f" SE with open gates ends {gaps['se, open gates']:+.1f} against {reference} and {moved:+.1f} against "
+             "SE with standard gates")
     if "recovered_p" not in gaps:
         return text + " (not tested: the runs' scores were not given)."
     p = gaps["recovered_p"]
@@ -455,29 +456,41 @@ def gate_movement_text(movement: pd.DataFrame, tolerance: float = GATES_MOVED) -
 GATE_RESPONSE_SMALL = 0.01
 
 
+def _gate_response(frame: pd.DataFrame, small: float) -> tuple[str, int, int, float, list[int]]:
+    """One variant's `attention_viz.gate_difference` table -> (outcome, observed, chance, largest shift, blocks beyond
+    chance); outcome: 'chance' (no more than chance), 'small' (beyond chance, every shift under `small`), 'responds'."""
+    observed, chance = int(frame["outside_band"].sum()), int(frame["shuffled_max"].sum())
+    largest = float(frame["max_abs_shift"].max())
+    blocks = [int(row.block) for row in frame.itertuples() if row.outside_band > row.shuffled_max]
+    outcome = "chance" if observed <= chance else "small" if largest < small else "responds"
+    return outcome, observed, chance, largest, blocks
+
+
 def gate_response_text(differences: dict[str, pd.DataFrame], n_normal: int, n_defective: int,
                        small: float = GATE_RESPONSE_SMALL) -> str:
-    """Do the trained gates respond to defects? From `attention_viz.gate_difference` per variant: the count of
+    """Do the trained gates respond to defects? Per variant, from `attention_viz.gate_difference`: the count of
     channels whose mean gate on the defective images leaves the normal images' 10–90 % band, against the largest
-    count that shuffled labels give (chance), and the largest shift of a mean gate. Three outcomes, each said as it
-    is: no more than chance; beyond chance but too small to matter (under `small`); beyond chance and not small."""
-    both = pd.concat(differences.values())
-    observed, chance = int(both["outside_band"].sum()), int(both["shuffled_max"].sum())
-    largest = float(both["max_abs_shift"].max())
-    count = (f"On {n_normal} normal and {n_defective} defective images, {observed} channel gates (all blocks and "
-             f"variants) have a mean over the defective images outside the normal images' 10–90 % band; shuffling "
-             f"the normal/defective labels gives up to {chance} such gates by chance")
-    size = f"the largest shift of a mean gate between the two kinds of image is **{largest:.4f}** (gates lie in 0–1)"
-    if observed <= chance:
-        return (f"{count}: **no more than chance**, so these crossings do not show that the gates respond to "
-                f"defects; {size}.")
-    if largest < small:
-        return (f"{count}: more than chance, but {size}, under {small:.0%} of the gates' range: a response that "
-                "exists on these images but is too small to change much of what the flow sees, which is why the "
-                "two curves in the figure lie on top of each other.")
-    return (f"{count}: **more than chance**, and {size}: some gates do respond differently to the defective images. "
-            "They learnt from normal images only, so this is a side effect of what describes normal images, not "
-            "a defect detector; whether it helps is for the AUROC to say.")
+    count that shuffled labels give (chance; both summed over the blocks), the blocks beyond chance, and the largest
+    shift of a mean gate. Three outcomes per variant, each said as it is: no more than chance; beyond chance but
+    too small to matter (under `small`); beyond chance and not small."""
+    lines = [f"On {n_normal} normal and {n_defective} defective images: the channel gates whose mean over the "
+             "defective images leaves the normal images' 10–90 % band, against the most that shuffling the "
+             "normal/defective labels gives by chance (both summed over the blocks)."]
+    for variant, frame in differences.items():
+        outcome, observed, chance, largest, blocks = _gate_response(frame, small)
+        count = f"**{variant.upper()}**: {observed} gates, up to {chance} by chance"
+        where = f" (block{'s' if len(blocks) > 1 else ''} {', '.join(map(str, blocks))})" if blocks else ""
+        size = f"the largest shift of a mean gate is **{largest:.4f}** (gates lie in 0–1)"
+        lines.append(
+            f"{count}: **no more than chance**, so its crossings do not show that its gates respond to defects; "
+            f"{size}." if outcome == "chance" else
+            f"{count}: more than chance{where}, but {size}, under {small:.0%} of the gates' range: a response that "
+            "exists on these images but is too small to change much of what the flow sees, which is why its two "
+            "curves in the figure lie on top of each other." if outcome == "small" else
+            f"{count}: **more than chance**{where}, and {size}: some of its gates do respond differently to the "
+            "defective images. They learnt from normal images only, so this is a side effect of what describes "
+            "normal images, not a defect detector; whether it helps is for the AUROC to say.")
+    return "\n\n".join(lines)
 
 
 def gate_shift_text(shifts: dict[str, pd.DataFrame], statistics: dict[str, pd.DataFrame],
@@ -529,17 +542,17 @@ def score_spread_text(spread: pd.DataFrame, limit: float = NEARLY_CONSTANT) -> s
 
 def gate_takeaway(differences: dict[str, pd.DataFrame], shifts: dict[str, pd.DataFrame],
                   small: float = GATE_RESPONSE_SMALL) -> str:
-    """One short sentence for a takeaways box: how far training moved the gates and whether they respond to
-    defects (the outcomes of `gate_response_text`, briefly)."""
-    both = pd.concat(differences.values())
-    observed, chance = int(both["outside_band"].sum()), int(both["shuffled_max"].sum())
-    largest = float(both["max_abs_shift"].max())
+    """One short sentence for a takeaways box: how far training moved the gates and, per variant, whether they
+    respond to defects (the outcomes of `gate_response_text`, briefly)."""
     typical = float(pd.concat(shifts.values())["gate_shift_mean"].mean())
-    response = ("no more than chance" if observed <= chance else
-                f"beyond chance but by at most {largest:.3f}, too little to matter" if largest < small else
-                f"beyond chance, by up to {largest:.3f}")
-    return (f"Training moved a channel gate by {typical:.2g} on average; the trained gates differ between normal and "
-            f"defective images {response} (section 8).")
+    said = []
+    for variant, frame in differences.items():
+        outcome, _, _, largest, _ = _gate_response(frame, small)
+        said.append(f"{variant.upper()} " + ("no more than chance" if outcome == "chance" else
+                                             f"beyond chance but by at most {largest:.3f}, too little to matter"
+                                             if outcome == "small" else f"beyond chance, by up to {largest:.3f}"))
+    return (f"Training moved a channel gate by {typical:.2g} on average; between normal and defective images the "
+            f"trained gates differ: {'; '.join(said)} (section 8).")
 
 
 def cold_start_text(histories: dict[str, pd.DataFrame], reference: str = "differnet") -> str:
