@@ -80,7 +80,7 @@ def test_the_sentences_follow_the_verdict_and_readable_needs_every_map():
     text = control_text({"a": good, "b": bad}).splitlines()
     assert "can be read as an explanation" in text[0]
     assert f"PRO {good['pro']:.3f}" in text[0]
-    assert "cannot show where the model looks" in text[1]
+    assert "is not shown to follow its own image's defects" in text[1]
     assert readable({"a": good}, ["a"])
     assert not readable({"a": good, "b": bad}, ["a", "b"])
 
