@@ -80,6 +80,11 @@ def test_a_link_planted_as_the_lock_file_is_refused_and_its_target_untouched(tmp
     with pytest.raises(io.UnsafePathError, match="is a folder"):
         with folder_lock(out):
             pass
+    (out / LOCK_NAME).rmdir()
+    os.mkfifo(out / LOCK_NAME)  # opens (read/write, non-blocking) like a file: only its kind gives it away
+    with pytest.raises(io.UnsafePathError, match="is not a regular file"):
+        with folder_lock(out):
+            pass
 
 
 @pytest.mark.parametrize("write", ["probe", "atomic", "clock"])
