@@ -87,6 +87,19 @@ MUTANTS = [
      "    return normalise_maps(np.concatenate(parts))", "    return np.concatenate(parts).astype(np.float32)"),
     ("write failures as tracebacks", "adnlib/io.py", "WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS,",
      "WRITE_ERRNOS = {errno.EROFS,"),
+    # the course: read, never completed; fetched as asked; sentences that claim only what was tested
+    ("a course's missing run passes", "adnlib/teach/sources.py", "        if missing:\n            unpublished",
+     "        if False:\n            unpublished"),
+    ("names alone fetch the whole course", "adnlib/run/fetch.py", "take_grid = not names or grid_filtered",
+     "take_grid = True"),
+    ("run folders nested in a manifest", "adnlib/run/fetch.py", "        if inside is not None:\n",
+     "        if False:\n"),
+    ("a random-backbone course by accident", "adnlib/run/course.py", '    if base.weights == "auto" and resolve',
+     "    if False and resolve"),
+    ("cold start claimed at any p", "adnlib/teach/analysis.py", "    if not p < level:\n", "    if False:\n"),
+    ("gate responses pooled over variants", "adnlib/teach/analysis.py",
+     "    for variant, frame in differences.items():\n        outcome, observed",
+     "    for variant, frame in {'all': pd.concat(differences.values())}.items():\n        outcome, observed"),
 ]
 
 
