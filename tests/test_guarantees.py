@@ -296,3 +296,53 @@ def test_a_bad_weights_file_never_repeats_torchs_unsafe_advice(tmp_path):
         load_alexnet_features(str(tmp_path / "bad.pth"))
     assert "weights_only=False" not in str(caught.value)
     assert "weights_only" not in str(caught.value).replace("safe loading (weights_only)", "")
+
+
+# --- the three guarantees the mutation check found untested by the fast suite -------------------------------------
+def test_an_executed_notebook_lands_whole_or_not_at_all(tmp_path):
+    # catches the executed notebook written in place or never renamed: a whole notebook replaces the previous one
+    # (papermill's record naming the final file), a truncated one (a full disk) leaves the previous one as it was
+    import nbformat
+
+    from adnlib.teach.notebooks import _written_then_renamed
+    output = tmp_path / "00_quickstart.ipynb"
+    output.write_text("the previous run")
+    with _written_then_renamed(output) as writing:
+        assert writing != output
+        nbformat.write(nbformat.v4.new_notebook(metadata={"papermill": {"output_path": str(writing)}}), writing)
+    assert nbformat.read(output, as_version=4).metadata["papermill"]["output_path"] == str(output)
+    before = output.read_bytes()
+    with _written_then_renamed(output) as writing:
+        writing.write_text('{"cells": [')  # cut off mid-write
+    assert output.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_quickstart.ipynb"]  # no partial file left
+
+
+def test_every_reader_of_images_refuses_a_tiny_one(tmp_path):
+    # catches the minimum size applied by training only: `score` fed a 1x1 image (nothing to rotate or pool)
+    from PIL import Image
+
+    import adnlib
+    from adnlib.data.datasets import MIN_IMAGE_PX, read_resized
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    with pytest.raises(DatasetError, match=f"image too small \\(1x1 px, the least is {MIN_IMAGE_PX}\\)"):
+        read_resized(tiny, 64)
+    model = adnlib.AttentDifferNet(adnlib.preset("smoke", weights="none"))
+    with pytest.raises(DatasetError, match="image too small"):
+        adnlib.score_images(model, [tiny])
+
+
+def test_maps_of_every_method_are_normalised_per_image(tmp_path):
+    # catches maps compared on their raw scales (a method whose values are larger would win every comparison)
+    import torch
+
+    import adnlib
+    from adnlib.explain.localization_metrics import method_maps
+    model = adnlib.AttentDifferNet(adnlib.preset("smoke", variant="cbam", weights="none")).eval()
+    size = model.config.img_size
+    images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    maps = method_maps(model, images, "cbam-spatial")
+    flat = maps.reshape(len(maps), -1)
+    assert flat.min(1) == pytest.approx(0.0)
+    assert flat.max(1) == pytest.approx(1.0)
