@@ -70,16 +70,26 @@ def test_a_course_trained_on_other_images_is_refused(tiny_root, tmp_path):
 
 
 def test_a_report_refuses_runs_of_different_protocols(tmp_path):
+    # catches a course mixing protocols, or (same config, weights 'auto') one run on ImageNet and one on random
+    # backbone weights: what the runs used is compared, not only what they were asked
     from adnlib.config import preset
+    imagenet = {"source": "imagenet", "file": None, "sha256": "a" * 64, "id": "sha256:" + "a" * 64}
+    random_backbone = {"source": "random", "file": None, "sha256": "b" * 64, "id": "random"}
     runs = []
-    for i, config in enumerate([preset("smoke"), preset("smoke", variant="se", seed=1), preset("demo")]):
-        folder = tmp_path / f"run{i}"
-        folder.mkdir()
-        (folder / "metrics.json").write_text(json.dumps({"config": config.to_dict()}))
+    for i, (config, backbone) in enumerate([(preset("smoke"), imagenet), (preset("smoke", variant="se"), imagenet),
+                                            (preset("demo"), imagenet), (preset("smoke", variant="cbam"),
+                                                                         random_backbone)]):
+        folder = tmp_path / "disc" / config.variant / f"seed{i}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"config": config.to_dict(), "backbone": backbone,
+                                                         "data": {"train": {"n": 8, "sha256": "c" * 64},
+                                                                  "test": {"n": 6, "sha256": "d" * 64}}}))
         runs.append(folder)
     assert recorded_config(runs[:2]).img_size == preset("smoke").img_size  # variant and seed may differ
-    with pytest.raises(SourceError, match="2 different protocols"):
-        recorded_config(runs)
+    with pytest.raises(SourceError, match="mixes runs that differ"):
+        recorded_config(runs[:3])
+    with pytest.raises(SourceError, match="backbone"):
+        recorded_config([runs[0], runs[3]])
 
 
 def test_a_course_is_read_never_completed_here(tmp_path):
@@ -157,6 +167,9 @@ def test_a_course_release_holds_exactly_what_its_manifest_lists(tmp_path):
     release = tmp_path / "course" / "release"
     release.mkdir()
     (release / "disc_se_seed0-0123abcd.pt").write_bytes(b"an earlier training of the cell")
+    outside = tmp_path / "private.txt"
+    outside.write_text("not for upload")
+    (release / "notes.txt").symlink_to(outside)  # `gh release create release/*` would upload what it points to
     for base_url in (None, "https://example.org/releases/download/v1"):
         manifest = write_manifest(tmp_path / "course", base_url, release / "manifest.json")
         _remove_unlisted(manifest)
@@ -164,6 +177,7 @@ def test_a_course_release_holds_exactly_what_its_manifest_lists(tmp_path):
         assert sorted(p.name for p in release.iterdir()) == sorted(
             ["manifest.json", listed[0]["url"].rsplit("/", 1)[-1],
              *(f["url"].rsplit("/", 1)[-1] for f in listed[0]["files"].values())])
+    assert outside.read_text() == "not for upload"  # the link went, not its target
 
 
 def test_a_courses_named_run_is_checked_against_its_categorys_data(tiny_root, tmp_path):

@@ -333,3 +333,23 @@ def test_write_manifest_refuses_a_named_run_in_a_grid_cells_folder(tmp_path):
         write_manifest(tmp_path / "grid", None, tmp_path / "release" / "manifest.json",
                        named={"disc/se/seed0": tmp_path / "grid" / "disc" / "differnet" / "seed0"})
     assert not (tmp_path / "release").exists()  # nothing placed
+
+
+def test_a_release_file_is_copied_whole_where_linking_fails(tmp_path, monkeypatch):
+    # catches the copy fallback writing through a link planted at the asset's name, or leaving a partial file
+    import os
+
+    from adnlib.run import fetch
+    source = tmp_path / "checkpoint.pt"
+    source.write_bytes(b"weights")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "asset.pt").symlink_to(victim)
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError("cross-device link")))
+    fetch._place(source, release / "asset.pt")
+    assert (release / "asset.pt").read_bytes() == b"weights"
+    assert not (release / "asset.pt").is_symlink()
+    assert victim.read_text() == "precious"
+    assert sorted(p.name for p in release.iterdir()) == ["asset.pt"]

@@ -92,7 +92,7 @@ def _remove_unlisted(manifest: Path) -> None:
     listed = {manifest.name} | {unquote(item["url"].rsplit("/", 1)[-1])
                                 for entry in entries for item in [entry, *entry.get("files", {}).values()]}
     for path in manifest.parent.iterdir():
-        if path.is_file() and not path.is_symlink() and path.name not in listed:
+        if (path.is_file() or path.is_symlink()) and path.name not in listed:  # a link goes too (not its target)
             path.unlink()
 
 

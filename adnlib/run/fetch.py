@@ -41,6 +41,7 @@ from adnlib.io import (  # noqa: F401 - file_sha256, offline, download: public h
     DEFAULT_DEADLINE_S,
     DEFAULT_TIMEOUT_S,
     NETWORK_ERRORS,
+    atomic_write,
     check_timeouts,
     download,
     file_sha256,
@@ -475,16 +476,17 @@ def _run_key(checkpoint: Path) -> dict[str, Any]:
 
 
 def _place(source: Path, target: Path) -> None:
-    """`target` becomes `source`'s content: a hard link, or a copy (via a temporary file) where linking fails."""
+    """`target` becomes `source`'s content: a hard link, or a copy (`io.atomic_write`) where linking fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and os.path.samefile(source, target):
         return
     tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.partial"
     try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+        os.link(source, tmp)  # fails, never follows, if the name exists
+    except OSError:
+        atomic_write(target, lambda path: shutil.copyfile(source, path))
+        return
+    try:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -137,9 +137,9 @@ def _course(value: str, where: str, data_root, categories, variants, seeds, name
         value = _local(value)
     if value.startswith(("http://", "https://")) or value.endswith(".json"):
         try:
-            folder = fetch_runs(value, categories=categories, variants=variants, seeds=seeds)
-            if names:
-                fetch_runs(value, names=list(names))
+            folder = fetch_runs(value, categories=categories, variants=variants, seeds=seeds,
+                                names=list(names) if names and any(v is not None for v in (categories, variants, seeds))
+                                else None)  # names alone would leave the grid out: no filter takes everything
         except CheckpointError as exc:
             raise SourceError(f"{where}: {exc}") from exc
         return RunSource(folder, f"the course at {value}", True, data_root)
@@ -163,14 +163,13 @@ def training_config(runs: list[Path], *, device: str, seed: int):
 
 def recorded_config(runs: list[Path]):
     """The one Config the runs were trained with apart from variant and seed (a course's protocol), or SourceError
-    when they differ: a report over them would compare runs of different protocols."""
+    when they differ in what they used (protocol, resolved backbone, data: `identity.check_records`, the check
+    every comparison of runs passes through): a report over them would compare runs that differ."""
     from adnlib.config import Config
-    configs = {}
-    for run in runs:
-        config = Config.from_dict(json.loads((run / "metrics.json").read_text())["config"])
-        protocol = config.replace(variant="differnet", seed=0).protocol()
-        configs[json.dumps(protocol, sort_keys=True, default=str)] = config
-    if len(configs) != 1:
-        raise SourceError(f"the runs in {runs[0].parents[2] if runs else '?'} were trained with {len(configs)} "
-                          "different protocols; use runs of one course")
-    return next(iter(configs.values()))
+    from adnlib.run.identity import RunMismatchError, check_records
+    records = {"/".join(run.parts[-3:]): json.loads((run / "metrics.json").read_text()) for run in runs}
+    try:
+        check_records(records, what="course")
+    except RunMismatchError as exc:
+        raise SourceError(str(exc)) from exc
+    return Config.from_dict(next(iter(records.values()))["config"])
