@@ -17,6 +17,7 @@ from adnlib.run.stats import (
     delong,
     delong_test,
     format_comparison,
+    image_key,
     paired_bootstrap,
     paired_comparison,
     seed_summary,
@@ -498,6 +499,29 @@ def test_images_are_aligned_by_path_not_by_row_order():
     first = paired_comparison(frame)
     shuffled = paired_comparison(frame.sample(frac=1, random_state=0))
     pd.testing.assert_frame_equal(first, shuffled)
+
+
+def test_runs_scored_on_other_machines_pair_on_the_same_image_key_as_the_notebooks():
+    # catches pairing on the full path (runs fetched from another machine, other root or separators, then refused
+    # as scoring other images) and a key so short that two defects' files of the same name collapse into one image;
+    # and the notebooks' DeLong pairing (analysis._same_images) using another definition of "the same image"
+    from adnlib.teach.analysis import _same_images
+    defects = ["good", "crack"] * 10
+    files = [f"{d}/{i // 2:03d}.png" for i, d in enumerate(defects)]  # good/000.png and crack/000.png both exist
+    labels = np.array([d != "good" for d in defects], dtype=int)
+    rng = np.random.default_rng(14)
+    a, b = rng.normal(size=20) + labels, rng.normal(size=20) + 1.5 * labels
+    here = [f"/home/me/mvtec/screw/test/{f}" for f in files]
+    there = ["D:\\data\\screw\\test\\" + f.replace("/", "\\") for f in files]
+    same = _long("screw", {("differnet", 0): a, ("se", 0): b}, labels, paths=here)
+    mixed = pd.concat([_long("screw", {("differnet", 0): a}, labels, paths=here),
+                       _long("screw", {("se", 0): b}, labels, paths=there)], ignore_index=True)
+    pd.testing.assert_frame_equal(paired_comparison(mixed), paired_comparison(same))
+    assert list(image_key(pd.Series(there))) == files
+    paired = _same_images(pd.DataFrame(dict(path=here, label=labels, score=a)),
+                          pd.DataFrame(dict(path=there, label=labels, score=b)))
+    assert paired is not None
+    assert list(paired["image"]) == files
 
 
 def test_mismatched_images_labels_or_seeds_raise_naming_the_culprit():

@@ -414,10 +414,19 @@ def _attention_init(runs: pd.DataFrame, category, variant) -> str:
     return values[0] if values else ""
 
 
+def image_key(paths: pd.Series) -> pd.Series:
+    """The one definition of "the same test image" when runs are paired: its defect folder and file name
+    ("good/000.png"), whatever root and separators the machine that scored it used. Within a category these name
+    an image uniquely; that two runs read the same images is the data fingerprint's job (identity checks)."""
+    parts = paths.astype(str).str.replace("\\", "/", regex=False).str.split("/")
+    return parts.str[-2:].str.join("/")
+
+
 def _aligned(frame: pd.DataFrame, category) -> tuple[np.ndarray, np.ndarray, list]:
-    """Align every run of a category on the image paths -> labels (n,), scores (R, n), run keys (R,) in
+    """Align every run of a category on its images (`image_key`) -> labels (n,), scores (R, n), run keys (R,) in
     (variant, seed) order; ValueError naming the run and image where a run scores an image twice, where the runs'
     images differ, or where they disagree on a label."""
+    frame = frame.assign(path=image_key(frame["path"]))
     twice = frame.duplicated(["variant", "seed", "path"])
     if twice.any():
         row = frame[twice].iloc[0]

@@ -313,10 +313,10 @@ def attention_gap(metrics: dict[str, dict], open_metrics: dict | None = None, re
 
 
 def _same_images(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame | None:
-    """Two runs' scores.csv side by side (score_a, score_b) by image (its defect folder and file name, so runs made
-    on other machines pair too), or None when they did not score the same images."""
-    keys = [frame["path"].astype(str).str.replace("\\", "/", regex=False).str.split("/").str[-2:].str.join("/")
-            for frame in (a, b)]
+    """Two runs' scores.csv side by side (score_a, score_b) by image (`image_key`, so runs made on other machines
+    pair too), or None when they did not score the same images."""
+    from adnlib.run.stats import image_key
+    keys = [image_key(frame["path"]) for frame in (a, b)]
     left = pd.DataFrame({"image": keys[0], "label": a["label"].to_numpy(), "score_a": a["score"].to_numpy()})
     right = pd.DataFrame({"image": keys[1], "label_b": b["label"].to_numpy(), "score_b": b["score"].to_numpy()})
     if set(left["image"]) != set(right["image"]) or left["image"].duplicated().any() \
