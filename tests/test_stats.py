@@ -503,21 +503,24 @@ def test_images_are_aligned_by_path_not_by_row_order():
 
 def test_runs_scored_on_other_machines_pair_on_the_same_image_key_as_the_notebooks():
     # catches pairing on the full path (runs fetched from another machine, other root or separators, then refused
-    # as scoring other images) and a key so short that two defects' files of the same name collapse into one image;
-    # and the notebooks' DeLong pairing (analysis._same_images) using another definition of "the same image"
+    # as scoring other images); a key that collapses distinct images (the file name alone, or the last two parts in
+    # a nested tree, where crack/a/000.png and hole/a/000.png both end in a/000.png); a key taken after the first
+    # `test` folder of the path (here the data root is inside one); and the notebooks' DeLong pairing
+    # (analysis._same_images) using another definition of "the same image"
     from adnlib.teach.analysis import _same_images
-    defects = ["good", "crack"] * 10
-    files = [f"{d}/{i // 2:03d}.png" for i, d in enumerate(defects)]  # good/000.png and crack/000.png both exist
-    labels = np.array([d != "good" for d in defects], dtype=int)
+    defects = ["good", "crack", "hole", "good/x", "crack/a", "hole/a"] * 4
+    files = [f"{d}/{i // 6:03d}.png" for i, d in enumerate(defects)]
+    labels = np.array([not d.startswith("good") for d in defects], dtype=int)
     rng = np.random.default_rng(14)
-    a, b = rng.normal(size=20) + labels, rng.normal(size=20) + 1.5 * labels
-    here = [f"/home/me/mvtec/screw/test/{f}" for f in files]
+    a, b = rng.normal(size=24) + labels, rng.normal(size=24) + 1.5 * labels
+    here = [f"/home/me/test/mvtec/screw/test/{f}" for f in files]
     there = ["D:\\data\\screw\\test\\" + f.replace("/", "\\") for f in files]
     same = _long("screw", {("differnet", 0): a, ("se", 0): b}, labels, paths=here)
     mixed = pd.concat([_long("screw", {("differnet", 0): a}, labels, paths=here),
                        _long("screw", {("se", 0): b}, labels, paths=there)], ignore_index=True)
     pd.testing.assert_frame_equal(paired_comparison(mixed), paired_comparison(same))
-    assert list(image_key(pd.Series(there))) == files
+    assert list(image_key(pd.Series(there), "screw")) == files
+    assert list(image_key(pd.Series(here))) == files
     paired = _same_images(pd.DataFrame(dict(path=here, label=labels, score=a)),
                           pd.DataFrame(dict(path=there, label=labels, score=b)))
     assert paired is not None

@@ -414,24 +414,31 @@ def _attention_init(runs: pd.DataFrame, category, variant) -> str:
     return values[0] if values else ""
 
 
-def image_key(paths: pd.Series) -> pd.Series:
-    """The one definition of "the same test image" when runs are paired: its defect folder and file name
-    ("good/000.png"), whatever root and separators the machine that scored it used. Within a category these name
-    an image uniquely; that two runs read the same images is the data fingerprint's job (identity checks)."""
-    parts = paths.astype(str).str.replace("\\", "/", regex=False).str.split("/")
-    return parts.str[-2:].str.join("/")
+def image_key(paths: pd.Series, category: str | None = None) -> pd.Series:
+    """The one definition of "the same test image" when runs are paired: its path inside the test split folder
+    ("good/000.png", "crack/a/001.png" in a nested tree; the key its test rotations are drawn with), whatever root
+    and separators the machine that scored it used. The split folder is the last `test` part (after `category`
+    where given); a path without one keeps its last two parts. That two runs read the same images is the data
+    fingerprint's job (identity checks), not this key's."""
+    def key(path: str) -> str:
+        parts = [part for part in path.replace("\\", "/").split("/") if part]
+        for i in range(len(parts) - 2, -1, -1):
+            if parts[i] == "test" and (category is None or (i > 0 and parts[i - 1] == str(category))):
+                return "/".join(parts[i + 1:])
+        return "/".join(parts[-2:])
+    return paths.astype(str).map(key)
 
 
 def _aligned(frame: pd.DataFrame, category) -> tuple[np.ndarray, np.ndarray, list]:
     """Align every run of a category on its images (`image_key`) -> labels (n,), scores (R, n), run keys (R,) in
     (variant, seed) order; ValueError naming the run and image where a run scores an image twice, where the runs'
     images differ, or where they disagree on a label."""
-    frame = frame.assign(path=image_key(frame["path"]))
+    frame = frame.assign(path=image_key(frame["path"], category))
     twice = frame.duplicated(["variant", "seed", "path"])
     if twice.any():
         row = frame[twice].iloc[0]
         raise ValueError(f"category {category!r}: run {row['variant']}/seed {row['seed']} scores image "
-                         f"{row['path']!r} more than once")
+                         f"{row['path']!r} more than once (or two of its files have that path inside the split)")
     groups = frame.groupby(["variant", "seed"], sort=True)
     keys = list(groups.groups)
     run = groups.ngroup().to_numpy()
