@@ -81,6 +81,8 @@ MUTANTS = [
     ("ORH without Hillis's max", "adnlib/run/stats.py", '    gap = _dust(covariances["cov2"] - covariances["cov3"])',
      '    gap = covariances["cov2"] - covariances["cov3"]'),
     ("Holm as Bonferroni", "adnlib/run/stats.py", "p[order] * (m - np.arange(m))", "p[order] * m"),
+    ("runs paired on the full image path", "adnlib/run/stats.py", '    frame = frame.assign(path=image_key(frame["path"], category))\n', ""),
+    ("image key is the last two parts", "adnlib/run/stats.py", '                return "/".join(parts[i + 1:])', '                return "/".join(parts[-2:])'),
     ("shuffled control compares a map with its own mask", "adnlib/explain/evidence.py",
      "        order[index] = np.roll(index, -1)\n", ""),
     ("maps compared unnormalised", "adnlib/explain/localization_metrics.py",
