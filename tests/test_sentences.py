@@ -124,7 +124,7 @@ def test_two_runs_on_different_images_are_not_paired():
     assert _same_images(_scores(WEAK), other) is None
 
 
-def test_same_images_pairs_by_defect_folder_and_file_name_not_by_row():
+def test_same_images_pairs_by_path_inside_the_split_not_by_row():
     # catches pairing by row position (a shuffled scores.csv would pair other images), by the full path (runs made
     # on other machines, or with Windows separators, would never pair), or labels not checked
     a = _scores(WEAK)

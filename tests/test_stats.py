@@ -521,6 +521,7 @@ def test_runs_scored_on_other_machines_pair_on_the_same_image_key_as_the_noteboo
     pd.testing.assert_frame_equal(paired_comparison(mixed), paired_comparison(same))
     assert list(image_key(pd.Series(there), "screw")) == files
     assert list(image_key(pd.Series(here))) == files
+    assert list(image_key(pd.Series(here), "Screw")) == files  # category spelled otherwise: still after `test`
     paired = _same_images(pd.DataFrame(dict(path=here, label=labels, score=a)),
                           pd.DataFrame(dict(path=there, label=labels, score=b)))
     assert paired is not None

@@ -417,15 +417,21 @@ def _attention_init(runs: pd.DataFrame, category, variant) -> str:
 def image_key(paths: pd.Series, category: str | None = None) -> pd.Series:
     """The one definition of "the same test image" when runs are paired: its path inside the test split folder
     ("good/000.png", "crack/a/001.png" in a nested tree; the key its test rotations are drawn with), whatever root
-    and separators the machine that scored it used. The split folder is the last `test` part (after `category`
-    where given); a path without one keeps its last two parts. That two runs read the same images is the data
-    fingerprint's job (identity checks), not this key's."""
+    and separators the machine that scored it used. The split folder is the last `<category>/test` where a category
+    is given and the path has one, else the last `test` folder (so a folder named `test` inside the split shortens
+    the key: at worst runs are refused as scoring an image twice, never paired on other images); a path without
+    one keeps its last two parts. That two runs read the same images is the data fingerprint's job (identity
+    checks), not this key's."""
+    def after_split(parts: list[str], anchored: bool) -> str | None:
+        for i in range(len(parts) - 2, -1, -1):
+            if parts[i] == "test" and (not anchored or (i > 0 and parts[i - 1] == str(category))):
+                return "/".join(parts[i + 1:])
+        return None
+
     def key(path: str) -> str:
         parts = [part for part in path.replace("\\", "/").split("/") if part]
-        for i in range(len(parts) - 2, -1, -1):
-            if parts[i] == "test" and (category is None or (i > 0 and parts[i - 1] == str(category))):
-                return "/".join(parts[i + 1:])
-        return "/".join(parts[-2:])
+        return ((category is not None and after_split(parts, True)) or after_split(parts, False)
+                or "/".join(parts[-2:]))
     return paths.astype(str).map(key)
 
 
@@ -540,9 +546,10 @@ def paired_comparison(scores: pd.DataFrame, baseline: str = "differnet", *, leve
 
     scores: one row per test image per run, columns category, variant, seed, path, label, score (and optionally the
     provenance columns protocol, backbone, data: runs that differ there are refused, RunMismatchError). In each category
-    the seeds run by both the variant and the baseline are paired, and images are aligned by path (ValueError if
-    none is paired, or if the runs' images or labels differ). covariance: "delong" (DeLong's structural components)
-    or "jackknife" (leave one image out), the estimate of the AUROCs' error covariances. Returns one row per
+    the seeds run by both the variant and the baseline are paired, and images are aligned by `image_key`, their
+    path inside the test split (ValueError if none is paired, or if the runs' images or labels differ).
+    covariance: "delong" (DeLong's structural components) or "jackknife" (leave one image out), the estimate of the
+    AUROCs' error covariances. Returns one row per
     (category, variant), then per variant a row with category "mean" (per seed the mean AUROC over its categories,
     on the seeds paired in all of them), with columns (differences ×100, in AUROC points):
 
